@@ -1,0 +1,94 @@
+// Package entities is changecast's domain: the entity types it watches, the
+// registry that maps each type to its table, key and secret fields, and the
+// Change value that flows from the watcher through sanitize and the journal
+// to the WebSocket hub.
+//
+// The package imports nothing heavy (stdlib and uuid only) so every other
+// package can depend on it. Values of these types are plain data: they are
+// safe to share between goroutines once built and never mutated afterwards.
+package entities
+
+import (
+	"fmt"
+	"time"
+)
+
+// Operation is what happened to an entity.
+type Operation string
+
+// The operations a Change can carry.
+const (
+	OpCreate Operation = "create"
+	OpUpdate Operation = "update"
+	OpDelete Operation = "delete"
+)
+
+// Operations lists every valid Operation, in a stable order for error messages.
+var Operations = []Operation{OpCreate, OpUpdate, OpDelete}
+
+// ParseOperation returns the Operation named s, or an error naming the
+// accepted values.
+func ParseOperation(s string) (Operation, error) {
+	for _, op := range Operations {
+		if string(op) == s {
+			return op, nil
+		}
+	}
+	return "", fmt.Errorf("unknown operation %q; known: %s", s, joinOps(Operations))
+}
+
+func joinOps(ops []Operation) string {
+	s := ""
+	for i, op := range ops {
+		if i > 0 {
+			s += ", "
+		}
+		s += string(op)
+	}
+	return s
+}
+
+// Row is a decoded table row: column name to typed Go value. Values are one
+// of nil (SQL NULL), bool, int64, float64, string, json.Number (numeric,
+// exact), time.Time, uuid.UUID, json.RawMessage (json/jsonb, kept as the
+// server's bytes), []byte (bytea), []string (text[]) or []any (other arrays).
+// Encoding a Row with encoding/json yields the payload sent to clients.
+type Row map[string]any
+
+// LSN is a PostgreSQL write-ahead-log position.
+type LSN uint64
+
+// String formats the LSN the way PostgreSQL does, e.g. "16/B374D848".
+func (l LSN) String() string {
+	return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l))
+}
+
+// Change is one committed create, update or delete of one entity.
+//
+// Payload is the new row for create and update, and the previous row for
+// delete. Previous is the row before an update when the server sent it
+// (tables have REPLICA IDENTITY FULL, so it normally does). Unchanged lists
+// columns whose value PostgreSQL did not send (an unchanged TOAST value with
+// no previous row to fill it from); such columns are absent from Payload,
+// never reported as NULL.
+type Change struct {
+	EntityType string    // registry name, e.g. "pool"
+	Operation  Operation // create, update or delete
+	EntityID   string    // the key column's value, as text
+	Payload    Row
+	Previous   Row
+	Unchanged  []string
+
+	// Source position. CommitLSN is the transaction's commit record;
+	// EndLSN the end of it, the only position safe to confirm
+	// (see REPLICATION.md rule 1). Index is the change's place in its
+	// transaction, from 0.
+	CommitLSN  LSN
+	EndLSN     LSN
+	Index      int
+	Xid        uint32
+	CommitTime time.Time
+
+	// Cursor is the change's journal position once journaled; 0 before.
+	Cursor int64
+}

@@ -1,0 +1,226 @@
+package entities
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// SecretTag is the struct tag that marks a field secret: `changecast:"secret"`.
+// A secret field's value never leaves changecast: sanitize strips it from
+// every row before the row is journaled or sent.
+const SecretTag = "changecast"
+
+// EntityType describes one watched table.
+type EntityType struct {
+	// Name is the snake_case type name used on the wire ("pool").
+	Name string
+	// Table is the table's name, the plural snake_case of Name ("pools").
+	Table string
+	// Key is the key column whose value becomes Change.EntityID.
+	// Default: "id".
+	Key string
+	// GoType is the struct a payload decodes into; nil for types
+	// registered without one.
+	GoType reflect.Type
+	// Secrets lists the columns whose values are stripped. For a GoType
+	// it is derived from fields tagged `changecast:"secret"`, plus any
+	// listed here.
+	Secrets []string
+	// Columns lists the table's columns in declaration order (derived
+	// from GoType's json tags; may be empty for types without one).
+	Columns []string
+}
+
+// IsSecret reports whether column is one of the type's secret columns.
+func (t EntityType) IsSecret(column string) bool {
+	for _, s := range t.Secrets {
+		if s == column {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrUnknownType is returned (wrapped) for an entity type the registry does
+// not hold.
+var ErrUnknownType = errors.New("unknown entity type")
+
+var snakeName = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// Registry is the single source of truth for entity types: name, table, key,
+// Go type and secret fields. It is safe for concurrent use.
+type Registry struct {
+	mu struct {
+		sync.RWMutex
+		byName  map[string]EntityType
+		byTable map[string]string // table -> name
+	}
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	r := &Registry{}
+	r.mu.byName = map[string]EntityType{}
+	r.mu.byTable = map[string]string{}
+	return r
+}
+
+// DefaultRegistry returns a new registry holding the built-in entity types.
+func DefaultRegistry() *Registry {
+	r := NewRegistry()
+	for _, t := range Builtins() {
+		if err := r.Register(t); err != nil {
+			panic(fmt.Sprintf("entities: built-in type %s: %v", t.Name, err))
+		}
+	}
+	return r
+}
+
+// Register adds an entity type. It fills Key (default "id"), Columns and
+// Secrets from GoType, and rejects names that are not snake_case and names
+// or tables already registered.
+func (r *Registry) Register(t EntityType) error {
+	if !snakeName.MatchString(t.Name) {
+		return fmt.Errorf("register entity type %q: name must be snake_case", t.Name)
+	}
+	if t.Name == "event" {
+		return fmt.Errorf("register entity type %q: name is reserved for system events", t.Name)
+	}
+	if !snakeName.MatchString(t.Table) {
+		return fmt.Errorf("register entity type %q: table %q must be snake_case", t.Name, t.Table)
+	}
+	if t.Key == "" {
+		t.Key = "id"
+	}
+	if t.GoType != nil {
+		cols, secrets, err := structColumns(t.GoType)
+		if err != nil {
+			return fmt.Errorf("register entity type %q: %w", t.Name, err)
+		}
+		t.Columns = cols
+		t.Secrets = mergeUnique(secrets, t.Secrets)
+	} else {
+		t.Secrets = mergeUnique(nil, t.Secrets)
+	}
+	if len(t.Columns) > 0 && !contains(t.Columns, t.Key) {
+		return fmt.Errorf("register entity type %q: key column %q is not a column of %s", t.Name, t.Key, t.GoType)
+	}
+	if t.IsSecret(t.Key) {
+		return fmt.Errorf("register entity type %q: key column %q cannot be secret", t.Name, t.Key)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.mu.byName[t.Name]; ok {
+		return fmt.Errorf("register entity type %q: already registered", t.Name)
+	}
+	if other, ok := r.mu.byTable[t.Table]; ok {
+		return fmt.Errorf("register entity type %q: table %q already belongs to %q", t.Name, t.Table, other)
+	}
+	r.mu.byName[t.Name] = t
+	r.mu.byTable[t.Table] = t.Name
+	return nil
+}
+
+// Lookup returns the entity type called name, or an error wrapping
+// ErrUnknownType that lists the known names.
+func (r *Registry) Lookup(name string) (EntityType, error) {
+	r.mu.RLock()
+	t, ok := r.mu.byName[name]
+	r.mu.RUnlock()
+	if !ok {
+		return EntityType{}, fmt.Errorf("%w %q; known: %s", ErrUnknownType, name, strings.Join(r.Names(), ", "))
+	}
+	return t, nil
+}
+
+// ByTable returns the entity type stored in table.
+func (r *Registry) ByTable(table string) (EntityType, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	name, ok := r.mu.byTable[table]
+	if !ok {
+		return EntityType{}, false
+	}
+	return r.mu.byName[name], true
+}
+
+// Names returns the registered type names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.mu.byName))
+	for n := range r.mu.byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Types returns the registered types, sorted by name.
+func (r *Registry) Types() []EntityType {
+	names := r.Names()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]EntityType, 0, len(names))
+	for _, n := range names {
+		out = append(out, r.mu.byName[n])
+	}
+	return out
+}
+
+// structColumns reads the json column names and secret marks of a struct.
+func structColumns(rt reflect.Type) (cols, secrets []string, err error) {
+	if rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	if rt.Kind() != reflect.Struct {
+		return nil, nil, fmt.Errorf("go type %s is not a struct", rt)
+	}
+	for i := 0; i < rt.NumField(); i++ {
+		f := rt.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			return nil, nil, fmt.Errorf("field %s: use `changecast:\"secret\"` rather than json:\"-\" so the column stays known", f.Name)
+		}
+		if name == "" {
+			return nil, nil, fmt.Errorf("field %s has no json tag", f.Name)
+		}
+		if !snakeName.MatchString(name) {
+			return nil, nil, fmt.Errorf("field %s: json name %q is not snake_case", f.Name, name)
+		}
+		cols = append(cols, name)
+		for _, opt := range strings.Split(f.Tag.Get(SecretTag), ",") {
+			if opt == "secret" {
+				secrets = append(secrets, name)
+			}
+		}
+	}
+	return cols, secrets, nil
+}
+
+func mergeUnique(a, b []string) []string {
+	var out []string
+	for _, s := range append(append([]string(nil), a...), b...) {
+		if !contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
