@@ -1,0 +1,304 @@
+package wsapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// This file holds the client's subscription: what the token allows (scope)
+// and what the client asked for (filter), and the strict parser for GARM
+// filter messages (DESIGN.md §3 item 1).
+//
+// A filter is a list of clauses rather than a map so that later extensions
+// (field "match" clauses, envelope subscribe/unsubscribe) add fields to a
+// clause or edit the list without changing how delivery asks the question.
+
+// scope is what a connection's token allows it to see. It is fixed for the
+// life of the connection and consulted both when a filter is accepted and
+// again for every change delivered.
+type scope struct {
+	admin bool
+	// types, when non-nil, lists the only entity types allowed (the
+	// token's scope claim). nil means every type the role allows.
+	types map[string]bool
+}
+
+// userEntityType is the one type viewers never see (DESIGN.md §5).
+const userEntityType = "user"
+
+func newScope(c *Claims) scope {
+	s := scope{admin: c.Role == RoleAdmin}
+	if len(c.Scope) > 0 {
+		s.types = make(map[string]bool, len(c.Scope))
+		for _, t := range c.Scope {
+			s.types[t] = true
+		}
+	}
+	return s
+}
+
+// allows reports whether the connection may see entityType.
+func (s scope) allows(entityType string) bool {
+	if !s.admin && entityType == userEntityType {
+		return false
+	}
+	if s.types != nil {
+		return s.types[entityType]
+	}
+	return true
+}
+
+// allowedNames lists the registered types the scope allows, for error
+// messages.
+func (s scope) allowedNames(reg *entities.Registry) []string {
+	var out []string
+	for _, n := range reg.Names() {
+		if s.allows(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// opMask is a set of operations; opAll means every operation.
+type opMask uint8
+
+const (
+	opCreate opMask = 1 << iota
+	opUpdate
+	opDelete
+
+	opAll = opCreate | opUpdate | opDelete
+)
+
+func maskOf(op entities.Operation) opMask {
+	switch op {
+	case entities.OpCreate:
+		return opCreate
+	case entities.OpUpdate:
+		return opUpdate
+	case entities.OpDelete:
+		return opDelete
+	}
+	return 0
+}
+
+// clause is one GARM filter entry: the entity type must match and the
+// operation must be in ops.
+type clause struct {
+	entityType string
+	ops        opMask
+}
+
+// filter is a parsed, validated client filter. It is immutable once built,
+// so the publisher can read it through an atomic pointer while the reader
+// goroutine swaps in a replacement.
+type filter struct {
+	all     bool     // send-everything: every type the scope allows
+	clauses []clause // OR-ed; ignored when all is set
+}
+
+// matches reports whether the filter selects c. It does not consult the
+// scope; delivery checks both.
+func (f *filter) matches(c *entities.Change) bool {
+	if f == nil {
+		return false
+	}
+	if f.all {
+		return true
+	}
+	m := maskOf(c.Operation)
+	for _, cl := range f.clauses {
+		if cl.entityType == c.EntityType && cl.ops&m != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// filterError is a problem with a client message; its text goes back to the
+// client in an error frame.
+type filterError struct{ msg string }
+
+func (e *filterError) Error() string { return e.msg }
+
+func filterErrorf(format string, args ...any) error {
+	return &filterError{msg: fmt.Sprintf(format, args...)}
+}
+
+// maxEchoLen bounds how much of a client's value an error message quotes
+// back, so a 1 MiB entity type name does not come back as a 1 MiB error.
+const maxEchoLen = 64
+
+func quote(s string) string {
+	if len(s) > maxEchoLen {
+		s = s[:maxEchoLen] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// parseFilter parses a GARM filter message strictly: keys are matched
+// exactly (encoding/json would accept any case) and may appear once, values
+// must have the right JSON type, entity types must be registered and allowed
+// by sc, operations must be known. Null is accepted for the two arrays
+// because GARM's Go client encodes empty slices that way.
+func parseFilter(data []byte, reg *entities.Registry, sc scope) (*filter, error) {
+	top, err := objectMembers(data, "message", "send-everything", "filters")
+	if err != nil {
+		return nil, err
+	}
+	f := &filter{}
+	if raw, ok := top["send-everything"]; ok {
+		if err := decodeMember(raw, &f.all); err != nil || isNull(raw) {
+			return nil, filterErrorf(`"send-everything" must be true or false`)
+		}
+	}
+	var entries []json.RawMessage
+	if raw, ok := top["filters"]; ok && !isNull(raw) {
+		if err := decodeMember(raw, &entries); err != nil {
+			return nil, filterErrorf(`"filters" must be an array of objects`)
+		}
+	}
+	// GARM ignores filters when send-everything is set; they are still
+	// validated so a mistake is reported rather than silently kept.
+	for i, raw := range entries {
+		cl, err := parseClause(raw, i, reg, sc)
+		if err != nil {
+			return nil, err
+		}
+		f.clauses = append(f.clauses, cl)
+	}
+	if f.all {
+		f.clauses = nil
+	}
+	return f, nil
+}
+
+func parseClause(raw json.RawMessage, i int, reg *entities.Registry, sc scope) (clause, error) {
+	what := fmt.Sprintf("filters[%d]", i)
+	m, err := objectMembers(raw, what, "entity-type", "operations")
+	if err != nil {
+		return clause{}, err
+	}
+	var cl clause
+	rawType, ok := m["entity-type"]
+	if !ok {
+		return clause{}, filterErrorf(`%s: "entity-type" is required`, what)
+	}
+	if err := decodeMember(rawType, &cl.entityType); err != nil || isNull(rawType) {
+		return clause{}, filterErrorf(`%s: "entity-type" must be a string`, what)
+	}
+	if _, err := reg.Lookup(cl.entityType); err != nil {
+		return clause{}, filterErrorf("unknown entity type %s; known: %s", quote(cl.entityType), strings.Join(reg.Names(), ", "))
+	}
+	if !sc.allows(cl.entityType) {
+		allowed := sc.allowedNames(reg)
+		list := strings.Join(allowed, ", ")
+		if len(allowed) == 0 {
+			list = "none"
+		}
+		return clause{}, filterErrorf("entity type %s is not allowed for this token; allowed: %s", quote(cl.entityType), list)
+	}
+	var ops []json.RawMessage
+	if rawOps, ok := m["operations"]; ok && !isNull(rawOps) {
+		if err := decodeMember(rawOps, &ops); err != nil {
+			return clause{}, filterErrorf(`%s: "operations" must be an array of strings`, what)
+		}
+	}
+	for _, rawOp := range ops {
+		var s string
+		if err := decodeMember(rawOp, &s); err != nil || isNull(rawOp) {
+			return clause{}, filterErrorf(`%s: "operations" must be an array of strings`, what)
+		}
+		op, err := entities.ParseOperation(s)
+		if err != nil {
+			return clause{}, filterErrorf("unknown operation %s; known: %s", quote(s), joinOperations())
+		}
+		cl.ops |= maskOf(op)
+	}
+	if cl.ops == 0 {
+		cl.ops = opAll
+	}
+	return cl, nil
+}
+
+func joinOperations() string {
+	names := make([]string, len(entities.Operations))
+	for i, op := range entities.Operations {
+		names[i] = string(op)
+	}
+	return strings.Join(names, ", ")
+}
+
+// objectMembers decodes data as one JSON object whose keys are all in
+// allowed, each at most once, and returns the raw members. what names the
+// object in error messages.
+func objectMembers(data []byte, what string, allowed ...string) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, invalidJSON(what, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, filterErrorf("%s must be a JSON object", what)
+	}
+	out := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, invalidJSON(what, err)
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, filterErrorf("%s: invalid JSON", what)
+		}
+		if !slices.Contains(allowed, key) {
+			return nil, filterErrorf("%s: unknown key %s; known: %s", what, quote(key), strings.Join(allowed, ", "))
+		}
+		if _, dup := out[key]; dup {
+			return nil, filterErrorf("%s: duplicate key %s", what, quote(key))
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, invalidJSON(what, err)
+		}
+		out[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return nil, invalidJSON(what, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, filterErrorf("%s: unexpected data after the JSON object", what)
+	}
+	return out, nil
+}
+
+func invalidJSON(what string, err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return filterErrorf("%s: invalid JSON at byte %d: %s", what, se.Offset, se.Error())
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return filterErrorf("%s: invalid JSON: unexpected end of input", what)
+	}
+	return filterErrorf("%s: invalid JSON", what)
+}
+
+// decodeMember decodes a raw member into v. The members come out of a
+// decoder that already checked their syntax, so an error here is a JSON
+// type mismatch.
+func decodeMember(raw json.RawMessage, v any) error {
+	return json.Unmarshal(raw, v)
+}
+
+func isNull(raw json.RawMessage) bool {
+	return string(bytes.TrimSpace(raw)) == "null"
+}

@@ -1,0 +1,178 @@
+package wsapi
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// knownTypes is the built-in registry's list as error messages print it.
+const knownTypes = "controller, enterprise, github_credentials, github_endpoint, instance, job, organization, pool, repository, user"
+
+// expectError reads the next frame and checks it is exactly the error frame
+// carrying msg.
+func expectError(t testing.TB, conn *websocket.Conn, msg string) {
+	t.Helper()
+	got := readRaw(t, conn)
+	want := encodeError("", 400, msg)
+	if string(got) != string(want) {
+		t.Fatalf("got frame\n  %s\nwant\n  %s", got, want)
+	}
+}
+
+func TestParseFilter(t *testing.T) {
+	reg := entities.DefaultRegistry()
+	admin := scope{admin: true}
+	cases := map[string]struct {
+		in   string
+		want *filter
+	}{
+		"send everything":          {`{"send-everything": true}`, &filter{all: true}},
+		"send everything, filters": {`{"send-everything": true, "filters": [{"entity-type": "pool"}]}`, &filter{all: true}},
+		"nothing":                  {`{"send-everything": false, "filters": []}`, &filter{}},
+		"empty object":             {`{}`, &filter{}},
+		"null filters":             {`{"send-everything": false, "filters": null}`, &filter{}},
+		"ops":                      {`{"filters": [{"entity-type": "pool", "operations": ["create", "delete"]}]}`, &filter{clauses: []clause{{"pool", opCreate | opDelete}}}},
+		"no ops means all":         {`{"filters": [{"entity-type": "job", "operations": []}]}`, &filter{clauses: []clause{{"job", opAll}}}},
+		"two clauses":              {` {"filters": [{"entity-type": "job"}, {"operations": ["update"], "entity-type": "user"}]} `, &filter{clauses: []clause{{"job", opAll}, {"user", opUpdate}}}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := parseFilter([]byte(tc.in), reg, admin)
+			if err != nil {
+				t.Fatalf("parseFilter: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// badFilters are rejected messages and the exact error each gets.
+var badFilters = []struct {
+	name, in, want string
+}{
+	{"invalid JSON", `{"send-everything": tru}`, `message: invalid JSON at byte 22: invalid character '}' in literal true (expecting 'e')`},
+	{"truncated", `{"send-everything": true`, `message: invalid JSON: unexpected end of input`},
+	{"empty", ``, `message: invalid JSON: unexpected end of input`},
+	{"not an object", `[{"send-everything": true}]`, `message must be a JSON object`},
+	{"trailing data", `{"send-everything": true} {}`, `message: unexpected data after the JSON object`},
+	{"unknown key", `{"send-everything": true, "namespace": "events"}`, `message: unknown key "namespace"; known: send-everything, filters`},
+	{"key case", `{"Send-Everything": true}`, `message: unknown key "Send-Everything"; known: send-everything, filters`},
+	{"duplicate key", `{"send-everything": false, "send-everything": true}`, `message: duplicate key "send-everything"`},
+	{"send-everything string", `{"send-everything": "true"}`, `"send-everything" must be true or false`},
+	{"send-everything null", `{"send-everything": null}`, `"send-everything" must be true or false`},
+	{"filters object", `{"filters": {"entity-type": "pool"}}`, `"filters" must be an array of objects`},
+	{"filter not object", `{"filters": ["pool"]}`, `filters[0] must be a JSON object`},
+	{"unknown filter key", `{"filters": [{"entity-type": "pool", "match": {}}]}`, `filters[0]: unknown key "match"; known: entity-type, operations`},
+	{"missing entity type", `{"filters": [{"entity-type": "pool"}, {"operations": ["create"]}]}`, `filters[1]: "entity-type" is required`},
+	{"entity type number", `{"filters": [{"entity-type": 7}]}`, `filters[0]: "entity-type" must be a string`},
+	{"unknown entity type", `{"filters": [{"entity-type": "pools"}]}`, `unknown entity type "pools"; known: ` + knownTypes},
+	{"event not yet", `{"filters": [{"entity-type": "event"}]}`, `unknown entity type "event"; known: ` + knownTypes},
+	{"long entity type", `{"filters": [{"entity-type": "` + strings.Repeat("a", 100) + `"}]}`, `unknown entity type "` + strings.Repeat("a", 64) + `..."; known: ` + knownTypes},
+	{"operations string", `{"filters": [{"entity-type": "pool", "operations": "create"}]}`, `filters[0]: "operations" must be an array of strings`},
+	{"operation number", `{"filters": [{"entity-type": "pool", "operations": [1]}]}`, `filters[0]: "operations" must be an array of strings`},
+	{"unknown operation", `{"filters": [{"entity-type": "pool", "operations": ["create", "upsert"]}]}`, `unknown operation "upsert"; known: create, update, delete`},
+}
+
+func TestParseFilter_Errors(t *testing.T) {
+	reg := entities.DefaultRegistry()
+	for _, tc := range badFilters {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := parseFilter([]byte(tc.in), reg, scope{admin: true})
+			if err == nil {
+				t.Fatalf("accepted: %+v", f)
+			}
+			var fe *filterError
+			if !errors.As(err, &fe) {
+				t.Fatalf("got %T, want *filterError", err)
+			}
+			if err.Error() != tc.want {
+				t.Fatalf("got %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestServer_FilterErrors checks each bad message gets its error frame over
+// the wire, the connection stays open and the previous filter still applies.
+func TestServer_FilterErrors(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"filters": [{"entity-type": "pool", "operations": ["create"]}]}`)
+	for _, tc := range badFilters {
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(tc.in)); err != nil {
+			t.Fatalf("%s: write: %v", tc.name, err)
+		}
+		expectError(t, conn, tc.want)
+	}
+	if err := conn.WriteMessage(websocket.BinaryMessage, []byte(`{"send-everything": true}`)); err != nil {
+		t.Fatalf("write binary: %v", err)
+	}
+	expectError(t, conn, "binary messages are not supported; send filters as JSON text messages")
+
+	e.srv.Publish([]entities.Change{chg("job", create, "j1"), chg("pool", update, "p1"), chg("pool", create, "p1")})
+	expectKeys(t, conn, "pool/create/p1")
+}
+
+// TestServer_MessageTooLarge checks the read limit closes the connection
+// with 1009 (message too big).
+func TestServer_MessageTooLarge(t *testing.T) {
+	e := newTestEnv(t, func(c *Config) { c.MaxMessageBytes = 64 })
+	conn := e.dial(t, e.token(t, "u1", RoleAdmin))
+	msg := `{"send-everything": true, "filters": [` + strings.Repeat(`{"entity-type": "pool"},`, 10) + `{"entity-type": "pool"}]}`
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if code := expectClose(t, conn); code != websocket.CloseMessageTooBig {
+		t.Fatalf("got close code %d, want %d", code, websocket.CloseMessageTooBig)
+	}
+	waitFor(t, "client to be unregistered", func() bool { return e.srv.Clients() == 0 })
+}
+
+// FuzzParseFilter checks the parser never panics and that whatever it
+// accepts names only registered types, known operations and, for a viewer,
+// allowed types.
+func FuzzParseFilter(f *testing.F) {
+	for _, s := range []string{
+		`{"send-everything": true}`,
+		`{"send-everything": false, "filters": [{"entity-type": "pool", "operations": ["create","update"]}]}`,
+		`{"filters": [{"entity-type": "user"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	reg := entities.DefaultRegistry()
+	known := map[string]bool{}
+	for _, n := range reg.Names() {
+		known[n] = true
+	}
+	scopes := []scope{{admin: true}, {}, {types: map[string]bool{"pool": true, "user": true}}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, sc := range scopes {
+			flt, err := parseFilter(data, reg, sc)
+			if err != nil {
+				var fe *filterError
+				if !errors.As(err, &fe) {
+					t.Fatalf("got %T, want *filterError", err)
+				}
+				continue
+			}
+			if flt.all && len(flt.clauses) != 0 {
+				t.Fatalf("send-everything filter kept clauses: %+v", flt)
+			}
+			for _, cl := range flt.clauses {
+				if !known[cl.entityType] || !sc.allows(cl.entityType) {
+					t.Fatalf("accepted type %q for scope %+v", cl.entityType, sc)
+				}
+				if cl.ops == 0 || cl.ops&^opAll != 0 {
+					t.Fatalf("accepted ops %b", cl.ops)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,252 @@
+package wsapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// testSecret is a 38-byte HMAC secret used only by tests.
+var testSecret = []byte("wsapi-test-secret-0123456789abcdefghij")
+
+// waitTimeout bounds every wait in these tests; nothing sleeps.
+const waitTimeout = 10 * time.Second
+
+// testEnv is a Server behind a real httptest.Server, with its logs captured.
+type testEnv struct {
+	srv  *Server
+	ts   *httptest.Server
+	auth *Auth
+	logs *syncBuffer
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// newTestEnv starts a server; mod, if non-nil, adjusts the config first.
+// Cleanup closes the server (waiting for its goroutines) and the listener.
+func newTestEnv(t testing.TB, mod func(*Config)) *testEnv {
+	t.Helper()
+	auth, err := NewAuth(testSecret)
+	if err != nil {
+		t.Fatalf("NewAuth: %v", err)
+	}
+	logs := &syncBuffer{}
+	cfg := Config{
+		Registry: entities.DefaultRegistry(),
+		Auth:     auth,
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		ts.Close()
+	})
+	return &testEnv{srv: srv, ts: ts, auth: auth, logs: logs}
+}
+
+func (e *testEnv) wsURL() string {
+	return "ws" + strings.TrimPrefix(e.ts.URL, "http") + EventsPath
+}
+
+// token mints a one-hour token for user id sub.
+func (e *testEnv) token(t testing.TB, sub string, role Role, scope ...string) string {
+	t.Helper()
+	tok, err := e.auth.Mint(Claims{Name: sub + "-name", Role: role, Scope: scope, RegisteredClaims: regClaims(sub)}, time.Hour)
+	if err != nil {
+		t.Fatalf("Mint: %v", err)
+	}
+	return tok
+}
+
+// dialRaw dials with the given headers and subprotocols and returns what the
+// dialer returned, with the response body read.
+func (e *testEnv) dialRaw(t testing.TB, url string, h http.Header, subprotocols ...string) (*websocket.Conn, *http.Response, []byte, error) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: waitTimeout, Subprotocols: subprotocols}
+	conn, resp, err := d.Dial(url, h)
+	var body []byte
+	if resp != nil && resp.Body != nil {
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if conn != nil {
+		t.Cleanup(func() { conn.Close() })
+	}
+	return conn, resp, body, err
+}
+
+// dial connects with "Authorization: Bearer token" and fails the test if
+// the upgrade does not succeed.
+func (e *testEnv) dial(t testing.TB, token string) *websocket.Conn {
+	t.Helper()
+	conn, resp, body, err := e.dialRaw(t, e.wsURL(), bearer(token))
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial: %v (status %d, body %s)", err, status, body)
+	}
+	return conn
+}
+
+// dialFilter dials and applies filter (a GARM filter message).
+func (e *testEnv) dialFilter(t testing.TB, token, filter string) *websocket.Conn {
+	t.Helper()
+	conn := e.dial(t, token)
+	e.sendFilter(t, conn, filter)
+	return conn
+}
+
+// sendFilter sends msg and waits until the server has processed it (a valid
+// filter gets no reply, so the test polls the server's message counter).
+// Only one client may send at a time.
+func (e *testEnv) sendFilter(t testing.TB, conn *websocket.Conn, msg string) {
+	t.Helper()
+	before := e.srv.messagesHandled.Load()
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatalf("send filter: %v", err)
+	}
+	waitFor(t, "filter to be processed", func() bool { return e.srv.messagesHandled.Load() > before })
+}
+
+func bearer(token string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token}}
+}
+
+// waitFor polls cond until it holds or waitTimeout passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// readRaw returns the next data frame, failing after waitTimeout.
+func readRaw(t testing.TB, conn *websocket.Conn) []byte {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	mt, data, err := conn.ReadMessage()
+	if err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	if mt != websocket.TextMessage {
+		t.Fatalf("got message type %d, want text", mt)
+	}
+	return data
+}
+
+// frame is any server frame, decoded loosely.
+type frame struct {
+	EntityType string         `json:"entity-type"`
+	Operation  string         `json:"operation"`
+	Payload    map[string]any `json:"payload"`
+	Namespace  string         `json:"namespace"`
+	Name       string         `json:"name"`
+	ID         *string        `json:"id"`
+	Args       map[string]any `json:"args"`
+}
+
+// key names a change frame by type, operation and payload id, e.g.
+// "pool/create/p1"; other frames by namespace and name.
+func (f frame) key() string {
+	if f.EntityType != "" {
+		id, _ := f.Payload["id"].(string)
+		return f.EntityType + "/" + f.Operation + "/" + id
+	}
+	return f.Namespace + "." + f.Name
+}
+
+func readFrame(t testing.TB, conn *websocket.Conn) frame {
+	t.Helper()
+	data := readRaw(t, conn)
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatalf("decode frame %s: %v", data, err)
+	}
+	return f
+}
+
+// expectKeys reads len(want) frames and compares their keys in order.
+func expectKeys(t testing.TB, conn *websocket.Conn, want ...string) {
+	t.Helper()
+	for i, w := range want {
+		if got := readFrame(t, conn).key(); got != w {
+			t.Fatalf("frame %d: got %s, want %s", i, got, w)
+		}
+	}
+}
+
+// expectClose reads until the connection closes and returns the close
+// code, failing if a data frame arrives first.
+func expectClose(t testing.TB, conn *websocket.Conn) int {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	_, data, err := conn.ReadMessage()
+	if err == nil {
+		t.Fatalf("got frame %s, want close", data)
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got read error %v, want a close frame", err)
+	}
+	return ce.Code
+}
+
+// chg builds a change whose payload id is id.
+func chg(entityType string, op entities.Operation, id string) entities.Change {
+	return entities.Change{
+		EntityType: entityType,
+		Operation:  op,
+		EntityID:   id,
+		Payload:    entities.Row{"id": id},
+		CommitTime: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
+	}
+}
+
+// marker is a pool create with id "marker": publishing it after changes
+// that must not arrive proves they did not, if it is the first frame read.
+func marker() entities.Change { return chg("pool", entities.OpCreate, "marker") }

@@ -1,0 +1,257 @@
+package wsapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/changecast/changecast/entities"
+)
+
+const (
+	create = entities.OpCreate
+	update = entities.OpUpdate
+	del    = entities.OpDelete
+)
+
+// mixed is one change of each operation for pool, job and instance.
+func mixed() []entities.Change {
+	var out []entities.Change
+	for _, typ := range []string{"pool", "job", "instance"} {
+		for _, op := range entities.Operations {
+			out = append(out, chg(typ, op, typ[:1]+"1"))
+		}
+	}
+	return out
+}
+
+func TestServer_FilterMatches(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin),
+		`{"send-everything": false, "filters": [{"entity-type": "pool", "operations": ["create","update"]}, {"entity-type": "job"}]}`)
+	e.srv.Publish(mixed())
+	e.srv.Publish([]entities.Change{marker()})
+	expectKeys(t, conn,
+		"pool/create/p1", "pool/update/p1",
+		"job/create/j1", "job/update/j1", "job/delete/j1",
+		"pool/create/marker")
+}
+
+// TestServer_FilterGARMClient checks the shape GARM's Go client sends
+// (omitempty: send-everything absent when false; null arrays accepted).
+func TestServer_FilterGARMClient(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"filters": [{"operations": null, "entity-type": "instance"}]}`)
+	e.srv.Publish(mixed())
+	e.srv.Publish([]entities.Change{marker()})
+	expectKeys(t, conn, "instance/create/i1", "instance/update/i1", "instance/delete/i1")
+}
+
+func TestServer_SendEverything(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
+	batch := append(mixed(), chg("user", create, "u9"))
+	e.srv.Publish(batch)
+	for _, c := range batch {
+		want := c.EntityType + "/" + string(c.Operation) + "/" + c.EntityID
+		expectKeys(t, conn, want)
+	}
+}
+
+func TestServer_NoFilterReceivesNothing(t *testing.T) {
+	e := newTestEnv(t, nil)
+	tok := e.token(t, "u1", RoleAdmin)
+	idle := e.dial(t, tok)
+	e.dialFilter(t, tok, `{"send-everything": true}`) // somebody is listening
+	e.srv.Publish(mixed())
+	e.sendFilter(t, idle, `{"filters": [{"entity-type": "pool"}]}`)
+	e.srv.Publish([]entities.Change{marker()})
+	expectKeys(t, idle, "pool/create/marker")
+}
+
+func TestServer_FilterEmptyMeansNothing(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
+	e.sendFilter(t, conn, `{"send-everything": false, "filters": []}`)
+	e.srv.Publish(mixed())
+	e.sendFilter(t, conn, `{"filters": [{"entity-type": "pool", "operations": ["create"]}]}`)
+	e.srv.Publish([]entities.Change{marker()})
+	expectKeys(t, conn, "pool/create/marker")
+}
+
+func TestServer_FilterReplace(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"filters": [{"entity-type": "pool"}]}`)
+	e.srv.Publish([]entities.Change{chg("pool", create, "p1"), chg("job", create, "j1")})
+	expectKeys(t, conn, "pool/create/p1")
+	e.sendFilter(t, conn, `{"filters": [{"entity-type": "job", "operations": ["delete"]}]}`)
+	e.srv.Publish([]entities.Change{chg("pool", update, "p1"), chg("job", create, "j2"), chg("job", del, "j1")})
+	expectKeys(t, conn, "job/delete/j1")
+	e.sendFilter(t, conn, `{"send-everything": true}`)
+	e.srv.Publish([]entities.Change{chg("instance", create, "i1")})
+	expectKeys(t, conn, "instance/create/i1")
+}
+
+func TestServer_ViewerScope(t *testing.T) {
+	e := newTestEnv(t, nil)
+	noScope := e.dialFilter(t, e.token(t, "v1", RoleViewer), `{"send-everything": true}`)
+	scoped := e.dialFilter(t, e.token(t, "v2", RoleViewer, "job", "user"), `{"send-everything": true}`)
+	admin := e.dialFilter(t, e.token(t, "a1", RoleAdmin), `{"send-everything": true}`)
+	adminScoped := e.dialFilter(t, e.token(t, "a2", RoleAdmin, "user"), `{"send-everything": true}`)
+	e.srv.Publish([]entities.Change{
+		chg("user", create, "u1"), chg("pool", create, "p1"), chg("job", create, "j1"),
+		chg("user", update, "u1"), chg("github_credentials", create, "c1"),
+	})
+	e.srv.Publish([]entities.Change{chg("job", create, "marker")})
+	expectKeys(t, noScope, "pool/create/p1", "job/create/j1", "github_credentials/create/c1", "job/create/marker")
+	expectKeys(t, scoped, "job/create/j1", "job/create/marker")
+	expectKeys(t, admin, "user/create/u1", "pool/create/p1", "job/create/j1", "user/update/u1", "github_credentials/create/c1", "job/create/marker")
+	expectKeys(t, adminScoped, "user/create/u1", "user/update/u1")
+}
+
+func TestServer_ViewerFilterOutOfScope(t *testing.T) {
+	e := newTestEnv(t, nil)
+	cases := []struct {
+		scope []string
+		msg   string
+		want  string
+	}{
+		{nil, `{"filters": [{"entity-type": "user"}]}`,
+			`entity type "user" is not allowed for this token; allowed: controller, enterprise, github_credentials, github_endpoint, instance, job, organization, pool, repository`},
+		{[]string{"pool", "job"}, `{"filters": [{"entity-type": "pool"}, {"entity-type": "instance"}]}`,
+			`entity type "instance" is not allowed for this token; allowed: job, pool`},
+		{[]string{"user"}, `{"filters": [{"entity-type": "user"}]}`,
+			`entity type "user" is not allowed for this token; allowed: none`},
+	}
+	for i, c := range cases {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			conn := e.dial(t, e.token(t, "v1", RoleViewer, c.scope...))
+			if err := conn.WriteMessage(websocket.TextMessage, []byte(c.msg)); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			expectError(t, conn, c.want)
+		})
+	}
+}
+
+// TestClient_WantsEnforcesScope checks delivery re-checks the token even for
+// a filter that (by a bug elsewhere) names a forbidden type.
+func TestClient_WantsEnforcesScope(t *testing.T) {
+	c := &client{scope: newScope(&Claims{Role: RoleViewer, Scope: []string{"pool", "user"}})}
+	c.filter.Store(&filter{clauses: []clause{{"user", opAll}, {"job", opAll}, {"pool", opCreate}}})
+	for _, tc := range []struct {
+		ch   entities.Change
+		want bool
+	}{
+		{chg("user", create, "u"), false},
+		{chg("job", create, "j"), false},
+		{chg("pool", create, "p"), true},
+		{chg("pool", update, "p"), false},
+	} {
+		if got := c.wants(&tc.ch); got != tc.want {
+			t.Errorf("wants(%s %s) = %v, want %v", tc.ch.EntityType, tc.ch.Operation, got, tc.want)
+		}
+	}
+	c.filter.Store(&filter{all: true})
+	if ch := chg("user", del, "u"); c.wants(&ch) {
+		t.Error("send-everything viewer wants user")
+	}
+}
+
+// TestServer_Order checks a large batch, and many batches, arrive complete
+// and in order.
+func TestServer_Order(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
+	var batch []entities.Change
+	for i := range DefaultQueueLen {
+		batch = append(batch, chg("job", update, fmt.Sprint(i)))
+	}
+	e.srv.Publish(batch)
+	for i := range DefaultQueueLen {
+		expectKeys(t, conn, fmt.Sprintf("job/update/%d", i))
+	}
+	n := 0
+	for range 50 {
+		var b []entities.Change
+		for range 20 {
+			b = append(b, chg("pool", update, fmt.Sprint(n)))
+			n++
+		}
+		e.srv.Publish(b)
+	}
+	for i := range n {
+		expectKeys(t, conn, fmt.Sprintf("pool/update/%d", i))
+	}
+	if got := e.srv.Overflows(); got != 0 {
+		t.Fatalf("got %d overflows, want 0", got)
+	}
+}
+
+// TestServer_SlowClient checks a client that stops reading is cut off with
+// resync-required while another client keeps receiving everything promptly
+// and Publish never blocks.
+func TestServer_SlowClient(t *testing.T) {
+	e := newTestEnv(t, func(c *Config) { c.QueueLen = 4 })
+	slow := e.dialFilter(t, e.token(t, "slow", RoleAdmin), `{"send-everything": true}`)
+	fast := e.dialFilter(t, e.token(t, "fast", RoleAdmin), `{"send-everything": true}`)
+	big := strings.Repeat("x", 64<<10) // fills the slow client's socket buffers quickly
+	deadline := time.Now().Add(waitTimeout)
+	n := 0
+	for ; e.srv.Overflows() == 0; n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no overflow after %d changes", n)
+		}
+		c := chg("pool", update, fmt.Sprint(n))
+		c.Payload["blob"] = big
+		start := time.Now()
+		e.srv.Publish([]entities.Change{c})
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("Publish took %s", d)
+		}
+		expectKeys(t, fast, fmt.Sprintf("pool/update/%d", n))
+	}
+	e.srv.Publish([]entities.Change{marker()})
+	expectKeys(t, fast, "pool/create/marker")
+
+	// The slow client gets a gap-free prefix, then resync-required, then
+	// the close.
+	for i := 0; ; i++ {
+		f := readFrame(t, slow)
+		if f.EntityType == "" {
+			if f.key() != "events.control" || f.Args["type"] != string(ControlResyncRequired) ||
+				!strings.Contains(fmt.Sprint(f.Args["message"]), "more than 4 frames behind") {
+				t.Fatalf("got frame %+v, want resync-required", f)
+			}
+			break
+		}
+		if want := fmt.Sprintf("pool/update/%d", i); f.key() != want {
+			t.Fatalf("slow frame %d: got %s, want %s", i, f.key(), want)
+		}
+	}
+	if code := expectClose(t, slow); code != websocket.CloseTryAgainLater {
+		t.Fatalf("got close code %d, want %d", code, websocket.CloseTryAgainLater)
+	}
+	waitFor(t, "slow client to be unregistered", func() bool { return e.srv.Clients() == 1 })
+	if got := e.srv.Overflows(); got != 1 {
+		t.Fatalf("got %d overflows, want 1", got)
+	}
+}
+
+// TestServer_UnencodableChangeSkipped checks a change whose payload cannot
+// be encoded is dropped (and logged) without stopping the stream.
+func TestServer_UnencodableChangeSkipped(t *testing.T) {
+	e := newTestEnv(t, nil)
+	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
+	bad := chg("pool", create, "bad")
+	bad.Payload["cost_per_hour"] = json.Number("not-a-number")
+	e.srv.Publish([]entities.Change{bad, marker()})
+	expectKeys(t, conn, "pool/create/marker")
+	if !strings.Contains(e.logs.String(), "change dropped") {
+		t.Fatal("the dropped change was not logged")
+	}
+}

@@ -1,0 +1,379 @@
+// Package wsapi is changecast's HTTP face: JWT authentication, the WebSocket
+// event stream of DESIGN.md §3 (GARM-compatible filters, entity-change,
+// control and error frames), the hub that fans committed changes out to
+// connections, and the health endpoints. It is the only package that
+// imports gorilla/websocket.
+//
+// Guarantees:
+//
+//   - A connection receives changes in the order Publish was given them, each
+//     at most once, and only those its filter selects and its token allows
+//     (authorization is checked when a filter is accepted and again for
+//     every change delivered; viewers never see user).
+//   - Publish never blocks on a client. Each client has a bounded queue; a
+//     client that falls more than Config.QueueLen frames behind gets a
+//     resync-required control frame and is disconnected, and the overflow is
+//     counted (Server.Overflows). No journal catch-up yet.
+//   - Each connection runs exactly one reader and one writer goroutine; all
+//     writes, pings included, go through the writer with a write deadline.
+//     Close stops new upgrades, tells every client (shutdown control frame,
+//     close frame) and waits for every goroutine the server started.
+//   - Tokens never appear in logs, errors or URLs: they are accepted only in
+//     the Authorization header or the changecast.v1 + bearer.<jwt>
+//     subprotocol pair.
+//
+// Server's methods are safe for concurrent use, except that Publish must be
+// called from one goroutine (the pipeline), in commit order.
+package wsapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// Defaults for Config fields left zero (DESIGN.md §3 keepalive numbers).
+const (
+	DefaultQueueLen        = 1024
+	DefaultPingInterval    = 54 * time.Second
+	DefaultPongWait        = 60 * time.Second
+	DefaultWriteWait       = 10 * time.Second
+	DefaultMaxMessageBytes = 1 << 20
+)
+
+// Subprotocol is the WebSocket subprotocol a browser offers, together with
+// "bearer.<jwt>", to authenticate without an Authorization header. The
+// server answers with Subprotocol.
+const Subprotocol = "changecast.v1"
+
+// bearerSubprotocolPrefix prefixes the token in the subprotocol list.
+const bearerSubprotocolPrefix = "bearer."
+
+// EventsPath is the WebSocket endpoint.
+const EventsPath = "/api/v1/ws/events"
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// Registry names the entity types clients may filter on. Required.
+	Registry *entities.Registry
+	// Auth verifies the bearer tokens presented at upgrade. Required.
+	Auth *Auth
+	// Logger receives connect, disconnect and overflow lines (user ids,
+	// never tokens). Default: discard.
+	Logger *slog.Logger
+	// QueueLen is each client's frame queue length; a client further
+	// behind is disconnected with resync-required. Default: 1024.
+	QueueLen int
+	// PingInterval is how often the server pings each client. Must be
+	// less than PongWait. Default: 54s.
+	PingInterval time.Duration
+	// PongWait is how long the server waits for a pong (or the first
+	// read) before dropping the connection. Default: 60s.
+	PongWait time.Duration
+	// WriteWait bounds each write, and the wait for a client's close
+	// reply. Default: 10s.
+	WriteWait time.Duration
+	// MaxMessageBytes is the largest client message accepted; a larger
+	// one closes the connection (1009). Default: 1 MiB.
+	MaxMessageBytes int64
+	// Ready reports whether the pipeline feeding Publish is streaming.
+	// /readyz answers 200 only when it returns true and the server is not
+	// closing. nil means always ready.
+	Ready func() bool
+	// AllowedOrigins lists browser origins ("https://dash.example.com")
+	// allowed to connect besides the server's own. Empty: same origin
+	// only. Requests without an Origin header (non-browsers) are always
+	// allowed; they authenticate with a token anyway.
+	AllowedOrigins []string
+}
+
+// Server serves the WebSocket event stream and the health endpoints, and
+// fans changes given to Publish out to connected clients.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	origins  map[string]bool // normalised AllowedOrigins
+	upgrader websocket.Upgrader
+	handler  http.Handler
+	hub      *hub
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed when every client goroutine has exited, after Close
+
+	// messagesHandled counts client messages processed; tests poll it to
+	// know a filter has been applied (a GARM filter gets no reply).
+	messagesHandled atomic.Uint64
+}
+
+// NewServer validates cfg, fills its defaults and returns a Server. It starts
+// no goroutines: they start per connection.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("new wsapi server: Registry is required")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("new wsapi server: Auth is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.QueueLen < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
+		return nil, errors.New("new wsapi server: QueueLen, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = DefaultQueueLen
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PongWait == 0 {
+		cfg.PongWait = DefaultPongWait
+	}
+	if cfg.WriteWait == 0 {
+		cfg.WriteWait = DefaultWriteWait
+	}
+	if cfg.MaxMessageBytes == 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.PingInterval >= cfg.PongWait {
+		return nil, fmt.Errorf("new wsapi server: PingInterval (%s) must be less than PongWait (%s)", cfg.PingInterval, cfg.PongWait)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		origins: map[string]bool{},
+		hub:     newHub(cfg.Logger),
+		closed:  make(chan struct{}),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		n, err := normalizeOrigin(o)
+		if err != nil {
+			return nil, fmt.Errorf("new wsapi server: allowed origin %q: %w", o, err)
+		}
+		s.origins[n] = true
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.WriteWait,
+		Subprotocols:     []string{Subprotocol},
+		// Origin is checked before authentication, in serveEvents.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			writeError(w, status, reason.Error())
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+EventsPath, s.serveEvents)
+	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	s.handler = mux
+	return s, nil
+}
+
+// Handler returns the server's routes: GET /api/v1/ws/events, GET /healthz
+// (200 while the process runs) and GET /readyz (200 only when Config.Ready
+// says so and the server is not closing).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Publish delivers a committed batch to every client whose filter and token
+// select each change, in batch order. It must be called from a single
+// goroutine, in commit order; it never blocks on a client and does not keep
+// batch after it returns. The changes must already be sanitized. After
+// Close it does nothing.
+func (s *Server) Publish(batch []entities.Change) { s.hub.publish(batch) }
+
+// Clients returns the number of connected clients.
+func (s *Server) Clients() int { return s.hub.count() }
+
+// Overflows returns how many clients have been disconnected for falling more
+// than QueueLen frames behind, since the server was created.
+func (s *Server) Overflows() uint64 { return s.hub.overflows.Load() }
+
+// Close stops accepting connections (new upgrades get 503), sends every
+// client a shutdown control frame and a close frame, and waits for every
+// per-client goroutine to exit. If ctx ends first, it closes the remaining
+// connections outright and returns ctx's error; the goroutines then exit
+// promptly. Close may be called more than once.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		for _, c := range s.hub.beginClose() {
+			c.kick(stopReason{
+				control:   ControlShutdown,
+				message:   "server shutting down; reconnect later",
+				closeCode: websocket.CloseGoingAway,
+				closeText: "server shutting down",
+				why:       "server shutdown",
+			})
+		}
+		// Owned by the Server: it ends once every client goroutine
+		// has, which the forced close below guarantees.
+		go func() {
+			s.hub.wg.Wait()
+			close(s.closed)
+		}()
+	})
+	select {
+	case <-s.closed:
+		return nil
+	case <-ctx.Done():
+		for _, c := range s.hub.snapshot() {
+			_ = c.conn.Close()
+		}
+		return fmt.Errorf("close wsapi server: %w", ctx.Err())
+	}
+}
+
+func (s *Server) closing() bool {
+	s.hub.mu.RLock()
+	defer s.hub.mu.RUnlock()
+	return s.hub.mu.closing
+}
+
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSONResponse(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	if s.closing() || (s.cfg.Ready != nil && !s.cfg.Ready()) {
+		writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// serveEvents authenticates and upgrades a WebSocket connection. Order:
+// closing (503), token in URL (400), origin (403), token (401), upgrade.
+func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
+	if s.closing() {
+		writeError(w, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	q := r.URL.Query()
+	if q.Has("token") || q.Has("access_token") {
+		// Never in the URL: URLs end up in proxy and access logs.
+		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\")")
+		return
+	}
+	if !s.originAllowed(r) {
+		writeError(w, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	token, err := requestToken(r)
+	if err != nil {
+		writeUnauthorized(w, err.Error())
+		return
+	}
+	claims, err := s.cfg.Auth.Verify(token)
+	if err != nil {
+		writeUnauthorized(w, err.Error())
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := newClient(s, conn, claims)
+	c.log.Info("websocket connected", "name", claims.Name, "role", string(claims.Role))
+	if !s.hub.register(c) {
+		// Close began between the check above and now.
+		_ = conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(s.cfg.WriteWait))
+		_ = conn.Close()
+		c.log.Info("websocket disconnected", "reason", "server shutdown")
+	}
+}
+
+// requestToken returns the bearer token from the Authorization header or,
+// failing that, from the changecast.v1 + bearer.<jwt> subprotocol pair. Its
+// errors never contain the token.
+func requestToken(r *http.Request) (string, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, _ := strings.Cut(strings.TrimSpace(h), " ")
+		tok = strings.TrimSpace(tok)
+		if !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return "", errors.New("the Authorization header must be \"Bearer <token>\"")
+		}
+		return tok, nil
+	}
+	var tok string
+	var hasV1 bool
+	bearers := 0
+	for _, p := range websocket.Subprotocols(r) {
+		switch {
+		case p == Subprotocol:
+			hasV1 = true
+		case strings.HasPrefix(p, bearerSubprotocolPrefix):
+			bearers++
+			tok = strings.TrimPrefix(p, bearerSubprotocolPrefix)
+		}
+	}
+	switch {
+	case bearers == 0:
+		return "", errors.New("missing token; send \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\")")
+	case bearers > 1:
+		return "", errors.New("more than one bearer.<token> subprotocol")
+	case tok == "":
+		return "", errors.New("empty bearer.<token> subprotocol")
+	case !hasV1:
+		return "", errors.New("the bearer.<token> subprotocol must be offered together with \"changecast.v1\"")
+	}
+	return tok, nil
+}
+
+// originAllowed implements Config.AllowedOrigins.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	n, err := normalizeOrigin(origin)
+	return err == nil && s.origins[n]
+}
+
+// normalizeOrigin returns scheme://host[:port], lowercased, or an error if o
+// is not an origin.
+func normalizeOrigin(o string) (string, error) {
+	u, err := url.Parse(o)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", errors.New("want scheme://host[:port]")
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+// writeError answers with {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSONResponse(w, status, map[string]string{"error": msg})
+}
+
+func writeUnauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="changecast", error="invalid_token"`)
+	writeError(w, http.StatusUnauthorized, msg)
+}
+
+func writeJSONResponse(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
