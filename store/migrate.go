@@ -1,0 +1,386 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// Schema is the schema of changecast's own tables.
+const Schema = "changecast"
+
+// ddlLockKey is the advisory lock that serialises Migrate and
+// EnsurePublication between processes starting at once.
+const ddlLockKey int64 = 0x63_6861_6e67_6563 // "changec"
+
+// publishActions is what the publication publishes.
+const publishActions = "insert, update, delete, truncate"
+
+// ownMigrations create changecast's own tables, in order. Each must be
+// idempotent.
+var ownMigrations = []string{
+	`CREATE SCHEMA IF NOT EXISTS changecast`,
+	`CREATE TABLE IF NOT EXISTS changecast.offsets (
+		slot text PRIMARY KEY,
+		lsn bigint NOT NULL,
+		updated_at timestamptz NOT NULL DEFAULT now()
+	)`,
+}
+
+// Migrate brings the database to the shape changecast needs: schema
+// changecast with its own tables, the built-in entity tables (and those of
+// registered types with a Go type) in the schema of the URL's search path,
+// and REPLICA IDENTITY FULL on every built-in and registered table, so
+// updates and deletes carry the whole previous row. A registered type
+// without a Go type must name an existing table. Migrate is idempotent.
+func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
+	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		for _, stmt := range ownMigrations {
+			if err := tx.Exec(stmt).Error; err != nil {
+				return fmt.Errorf("changecast schema: %w", err)
+			}
+		}
+		schema, err := currentSchema(tx)
+		if err != nil {
+			return err
+		}
+
+		// Go models: the built-ins, then registered types with a Go type
+		// that is not already migrated under that table.
+		type model struct {
+			table string
+			value any
+		}
+		var models []model
+		seen := map[string]bool{}
+		for _, m := range entities.Models() {
+			table := m.(interface{ TableName() string }).TableName()
+			models = append(models, model{table, m})
+			seen[table] = true
+		}
+		for _, et := range reg.Types() {
+			if et.GoType == nil || seen[et.Table] {
+				continue
+			}
+			rt := et.GoType
+			if rt.Kind() == reflect.Pointer {
+				rt = rt.Elem()
+			}
+			models = append(models, model{et.Table, reflect.New(rt).Interface()})
+			seen[et.Table] = true
+		}
+		for _, m := range models {
+			if err := migrateModel(tx, schema, m.table, m.value); err != nil {
+				return fmt.Errorf("table %s: %w", pgx.Identifier{schema, m.table}.Sanitize(), err)
+			}
+		}
+
+		for _, et := range reg.Types() {
+			if !seen[et.Table] {
+				ok, err := tableExists(tx, schema, et.Table)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return fmt.Errorf("entity type %q: table %s does not exist; changecast creates tables only for entity types with a Go type, so create it first (with a primary key) or unregister the type", et.Name, pgx.Identifier{schema, et.Table}.Sanitize())
+				}
+				seen[et.Table] = true
+			}
+		}
+		tables := make([]string, 0, len(seen))
+		for t := range seen {
+			tables = append(tables, t)
+		}
+		sort.Strings(tables)
+		for _, t := range tables {
+			if err := replicaIdentityFull(tx, schema, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// migrateModel creates the table of a Go model, or adds the columns and
+// indexes it lacks. Unlike gorm's AutoMigrate it never alters an existing
+// column: the watched tables may belong to another application (GARM), and
+// changecast must not rewrite their types or defaults.
+func migrateModel(tx *gorm.DB, schema, table string, value any) error {
+	if strings.Contains(schema, ".") || strings.Contains(table, ".") {
+		return fmt.Errorf("names containing a dot are not supported")
+	}
+	mtx := tx.Table(schema + "." + table)
+	m := mtx.Migrator()
+	if !m.HasTable(value) {
+		return m.CreateTable(value)
+	}
+	stmt := &gorm.Statement{DB: mtx}
+	if err := stmt.ParseWithSpecialTableName(value, table); err != nil {
+		return err
+	}
+	cols, err := m.ColumnTypes(value)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, c := range cols {
+		have[c.Name()] = true
+	}
+	for _, name := range stmt.Schema.DBNames {
+		if !have[name] {
+			if err := m.AddColumn(value, name); err != nil {
+				return err
+			}
+		}
+	}
+	for _, idx := range stmt.Schema.ParseIndexes() {
+		if !m.HasIndex(value, idx.Name) {
+			if err := m.CreateIndex(value, idx.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// replicaIdentityFull sets REPLICA IDENTITY FULL unless it is already set
+// (ALTER TABLE takes an exclusive lock; skip it when there is nothing to do).
+// Without it, a published table without a primary key makes the
+// application's UPDATEs fail (REPLICATION.md rule 14), and deletes carry
+// only the key.
+func replicaIdentityFull(tx *gorm.DB, schema, table string) error {
+	qualified := pgx.Identifier{schema, table}.Sanitize()
+	var ident string
+	if err := tx.Raw("SELECT relreplident::text FROM pg_class WHERE oid = to_regclass(?)", qualified).Row().Scan(&ident); err != nil {
+		return fmt.Errorf("replica identity of %s: %w", qualified, err)
+	}
+	if ident == "f" {
+		return nil
+	}
+	if err := tx.Exec("ALTER TABLE " + qualified + " REPLICA IDENTITY FULL").Error; err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			return fmt.Errorf("set REPLICA IDENTITY FULL on %s: %w; the database user must own the table (or run ALTER TABLE %s REPLICA IDENTITY FULL as its owner)", qualified, err, qualified)
+		}
+		return fmt.Errorf("set REPLICA IDENTITY FULL on %s: %w", qualified, err)
+	}
+	return nil
+}
+
+// currentSchema returns the schema where entity tables live: the first
+// existing schema of the search path other than changecast's own. Skipping
+// "changecast" matters: the default search path starts with "$user", and
+// the superuser of the embedded default is called changecast.
+func currentSchema(tx *gorm.DB) (string, error) {
+	var schema sql.NullString
+	err := tx.Raw("SELECT s FROM unnest(current_schemas(false)) WITH ORDINALITY AS t(s, i) WHERE s <> ? ORDER BY i LIMIT 1", Schema).Row().Scan(&schema)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !schema.Valid {
+		return "", errNoSchema
+	}
+	if err != nil {
+		return "", fmt.Errorf("current schema: %w", err)
+	}
+	return schema.String, nil
+}
+
+func tableExists(tx *gorm.DB, schema, table string) (bool, error) {
+	var ok bool
+	err := tx.Raw("SELECT to_regclass(?) IS NOT NULL", pgx.Identifier{schema, table}.Sanitize()).Row().Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("check table %s.%s: %w", schema, table, err)
+	}
+	return ok, nil
+}
+
+// EnsurePublication makes publication name publish inserts, updates,
+// deletes and truncates of exactly the registered tables (schema-qualified,
+// in the search path's schema): it creates the publication if missing and
+// otherwise corrects its table set (extra or missing tables, and on
+// PostgreSQL 15 tables published with a row filter or column list, or whole
+// schemas) and its publish actions. Run Migrate first.
+func (db *DB) EnsurePublication(ctx context.Context, name string, reg *entities.Registry) error {
+	if name == "" {
+		return errors.New("ensure publication: empty name")
+	}
+	types := reg.Types()
+	if len(types) == 0 {
+		return fmt.Errorf("ensure publication %s: no entity types registered", name)
+	}
+	pub := pgx.Identifier{name}.Sanitize()
+	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		schema, err := currentSchema(tx)
+		if err != nil {
+			return err
+		}
+		want := map[string]bool{}
+		var list []string
+		for _, et := range types {
+			ok, err := tableExists(tx, schema, et.Table)
+			if err != nil {
+				return err
+			}
+			q := pgx.Identifier{schema, et.Table}.Sanitize()
+			if !ok {
+				return fmt.Errorf("table %s of entity type %q does not exist; run changecast migrate first", q, et.Name)
+			}
+			want[schema+"."+et.Table] = true
+			list = append(list, q)
+		}
+		sort.Strings(list)
+		tableList := strings.Join(list, ", ")
+
+		var (
+			oid                  uint32
+			allTables            bool
+			ins, upd, del, trunc bool
+			serverVersion        int
+		)
+		if err := tx.Raw("SELECT current_setting('server_version_num')::int").Row().Scan(&serverVersion); err != nil {
+			return fmt.Errorf("server version: %w", err)
+		}
+		row := tx.Raw("SELECT oid, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = ?", name).Row()
+		switch err := row.Scan(&oid, &allTables, &ins, &upd, &del, &trunc); {
+		case errors.Is(err, sql.ErrNoRows):
+			if err := tx.Exec("CREATE PUBLICATION " + pub + " FOR TABLE " + tableList + " WITH (publish = '" + publishActions + "')").Error; err != nil {
+				return fmt.Errorf("create: %w", err)
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("look up: %w", err)
+		}
+		if allTables {
+			return fmt.Errorf("publication %s is FOR ALL TABLES, which would stream every table (secrets included) and cannot be narrowed; drop it (DROP PUBLICATION %s) or choose another publication name", pub, pub)
+		}
+
+		differs, err := publicationDiffers(tx, oid, want, serverVersion)
+		if err != nil {
+			return err
+		}
+		if differs {
+			if err := tx.Exec("ALTER PUBLICATION " + pub + " SET TABLE " + tableList).Error; err != nil {
+				return fmt.Errorf("set tables: %w", err)
+			}
+		}
+		if !(ins && upd && del && trunc) {
+			if err := tx.Exec("ALTER PUBLICATION " + pub + " SET (publish = '" + publishActions + "')").Error; err != nil {
+				return fmt.Errorf("set publish: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ensure publication %s: %w", name, err)
+	}
+	return nil
+}
+
+// publicationDiffers reports whether the publication's tables differ from
+// want (schema.table), or publish some of them only partially.
+func publicationDiffers(tx *gorm.DB, oid uint32, want map[string]bool, serverVersion int) (bool, error) {
+	q := `SELECT n.nspname, c.relname, false
+		FROM pg_publication_rel pr
+		JOIN pg_class c ON c.oid = pr.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE pr.prpubid = ?`
+	if serverVersion >= 150000 {
+		q = `SELECT n.nspname, c.relname, pr.prqual IS NOT NULL OR pr.prattrs IS NOT NULL
+		FROM pg_publication_rel pr
+		JOIN pg_class c ON c.oid = pr.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE pr.prpubid = ?`
+		var schemas int
+		if err := tx.Raw("SELECT count(*) FROM pg_publication_namespace WHERE pnpubid = ?", oid).Row().Scan(&schemas); err != nil {
+			return false, fmt.Errorf("publication schemas: %w", err)
+		}
+		if schemas > 0 {
+			return true, nil
+		}
+	}
+	rows, err := tx.Raw(q, oid).Rows()
+	if err != nil {
+		return false, fmt.Errorf("publication tables: %w", err)
+	}
+	defer rows.Close()
+	have := map[string]bool{}
+	partial := false
+	for rows.Next() {
+		var schema, table string
+		var p bool
+		if err := rows.Scan(&schema, &table, &p); err != nil {
+			return false, fmt.Errorf("publication tables: %w", err)
+		}
+		have[schema+"."+table] = true
+		partial = partial || p
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("publication tables: %w", err)
+	}
+	if partial || len(have) != len(want) {
+		return true, nil
+	}
+	for t := range want {
+		if !have[t] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// LoadOffset returns the replication position stored for slot, or 0 when
+// none is stored.
+func (db *DB) LoadOffset(ctx context.Context, slot string) (entities.LSN, error) {
+	var lsn int64
+	err := db.gdb.WithContext(ctx).Raw("SELECT lsn FROM changecast.offsets WHERE slot = ?", slot).Row().Scan(&lsn)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("load offset of slot %s: %w", slot, hintMigrate(err))
+	}
+	return entities.LSN(lsn), nil
+}
+
+// SaveOffset stores lsn as slot's replication position. The stored
+// position never moves backwards: saving an older LSN leaves the newer one.
+func (db *DB) SaveOffset(ctx context.Context, slot string, lsn entities.LSN) error {
+	tx := db.gdb.WithContext(ctx)
+	if uint64(lsn) > math.MaxInt64 {
+		return fmt.Errorf("save offset of slot %s: LSN %s out of range", slot, lsn)
+	}
+	err := tx.Exec(`INSERT INTO changecast.offsets (slot, lsn, updated_at) VALUES (?, ?, now())
+		ON CONFLICT (slot) DO UPDATE SET lsn = GREATEST(offsets.lsn, EXCLUDED.lsn), updated_at = now()`, slot, int64(lsn)).Error
+	if err != nil {
+		return fmt.Errorf("save offset of slot %s: %w", slot, hintMigrate(err))
+	}
+	return nil
+}
+
+// hintMigrate adds what to do when changecast's tables are missing.
+func hintMigrate(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		return fmt.Errorf("%w (run changecast migrate first)", err)
+	}
+	return err
+}
