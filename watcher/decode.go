@@ -1,0 +1,217 @@
+package watcher
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// valueDecoder turns one column value, in PostgreSQL's text format, into the
+// typed Go value documented on entities.Row. It never fails and never
+// panics: a value it cannot parse as its type is returned as a string of
+// the server's text, so a surprising value is visible rather than lost.
+//
+// A valueDecoder is not safe for concurrent use (pgtype.Map caches scan
+// plans); the watcher keeps one per Run.
+//
+// The replication connection sets DateStyle=ISO, IntervalStyle=postgres,
+// TimeZone=UTC and bytea_output=hex, so the texts parsed here are in the
+// formats those settings produce; the parsers also accept other offsets.
+type valueDecoder struct {
+	m *pgtype.Map
+}
+
+func newValueDecoder() *valueDecoder {
+	return &valueDecoder{m: pgtype.NewMap()}
+}
+
+// decode returns the Go value of text, the text-format value of a column of
+// type oid. text is never retained: every returned slice is a copy.
+func (d *valueDecoder) decode(oid uint32, text []byte) any {
+	switch oid {
+	case pgtype.BoolOID:
+		switch string(text) {
+		case "t":
+			return true
+		case "f":
+			return false
+		}
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
+		if n, err := strconv.ParseInt(string(text), 10, 64); err == nil {
+			return n
+		}
+	case pgtype.Float4OID, pgtype.Float8OID:
+		// JSON has no NaN or infinities: keep those as the server's text.
+		bits := 64
+		if oid == pgtype.Float4OID {
+			bits = 32
+		}
+		if f, err := strconv.ParseFloat(string(text), bits); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			return f
+		}
+	case pgtype.NumericOID:
+		// Exact: the server's digits, never a float. NaN and the
+		// infinities are not JSON numbers and stay strings.
+		if isJSONNumber(text) {
+			return json.Number(string(text))
+		}
+	case pgtype.UUIDOID:
+		if u, err := uuid.ParseBytes(text); err == nil && len(text) == 36 {
+			return u
+		}
+	case pgtype.TimestamptzOID:
+		var ts pgtype.Timestamptz
+		if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite && jsonYear(ts.Time.UTC()) {
+			return ts.Time.UTC()
+		}
+	case pgtype.TimestampOID:
+		var ts pgtype.Timestamp
+		if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite && jsonYear(ts.Time) {
+			return ts.Time
+		}
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		// Kept as the server's bytes: decoding would turn
+		// 9007199254740993 into 9007199254740992 (REPLICATION.md rule 12).
+		// Validated so that encoding the Row later cannot fail.
+		if json.Valid(text) {
+			return json.RawMessage(append([]byte(nil), text...))
+		}
+	case pgtype.ByteaOID:
+		var b []byte
+		if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &b); err == nil {
+			if b == nil {
+				b = []byte{}
+			}
+			return b
+		}
+	default:
+		if elem, ok := arrayElements[oid]; ok {
+			if v, ok := d.decodeArray(oid, elem, text); ok {
+				return v
+			}
+		}
+	}
+	// text, varchar, bpchar, name, "char", date, interval, inet, enums,
+	// extension types (citext) and anything unknown: the server's text.
+	return string(text)
+}
+
+// decodeArray decodes a one-dimensional array literal. String-like element
+// types give []string, or []any with nil for NULL elements; other element
+// types give []any of decoded elements. Multi-dimensional arrays and
+// malformed literals report false (the caller falls back to text).
+func (d *valueDecoder) decodeArray(oid, elem uint32, text []byte) (any, bool) {
+	var arr pgtype.Array[*string]
+	if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &arr); err != nil || len(arr.Dims) > 1 {
+		return nil, false
+	}
+	elems := arr.Elements
+	if stringTypes[elem] {
+		strs := make([]string, 0, len(elems))
+		for _, e := range elems {
+			if e == nil {
+				strs = nil
+				break
+			}
+			strs = append(strs, *e)
+		}
+		if strs != nil {
+			return strs, true
+		}
+	}
+	out := make([]any, len(elems))
+	for i, e := range elems {
+		if e != nil {
+			out[i] = d.decode(elem, []byte(*e))
+		}
+	}
+	return out, true
+}
+
+// jsonYear reports whether t can be encoded as JSON (RFC 3339 allows years
+// 0000 to 9999); BC and far-future timestamps stay the server's text.
+func jsonYear(t time.Time) bool { return t.Year() >= 1 && t.Year() <= 9999 }
+
+// isJSONNumber reports whether b is a number in JSON's grammar.
+func isJSONNumber(b []byte) bool {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	return i == len(b)
+}
+
+// stringTypes are the element types whose arrays decode to []string.
+var stringTypes = map[uint32]bool{
+	pgtype.TextOID:    true,
+	pgtype.VarcharOID: true,
+	pgtype.BPCharOID:  true,
+	pgtype.NameOID:    true,
+}
+
+// arrayElements maps the built-in array types the watcher decodes to their
+// element types. Arrays of other types (enums, extension types) arrive as
+// text.
+var arrayElements = map[uint32]uint32{
+	pgtype.TextArrayOID:        pgtype.TextOID,
+	pgtype.VarcharArrayOID:     pgtype.VarcharOID,
+	pgtype.BPCharArrayOID:      pgtype.BPCharOID,
+	pgtype.NameArrayOID:        pgtype.NameOID,
+	pgtype.BoolArrayOID:        pgtype.BoolOID,
+	pgtype.Int2ArrayOID:        pgtype.Int2OID,
+	pgtype.Int4ArrayOID:        pgtype.Int4OID,
+	pgtype.Int8ArrayOID:        pgtype.Int8OID,
+	pgtype.OIDArrayOID:         pgtype.OIDOID,
+	pgtype.Float4ArrayOID:      pgtype.Float4OID,
+	pgtype.Float8ArrayOID:      pgtype.Float8OID,
+	pgtype.NumericArrayOID:     pgtype.NumericOID,
+	pgtype.UUIDArrayOID:        pgtype.UUIDOID,
+	pgtype.JSONArrayOID:        pgtype.JSONOID,
+	pgtype.JSONBArrayOID:       pgtype.JSONBOID,
+	pgtype.ByteaArrayOID:       pgtype.ByteaOID,
+	pgtype.DateArrayOID:        pgtype.DateOID,
+	pgtype.TimestampArrayOID:   pgtype.TimestampOID,
+	pgtype.TimestamptzArrayOID: pgtype.TimestamptzOID,
+	pgtype.IntervalArrayOID:    pgtype.IntervalOID,
+	pgtype.InetArrayOID:        pgtype.InetOID,
+	pgtype.CIDRArrayOID:        pgtype.CIDROID,
+	pgtype.TimeArrayOID:        pgtype.TimeOID,
+	pgtype.QCharArrayOID:       pgtype.QCharOID,
+}

@@ -1,0 +1,351 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Run connects, creates the slot if it is missing (permanent, pgoutput),
+// starts replication (protocol 1, no streaming of in-progress transactions,
+// no two-phase) and sends each committed transaction that touched a
+// registered table on out, until ctx is done or the connection fails.
+//
+// It returns nil when ctx is cancelled (after a last status update that
+// reports the latest Ack), a *PrerequisiteError for a setup problem (see
+// Retryable), ErrRunning if another Run of w is active, and otherwise the
+// connection or stream error. It can be called again after it returns: it
+// resumes from the highest of Config.StartLSN, the last Ack and the last
+// confirmed position, and never re-sends a Transaction it already sent.
+//
+// Run owns the connection: it keeps answering the server while waiting for
+// room on out, so a slow consumer delays delivery but does not drop the
+// connection.
+func (w *Watcher) Run(ctx context.Context, out chan<- Transaction) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer w.running.Store(false)
+
+	err := w.run(ctx, out)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (w *Watcher) run(ctx context.Context, out chan<- Transaction) error {
+	pc, err := w.replicationConfig()
+	if err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("connect for replication: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+
+	slotConfirmed, err := w.prepare(ctx, conn)
+	if err != nil {
+		return err
+	}
+
+	start := max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))
+	err = pglogrepl.StartReplication(ctx, conn, w.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names '" + w.cfg.Publication + "'",
+		},
+	})
+	if err != nil {
+		return w.startError(err)
+	}
+	w.streaming.Store(true)
+	defer w.streaming.Store(false)
+	w.logger.Info("replication started", "start_lsn", start.String(), "publication", w.cfg.Publication)
+
+	s := &session{
+		w:          w,
+		conn:       conn,
+		out:        out,
+		asm:        newAssembler(w.cfg.Registry, w.logger),
+		skip:       max(start, w.lastEmitted),
+		floor:      slotConfirmed,
+		nextStatus: time.Now(), // report the start position at once
+	}
+	return s.loop(ctx)
+}
+
+// prepare checks the publication and makes sure the slot exists, using
+// SQL on the replication connection (allowed with replication=database).
+// It returns the slot's confirmed_flush_lsn (0 for a new slot).
+func (w *Watcher) prepare(ctx context.Context, conn *pgconn.PgConn) (entities.LSN, error) {
+	rows, err := simpleQuery(ctx, conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = "+quoteLiteral(w.cfg.Publication))
+	if err != nil {
+		return 0, fmt.Errorf("look up publication: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, publicationMissing(w.cfg.Publication)
+	}
+	rows, err = simpleQuery(ctx, conn, `SELECT plugin, slot_type, coalesce(database, ''), temporary::text, current_database(),
+			coalesce(confirmed_flush_lsn, '0/0')::text
+		FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(w.cfg.Slot))
+	if err != nil {
+		return 0, fmt.Errorf("look up replication slot: %w", err)
+	}
+	if len(rows) > 0 {
+		r := rows[0]
+		if err := slotFits(w.cfg.Slot, r[0], r[1], r[2], r[3] == "true", r[4]); err != nil {
+			return 0, err
+		}
+		lsn, err := pglogrepl.ParseLSN(r[5])
+		if err != nil {
+			return 0, fmt.Errorf("replication slot's confirmed_flush_lsn %q: %w", r[5], err)
+		}
+		return entities.LSN(lsn), nil
+	}
+	_, err = pglogrepl.CreateReplicationSlot(ctx, conn, w.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+		Mode:           pglogrepl.LogicalReplication,
+		SnapshotAction: "NOEXPORT_SNAPSHOT",
+	})
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		w.logger.Info("created replication slot", "plugin", "pgoutput")
+		return 0, nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42710": // duplicate_object: created meanwhile
+		return 0, nil
+	case errors.As(err, &pgErr) && pgErr.Code == "53400": // configuration_limit_exceeded
+		return 0, prerequisite(ErrNoFreeSlot, fmt.Sprintf("cannot create replication slot %q: %s; raise max_replication_slots in postgresql.conf and restart PostgreSQL, or drop an unused slot with SELECT pg_drop_replication_slot('name')", w.cfg.Slot, pgErr.Message))
+	default:
+		return 0, fmt.Errorf("create replication slot %q: %w", w.cfg.Slot, err)
+	}
+}
+
+// startError classifies a START_REPLICATION failure.
+func (w *Watcher) startError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55006": // object_in_use
+			return slotInUse(w.cfg.Slot, pgErr.Message)
+		case "53300": // too_many_connections: max_wal_senders
+			return prerequisite(ErrNoFreeWALSender, fmt.Sprintf("start replication: %s; raise max_wal_senders in postgresql.conf and restart PostgreSQL", pgErr.Message))
+		}
+	}
+	return fmt.Errorf("start replication: %w", err)
+}
+
+// session is one replication connection's state, owned by Run's goroutine.
+type session struct {
+	w    *Watcher
+	conn *pgconn.PgConn
+	out  chan<- Transaction
+	asm  *assembler
+
+	skip       entities.LSN // transactions ending at or below this are not sent
+	floor      entities.LSN // the slot's confirmed_flush_lsn at start: never report less
+	sending    bool         // a finished transaction is waiting for room on out
+	lastStatus time.Time
+	nextStatus time.Time
+}
+
+func (s *session) loop(ctx context.Context) error {
+	for {
+		if err := s.status(false); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, receiveTimeout)
+		msg, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				s.stop()
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.copyData(ctx, msg.Data); err != nil {
+				if ctx.Err() != nil {
+					s.stop()
+					return nil
+				}
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream: server ended the stream")
+		default:
+			s.w.logger.Debug("ignoring replication connection message", "type", fmt.Sprintf("%T", msg))
+		}
+	}
+}
+
+func (s *session) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty CopyData", errProtocol)
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("%w: keepalive: %v", errProtocol, err)
+		}
+		// Between transactions, everything before the server's position
+		// has been received: nothing more will arrive that ends there
+		// (rule 4). Inside one, the position may be past its commit.
+		if !s.asm.inTransaction() {
+			s.w.handled = max(s.w.handled, entities.LSN(ka.ServerWALEnd))
+		}
+		if ka.ReplyRequested {
+			return s.status(true)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("%w: XLogData: %v", errProtocol, err)
+		}
+		// handle copies what it keeps: WALData aliases the receive
+		// buffer (rule 8).
+		tx, err := s.asm.handle(xld.WALData)
+		if err != nil {
+			return err
+		}
+		if tx != nil {
+			return s.commit(ctx, tx)
+		}
+	default:
+		s.w.logger.Debug("ignoring CopyData message", "id", string(data[0]))
+	}
+	return nil
+}
+
+// commit sends a finished transaction, or records it as handled when it is
+// already stored (EndLSN at or below the skip position) or touched no
+// registered table. Such a transaction's end is confirmed only once every
+// transaction sent before it is acknowledged (see confirmable).
+func (s *session) commit(ctx context.Context, tx *Transaction) error {
+	if tx.EndLSN <= s.skip || len(tx.Changes) == 0 {
+		s.w.handled = max(s.w.handled, tx.EndLSN)
+		return nil
+	}
+	select {
+	case s.out <- *tx:
+		s.w.lastEmitted = tx.EndLSN
+		return nil
+	default:
+	}
+	// out is full: keep the heartbeat going while waiting (rule 5, 6).
+	s.sending = true
+	defer func() { s.sending = false }()
+	tick := time.NewTicker(receiveTimeout)
+	defer tick.Stop()
+	for {
+		select {
+		case s.out <- *tx:
+			s.w.lastEmitted = tx.EndLSN
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if err := s.status(false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// confirmable is the highest position that is safe to report: the
+// highest Ack, or, when nothing is pending (no open transaction, none
+// waiting to be sent, every sent one acknowledged), the end of what needed
+// no Ack. Never below what was already confirmed, by this watcher or
+// before it (the slot's position at start): a position once safe stays
+// safe, and PostgreSQL 15 would move confirmed_flush_lsn back, letting a
+// later start decode from before the slot's restart_lsn.
+func (s *session) confirmable() entities.LSN {
+	acked := entities.LSN(s.w.acked.Load())
+	pos := acked
+	if !s.asm.inTransaction() && !s.sending && acked >= s.w.lastEmitted {
+		pos = max(pos, s.w.handled)
+	}
+	return max(pos, s.floor, entities.LSN(s.w.confirmed.Load()))
+}
+
+// status sends a standby status update when forced (the server asked),
+// when StatusInterval has passed, or when the confirmable position moved
+// (at most every receiveTimeout).
+func (s *session) status(force bool) error {
+	now := time.Now()
+	pos := s.confirmable()
+	advanced := pos > entities.LSN(s.w.confirmed.Load()) && now.Sub(s.lastStatus) >= receiveTimeout
+	if !force && !advanced && now.Before(s.nextStatus) {
+		return nil
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(pos),
+		WALFlushPosition: pglogrepl.LSN(pos),
+		WALApplyPosition: pglogrepl.LSN(pos),
+		ClientTime:       now,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	s.w.confirmed.Store(uint64(pos))
+	s.lastStatus = now
+	s.nextStatus = now.Add(s.w.cfg.StatusInterval)
+	return nil
+}
+
+// stop reports the latest position before the connection is closed, so a
+// clean shutdown loses no acknowledgement. Best effort.
+func (s *session) stop() {
+	if err := s.status(true); err != nil {
+		s.w.logger.Debug("final standby status", "err", err)
+	}
+	s.w.logger.Info("replication stopped", "confirmed_lsn", s.w.Confirmed().String())
+}
+
+// simpleQuery runs sql with the simple query protocol (the only one a
+// replication connection accepts) and returns its rows as text.
+func simpleQuery(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, error) {
+	results, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	var rows [][]string
+	for _, r := range results {
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		for _, row := range r.Rows {
+			vals := make([]string, len(row))
+			for i, v := range row {
+				vals[i] = string(v)
+			}
+			rows = append(rows, vals)
+		}
+	}
+	return rows, nil
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}

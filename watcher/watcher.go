@@ -1,0 +1,179 @@
+package watcher
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"sync/atomic"
+	"time"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultSlot           = "changecast"
+	DefaultPublication    = "changecast"
+	DefaultStatusInterval = 10 * time.Second
+)
+
+// receiveTimeout bounds one wait for a server message, and so how late an
+// Ack or a due status update can be reported.
+const receiveTimeout = 500 * time.Millisecond
+
+// Config configures a Watcher.
+type Config struct {
+	// URL is an ordinary PostgreSQL URL or keyword/value DSN. The watcher
+	// adds replication=database for its replication connection.
+	URL string
+	// Slot is the logical replication slot's name: lower-case letters,
+	// digits and underscores, at most 63. Run creates it (permanent,
+	// pgoutput) when missing. Default: "changecast".
+	Slot string
+	// Publication is the publication to stream, created by store before
+	// the watcher starts; the watcher only checks that it exists. Same
+	// naming rule as Slot. Default: "changecast".
+	Publication string
+	// Registry maps a relation's table name to its entity type. Changes
+	// to tables it does not hold are ignored. The relation's schema is
+	// not consulted. Required.
+	Registry *entities.Registry
+	// StartLSN is the durably stored position: the EndLSN of the last
+	// transaction the caller handled, 0 when none. Replication starts
+	// there and every transaction whose EndLSN is at or below it is
+	// skipped.
+	StartLSN entities.LSN
+	// StatusInterval is the longest time between two standby status
+	// updates. It must stay well below the server's wal_sender_timeout
+	// (60 s by default). Default: 10 s.
+	StatusInterval time.Duration
+	// Logger receives the watcher's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Transaction is one committed source transaction's changes to registered
+// tables.
+type Transaction struct {
+	// Xid is the source transaction's id.
+	Xid uint32
+	// CommitLSN is the position of the commit record; EndLSN the end of
+	// it, the position to store and to pass to Ack (REPLICATION.md
+	// rule 1). Never store CommitLSN: it replays the transaction.
+	CommitLSN, EndLSN entities.LSN
+	// CommitTime is when the source transaction committed.
+	CommitTime time.Time
+	// Changes are the row changes in the order they happened; each
+	// carries the fields above and its Index.
+	Changes []entities.Change
+}
+
+// Watcher streams committed row changes from PostgreSQL. Create one with
+// New; see the package comment for its guarantees.
+type Watcher struct {
+	cfg    Config
+	logger *slog.Logger
+
+	running   atomic.Bool
+	streaming atomic.Bool
+	acked     atomic.Uint64 // highest Ack'd LSN (starts at StartLSN)
+	confirmed atomic.Uint64 // last LSN sent to the server as flushed
+
+	// Owned by the goroutine running Run; Run calls are serialised by
+	// running, whose atomic operations order them.
+	lastEmitted entities.LSN // EndLSN of the last Transaction sent on out
+	handled     entities.LSN // highest position needing no Ack (empty or skipped transactions, idle keepalives)
+}
+
+var namePattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// New validates cfg, fills its defaults and returns a Watcher. It does not
+// connect: call Check for a preflight and Run to stream.
+func New(cfg Config) (*Watcher, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("watcher: database URL is empty")
+	}
+	if _, err := pgconn.ParseConfig(cfg.URL); err != nil {
+		return nil, fmt.Errorf("watcher: database URL: %w", err)
+	}
+	if cfg.Slot == "" {
+		cfg.Slot = DefaultSlot
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = DefaultPublication
+	}
+	if !namePattern.MatchString(cfg.Slot) {
+		return nil, fmt.Errorf("watcher: slot name %q: use lower-case letters, digits and underscores, at most 63", cfg.Slot)
+	}
+	if !namePattern.MatchString(cfg.Publication) {
+		return nil, fmt.Errorf("watcher: publication name %q: use lower-case letters, digits and underscores, at most 63", cfg.Publication)
+	}
+	if cfg.Registry == nil {
+		return nil, errors.New("watcher: registry is nil")
+	}
+	if cfg.StatusInterval < 0 {
+		return nil, fmt.Errorf("watcher: status interval %s is negative", cfg.StatusInterval)
+	}
+	if cfg.StatusInterval == 0 {
+		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	w := &Watcher{cfg: cfg, logger: cfg.Logger.With("slot", cfg.Slot)}
+	w.acked.Store(uint64(cfg.StartLSN))
+	w.handled = cfg.StartLSN
+	return w, nil
+}
+
+// Ack records that everything up to lsn, a Transaction's EndLSN, is
+// durably handled (journaled). The next standby status update reports it
+// to the server, which may then recycle the WAL before it. Acks never move
+// the position backwards. Safe to call from any goroutine.
+func (w *Watcher) Ack(lsn entities.LSN) {
+	for {
+		cur := w.acked.Load()
+		if uint64(lsn) <= cur || w.acked.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// Streaming reports whether Run is streaming changes right now (for
+// /readyz). Safe to call from any goroutine.
+func (w *Watcher) Streaming() bool { return w.streaming.Load() }
+
+// Confirmed returns the last position sent to the server as written,
+// flushed and applied; 0 before the first status update. Safe to call
+// from any goroutine.
+func (w *Watcher) Confirmed() entities.LSN { return entities.LSN(w.confirmed.Load()) }
+
+// redactedURL returns cfg.URL without its password, for logs and errors.
+func (w *Watcher) redactedURL() string {
+	if u, err := url.Parse(w.cfg.URL); err == nil && u.Scheme != "" {
+		return u.Redacted()
+	}
+	return "(keyword/value DSN)"
+}
+
+// replicationConfig returns the connection settings of the replication
+// connection: the configured URL plus replication=database and the
+// session settings the value decoder relies on.
+func (w *Watcher) replicationConfig() (*pgconn.Config, error) {
+	pc, err := pgconn.ParseConfig(w.cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	pc.RuntimeParams["replication"] = "database"
+	pc.RuntimeParams["DateStyle"] = "ISO, YMD"
+	pc.RuntimeParams["IntervalStyle"] = "postgres"
+	pc.RuntimeParams["TimeZone"] = "UTC"
+	pc.RuntimeParams["bytea_output"] = "hex"
+	pc.RuntimeParams["extra_float_digits"] = "1"
+	if pc.RuntimeParams["application_name"] == "" {
+		pc.RuntimeParams["application_name"] = "changecast-watcher"
+	}
+	return pc, nil
+}
