@@ -264,13 +264,18 @@ func (c *client) exit() {
 	c.log.Info("websocket disconnected", "reason", why, "duration", time.Since(c.start).Round(time.Millisecond))
 }
 
+// closeGrace bounds how long finish waits for the client's answer to our
+// close frame. A client that is not reading never answers; waiting the full
+// WriteWait for each would stretch every shutdown by that much.
+const closeGrace = time.Second
+
 // finish sends the stop reason's control frame and a close frame, then
-// waits (at most WriteWait) for the client to answer the close so the
+// waits (at most closeGrace) for the client to answer the close so the
 // closing handshake completes before the TCP connection goes.
 func (c *client) finish(lastCursor int64) {
 	r := c.reason
-	wait := c.srv.cfg.WriteWait
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(c.srv.cfg.WriteWait)
+	wait := min(closeGrace, c.srv.cfg.WriteWait)
 	if r.control != "" {
 		_ = c.conn.SetWriteDeadline(deadline)
 		if err := c.conn.WriteMessage(websocket.TextMessage, encodeControl(r.control, lastCursor, r.message)); err != nil {
