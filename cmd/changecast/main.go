@@ -1,0 +1,82 @@
+// Command changecast streams committed PostgreSQL row changes, secrets
+// stripped, to WebSocket subscribers.
+//
+// Subcommands: serve, token, version. Run "changecast help" for usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A second signal, once shutdown has begun, forces exit: NotifyContext
+	// stops catching after the first, so the default handler kills us.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// usageError marks a bad command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "changecast: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "changecast: %v\n", err)
+		return 1
+	}
+}
+
+const usage = `changecast streams committed PostgreSQL changes to WebSocket clients.
+
+Usage:
+  changecast serve   [flags]   watch the database and serve /api/v1/ws/events
+  changecast token   [flags]   mint a JWT for a user and role (prints only the token)
+  changecast version           print the build version
+
+Run "changecast <command> -h" for a command's flags. Every flag has a
+CHANGECAST_* environment variable as its default.
+`
+
+// run is main without the process: tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{errors.New("missing command")}
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Errorf("unknown command %q", args[0])}
+	}
+}
