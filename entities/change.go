@@ -21,10 +21,13 @@ const (
 	OpCreate Operation = "create"
 	OpUpdate Operation = "update"
 	OpDelete Operation = "delete"
+	// OpTruncate is a TRUNCATE of the entity's table: one Change per
+	// truncated table, with no EntityID and no Payload.
+	OpTruncate Operation = "truncate"
 )
 
 // Operations lists every valid Operation, in a stable order for error messages.
-var Operations = []Operation{OpCreate, OpUpdate, OpDelete}
+var Operations = []Operation{OpCreate, OpUpdate, OpDelete, OpTruncate}
 
 // ParseOperation returns the Operation named s, or an error naming the
 // accepted values.
@@ -91,4 +94,22 @@ type Change struct {
 
 	// Cursor is the change's journal position once journaled; 0 before.
 	Cursor int64
+}
+
+// Transaction is one committed source transaction, or one chunk of a large
+// one, as the watcher hands it to the journal appender.
+//
+// A transaction with more changes than the watcher's chunk size arrives as
+// several consecutive Transactions with the same Xid, CommitLSN and
+// CommitTime: every one but the last has Final false; the last has Final
+// true and carries EndLSN. A small transaction is a single Final chunk.
+// Chunks of different transactions never interleave (pgoutput protocol 1
+// sends each transaction whole, at its commit).
+type Transaction struct {
+	Xid        uint32
+	CommitLSN  LSN       // the commit record's position (pgoutput Begin's final LSN)
+	EndLSN     LSN       // the end of the commit record: set on the Final chunk only
+	CommitTime time.Time // known from Begin, so set on every chunk
+	Changes    []Change
+	Final      bool
 }

@@ -78,7 +78,7 @@ var badFilters = []struct {
 	{"long entity type", `{"filters": [{"entity-type": "` + strings.Repeat("a", 100) + `"}]}`, `unknown entity type "` + strings.Repeat("a", 64) + `..."; known: ` + knownTypes},
 	{"operations string", `{"filters": [{"entity-type": "pool", "operations": "create"}]}`, `filters[0]: "operations" must be an array of strings`},
 	{"operation number", `{"filters": [{"entity-type": "pool", "operations": [1]}]}`, `filters[0]: "operations" must be an array of strings`},
-	{"unknown operation", `{"filters": [{"entity-type": "pool", "operations": ["create", "upsert"]}]}`, `unknown operation "upsert"; known: create, update, delete`},
+	{"unknown operation", `{"filters": [{"entity-type": "pool", "operations": ["create", "upsert"]}]}`, `unknown operation "upsert"; known: create, update, delete, truncate`},
 }
 
 func TestParseFilter_Errors(t *testing.T) {
