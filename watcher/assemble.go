@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,14 +32,37 @@ type column struct {
 // openTx is the transaction between a Begin and its Commit.
 type openTx struct {
 	xid        uint32
-	finalLSN   entities.LSN
+	commitLSN  entities.LSN // Begin's final LSN: the commit record's position
 	commitTime time.Time
-	changes    []entities.Change
+	// skip: the transaction was handled before (its commit LSN is below
+	// the skip position); its rows are not even decoded.
+	skip bool
+	// next is the Index of the next change to a registered table.
+	next int
+	// dropBelow: changes with a lower Index were sent by an earlier
+	// session (see partialTx) and are not sent again.
+	dropBelow int
+	// emitted: some of the transaction's changes were sent, so its
+	// Final chunk must be sent even if it is empty.
+	emitted bool
+	changes []entities.Change // assembled, not sent yet: at most chunkSize
+}
+
+// output receives what the assembler produces. The session implements it
+// by sending on Run's channel; tests collect.
+type output interface {
+	// send delivers a chunk (Final false) or the end of a transaction
+	// (Final true). It may block; an error ends the session.
+	send(tx *Transaction) error
+	// ended reports a transaction that ended with nothing to deliver:
+	// skipped, or touching no registered table.
+	ended(endLSN entities.LSN)
 }
 
 // assembler turns the pgoutput messages of one replication connection
 // into Transactions. It holds the relation cache (REPLICATION.md rule 10)
-// and the transaction being received. It is owned by one goroutine.
+// and the transaction being received, never more than chunkSize of its
+// changes. It is owned by one goroutine.
 type assembler struct {
 	registry  *entities.Registry
 	logger    *slog.Logger
@@ -46,15 +70,27 @@ type assembler struct {
 	relations map[uint32]*relation
 	tx        *openTx
 	warned    map[string]bool // one warning per table and kind of surprise
+
+	out       output
+	chunkSize int
+	// skipBelow: a transaction whose commit LSN is below it was handled
+	// before and is skipped.
+	skipBelow entities.LSN
+	// resume is a transaction partly sent by an earlier session.
+	resume partialTx
+	// peak is the most changes held at once for one transaction.
+	peak int
 }
 
-func newAssembler(reg *entities.Registry, logger *slog.Logger) *assembler {
+func newAssembler(reg *entities.Registry, logger *slog.Logger, out output, chunkSize int) *assembler {
 	return &assembler{
 		registry:  reg,
 		logger:    logger,
 		values:    newValueDecoder(),
 		relations: map[uint32]*relation{},
 		warned:    map[string]bool{},
+		out:       out,
+		chunkSize: chunkSize,
 	}
 }
 
@@ -66,60 +102,163 @@ func (a *assembler) inTransaction() bool { return a.tx != nil }
 // position.
 var errProtocol = errors.New("pgoutput protocol")
 
-// handle consumes the WALData of one XLogData message. At a Commit it
-// returns the finished transaction; otherwise nil. walData may be reused by
-// the caller after handle returns: nothing here keeps a reference to it.
-func (a *assembler) handle(walData []byte) (*Transaction, error) {
+// handle consumes the WALData of one XLogData message, passing any chunk
+// or finished transaction to the output. walData may be reused by the
+// caller after handle returns: nothing here keeps a reference to it.
+func (a *assembler) handle(walData []byte) error {
 	msg, err := parseMessage(walData)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errProtocol, err)
+		return fmt.Errorf("%w: %v", errProtocol, err)
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		a.relation(m)
 	case *pglogrepl.BeginMessage:
 		if a.tx != nil {
-			return nil, fmt.Errorf("%w: begin of xid %d inside xid %d", errProtocol, m.Xid, a.tx.xid)
+			return fmt.Errorf("%w: begin of xid %d inside xid %d", errProtocol, m.Xid, a.tx.xid)
 		}
-		a.tx = &openTx{xid: m.Xid, finalLSN: entities.LSN(m.FinalLSN), commitTime: m.CommitTime}
+		a.begin(m)
 	case *pglogrepl.CommitMessage:
 		if a.tx == nil {
-			return nil, fmt.Errorf("%w: commit at %s without begin", errProtocol, m.CommitLSN)
+			return fmt.Errorf("%w: commit at %s without begin", errProtocol, m.CommitLSN)
 		}
-		tx := &Transaction{
-			Xid:        a.tx.xid,
-			CommitLSN:  entities.LSN(m.CommitLSN),
-			EndLSN:     entities.LSN(m.TransactionEndLSN),
-			CommitTime: m.CommitTime,
-			Changes:    a.tx.changes,
-		}
-		a.tx = nil
-		for i := range tx.Changes {
-			c := &tx.Changes[i]
-			c.CommitLSN, c.EndLSN, c.Xid, c.CommitTime = tx.CommitLSN, tx.EndLSN, tx.Xid, tx.CommitTime
-		}
-		return tx, nil
+		return a.commit(m)
 	case *pglogrepl.InsertMessage:
-		return nil, a.row(m.RelationID, entities.OpCreate, m.Tuple, 0, nil)
+		return a.row(m.RelationID, entities.OpCreate, m.Tuple, 0, nil)
 	case *pglogrepl.UpdateMessage:
-		return nil, a.row(m.RelationID, entities.OpUpdate, m.NewTuple, m.OldTupleType, m.OldTuple)
+		return a.row(m.RelationID, entities.OpUpdate, m.NewTuple, m.OldTupleType, m.OldTuple)
 	case *pglogrepl.DeleteMessage:
-		return nil, a.row(m.RelationID, entities.OpDelete, nil, m.OldTupleType, m.OldTuple)
+		return a.row(m.RelationID, entities.OpDelete, nil, m.OldTupleType, m.OldTuple)
 	case *pglogrepl.TruncateMessage:
-		// Reporting truncates is a later issue; say so rather than
-		// dropping them silently.
-		for _, id := range m.RelationIDs {
-			if rel := a.relations[id]; rel != nil && rel.entity != nil {
-				a.logger.Warn("truncate is not reported to clients yet", "table", rel.namespace+"."+rel.name)
-			}
-		}
+		return a.truncate(m)
 	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
 		// Types: unknown OIDs decode as text anyway. Origins: no
 		// filtering by origin. Messages: not requested.
 	default:
 		a.logger.Debug("ignoring pgoutput message", "type", msg.Type().String())
 	}
-	return nil, nil
+	return nil
+}
+
+// begin opens a transaction and decides, now, whether it was handled
+// before.
+//
+// The skip position is an EndLSN: the end of the last handled commit
+// record. Every transaction committed before it has its commit record
+// below it; the next one's commit record may start exactly there, so its
+// commit LSN can EQUAL the skip position and it must be kept. Hence "<",
+// not "<=": DESIGN.md §4's "commit LSN ≤ stored offset" would lose that
+// transaction (REPLICATION.md rule 1). PostgreSQL applies the same rule
+// when it starts decoding at a requested position (snapbuild.c,
+// SnapBuildXactNeedsSkip: commit record start < start_decoding_at).
+// Deciding at Begin, not at Commit, means a skipped transaction is
+// neither decoded nor sent in part.
+func (a *assembler) begin(m *pglogrepl.BeginMessage) {
+	tx := &openTx{
+		xid:        m.Xid,
+		commitLSN:  entities.LSN(m.FinalLSN),
+		commitTime: m.CommitTime,
+	}
+	tx.skip = tx.commitLSN < a.skipBelow
+	if !tx.skip && a.resume.commitLSN != 0 && tx.commitLSN == a.resume.commitLSN {
+		tx.dropBelow = a.resume.sent
+		tx.emitted = true
+	}
+	a.tx = tx
+}
+
+// commit ends the open transaction: its last (possibly empty) chunk is
+// sent as Final when anything of it was or is to be sent; otherwise the
+// output hears that it ended.
+//
+// The skip decision was taken at Begin and is not revisited here: the old
+// "EndLSN <= skip" test at Commit agrees with it (a commit LSN at or above
+// the skip position has its end above it, one below has its end at or
+// below it), and by now chunks may already have been sent.
+func (a *assembler) commit(m *pglogrepl.CommitMessage) error {
+	tx := a.tx
+	a.tx = nil
+	end := entities.LSN(m.TransactionEndLSN)
+	if tx.skip || (len(tx.changes) == 0 && !tx.emitted) {
+		a.out.ended(end)
+		return nil
+	}
+	if entities.LSN(m.CommitLSN) != tx.commitLSN {
+		return fmt.Errorf("%w: commit of xid %d at %s, its begin said %s", errProtocol, tx.xid, m.CommitLSN, tx.commitLSN)
+	}
+	return a.out.send(a.chunk(tx, end))
+}
+
+// chunk takes the assembled changes of tx as a Transaction, Final when
+// end is set, and releases them. Every change carries the transaction's
+// Xid, CommitLSN and CommitTime; EndLSN is set on the Final chunk's
+// changes only, as on the chunk itself.
+func (a *assembler) chunk(tx *openTx, end entities.LSN) *Transaction {
+	out := &Transaction{
+		Xid:        tx.xid,
+		CommitLSN:  tx.commitLSN,
+		EndLSN:     end,
+		CommitTime: tx.commitTime,
+		Changes:    tx.changes,
+		Final:      end != 0,
+	}
+	for i := range out.Changes {
+		c := &out.Changes[i]
+		c.CommitLSN, c.EndLSN, c.Xid, c.CommitTime = out.CommitLSN, out.EndLSN, out.Xid, out.CommitTime
+	}
+	tx.changes = nil
+	tx.emitted = true
+	return out
+}
+
+// add appends c to the open transaction, numbering it, and sends a chunk
+// when the transaction holds chunkSize changes.
+func (a *assembler) add(c entities.Change) error {
+	tx := a.tx
+	c.Index = tx.next
+	tx.next++
+	if c.Index < tx.dropBelow {
+		return nil
+	}
+	if tx.changes == nil {
+		tx.changes = make([]entities.Change, 0, min(a.chunkSize, 64))
+	}
+	tx.changes = append(tx.changes, c)
+	a.peak = max(a.peak, len(tx.changes))
+	if len(tx.changes) < a.chunkSize {
+		return nil
+	}
+	return a.out.send(a.chunk(tx, 0))
+}
+
+// wanted reports whether a change of the open transaction with the next
+// Index would be kept: false when the transaction is skipped or the
+// change was sent by an earlier session. It saves decoding.
+func (a *assembler) wanted() bool {
+	return !a.tx.skip && a.tx.next >= a.tx.dropBelow
+}
+
+// truncate turns a Truncate message into one OpTruncate change per
+// registered relation, in the message's order. Unregistered relations
+// (TRUNCATE ... CASCADE reaching other published tables, or several
+// tables named) are ignored like their rows.
+func (a *assembler) truncate(m *pglogrepl.TruncateMessage) error {
+	if a.tx == nil {
+		return fmt.Errorf("%w: truncate outside a transaction", errProtocol)
+	}
+	for _, id := range m.RelationIDs {
+		rel := a.relations[id]
+		if rel == nil {
+			return fmt.Errorf("%w: truncate of relation %d before its Relation message", errProtocol, id)
+		}
+		if rel.entity == nil || a.tx.skip {
+			continue
+		}
+		if err := a.add(entities.Change{EntityType: rel.entity.Name, Operation: entities.OpTruncate}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseMessage is pglogrepl.Parse made safe: it indexes the buffer without
@@ -127,6 +266,13 @@ func (a *assembler) handle(walData []byte) (*Transaction, error) {
 func parseMessage(data []byte) (msg pglogrepl.Message, err error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty message")
+	}
+	if data[0] == byte(pglogrepl.MessageTypeTruncate) && len(data) >= 5 {
+		// pglogrepl allocates the relation count before reading: a
+		// corrupt count must not become a fatal out-of-memory.
+		if n := uint64(binary.BigEndian.Uint32(data[1:5])); n > uint64(len(data)) {
+			return nil, fmt.Errorf("malformed %q message: %d relations in %d bytes", data[0], n, len(data))
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -183,6 +329,12 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 	if rel.entity == nil {
 		return nil
 	}
+	if !a.wanted() {
+		if !a.tx.skip {
+			a.tx.next++ // sent by an earlier session
+		}
+		return nil
+	}
 	var old, cur entities.Row
 	var unchanged []string
 	var keyText string
@@ -204,7 +356,6 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 		Operation:  op,
 		Payload:    cur,
 		Unchanged:  unchanged,
-		Index:      len(a.tx.changes),
 	}
 	switch op {
 	case entities.OpUpdate:
@@ -221,8 +372,7 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 	if c.Payload == nil {
 		c.Payload = entities.Row{}
 	}
-	a.tx.changes = append(a.tx.changes, c)
-	return nil
+	return a.add(c)
 }
 
 // tuple decodes t against rel's columns. In a key-only tuple ('K') only

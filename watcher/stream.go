@@ -16,19 +16,22 @@ import (
 // Run connects, creates the slot if it is missing (permanent, pgoutput),
 // starts replication (protocol 1, no streaming of in-progress transactions,
 // no two-phase) and sends each committed transaction that touched a
-// registered table on out, until ctx is done or the connection fails.
+// registered table on out, in chunks of at most Config.ChunkSize changes
+// (see the package comment), until ctx is done or the connection fails.
 //
 // It returns nil when ctx is cancelled (after a last status update that
 // reports the latest Ack), a *PrerequisiteError for a setup problem (see
-// Retryable), ErrRunning if another Run of w is active, and otherwise the
-// connection or stream error. It can be called again after it returns: it
-// resumes from the highest of Config.StartLSN, the last Ack and the last
-// confirmed position, and never re-sends a Transaction it already sent.
+// Retryable; ErrSlotInUse comes at once, without waiting for the slot),
+// ErrRunning if another Run of w is active, and otherwise the connection
+// or stream error. It can be called again after it returns: it resumes
+// from the highest of Config.StartLSN, the last Ack and the last confirmed
+// position, and never re-sends a change it already sent: a transaction
+// whose Final chunk was not sent yet continues with the next Index.
 //
 // Run owns the connection: it keeps answering the server while waiting for
 // room on out, so a slow consumer delays delivery but does not drop the
 // connection.
-func (w *Watcher) Run(ctx context.Context, out chan<- Transaction) error {
+func (w *Watcher) Run(ctx context.Context, out chan<- entities.Transaction) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
@@ -41,7 +44,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Transaction) error {
 	return err
 }
 
-func (w *Watcher) run(ctx context.Context, out chan<- Transaction) error {
+func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) error {
 	pc, err := w.replicationConfig()
 	if err != nil {
 		return fmt.Errorf("database URL: %w", err)
@@ -78,13 +81,18 @@ func (w *Watcher) run(ctx context.Context, out chan<- Transaction) error {
 
 	s := &session{
 		w:          w,
+		ctx:        ctx,
 		conn:       conn,
 		out:        out,
-		asm:        newAssembler(w.cfg.Registry, w.logger),
-		skip:       max(start, w.lastEmitted),
 		floor:      slotConfirmed,
 		nextStatus: time.Now(), // report the start position at once
 	}
+	s.asm = newAssembler(w.cfg.Registry, w.logger, s, w.cfg.ChunkSize)
+	// Everything committed before the start position or the end of the
+	// last Final chunk sent was handled: skip it (decided at Begin, see
+	// assembler.begin).
+	s.asm.skipBelow = max(start, w.lastEmitted)
+	s.asm.resume = w.partial
 	return s.loop(ctx)
 }
 
@@ -100,7 +108,7 @@ func (w *Watcher) prepare(ctx context.Context, conn *pgconn.PgConn) (entities.LS
 		return 0, publicationMissing(w.cfg.Publication)
 	}
 	rows, err = simpleQuery(ctx, conn, `SELECT plugin, slot_type, coalesce(database, ''), temporary::text, current_database(),
-			coalesce(confirmed_flush_lsn, '0/0')::text
+			coalesce(confirmed_flush_lsn, '0/0')::text, CASE WHEN active THEN coalesce(active_pid, 0)::text ELSE '' END
 		FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(w.cfg.Slot))
 	if err != nil {
 		return 0, fmt.Errorf("look up replication slot: %w", err)
@@ -109,6 +117,11 @@ func (w *Watcher) prepare(ctx context.Context, conn *pgconn.PgConn) (entities.LS
 		r := rows[0]
 		if err := slotFits(w.cfg.Slot, r[0], r[1], r[2], r[3] == "true", r[4]); err != nil {
 			return 0, err
+		}
+		if r[6] != "" {
+			// Say so before trying: START_REPLICATION would fail the
+			// same way (55006), but this names the holder.
+			return 0, slotInUse(w.cfg.Slot, fmt.Sprintf("replication slot %q is active for PID %s", w.cfg.Slot, r[6]))
 		}
 		lsn, err := pglogrepl.ParseLSN(r[5])
 		if err != nil {
@@ -151,13 +164,13 @@ func (w *Watcher) startError(err error) error {
 // session is one replication connection's state, owned by Run's goroutine.
 type session struct {
 	w    *Watcher
+	ctx  context.Context // Run's
 	conn *pgconn.PgConn
-	out  chan<- Transaction
+	out  chan<- entities.Transaction
 	asm  *assembler
 
-	skip       entities.LSN // transactions ending at or below this are not sent
 	floor      entities.LSN // the slot's confirmed_flush_lsn at start: never report less
-	sending    bool         // a finished transaction is waiting for room on out
+	sending    bool         // a chunk is waiting for room on out
 	lastStatus time.Time
 	nextStatus time.Time
 }
@@ -182,7 +195,7 @@ func (s *session) loop(ctx context.Context) error {
 		}
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
-			if err := s.copyData(ctx, msg.Data); err != nil {
+			if err := s.copyData(msg.Data); err != nil {
 				if ctx.Err() != nil {
 					s.stop()
 					return nil
@@ -199,7 +212,7 @@ func (s *session) loop(ctx context.Context) error {
 	}
 }
 
-func (s *session) copyData(ctx context.Context, data []byte) error {
+func (s *session) copyData(data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: empty CopyData", errProtocol)
 	}
@@ -209,6 +222,7 @@ func (s *session) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: keepalive: %v", errProtocol, err)
 		}
+		s.w.sawWALEnd(entities.LSN(ka.ServerWALEnd))
 		// Between transactions, everything before the server's position
 		// has been received: nothing more will arrive that ends there
 		// (rule 4). Inside one, the position may be past its commit.
@@ -223,37 +237,48 @@ func (s *session) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: XLogData: %v", errProtocol, err)
 		}
+		s.w.sawWALEnd(entities.LSN(xld.ServerWALEnd))
 		// handle copies what it keeps: WALData aliases the receive
-		// buffer (rule 8).
-		tx, err := s.asm.handle(xld.WALData)
-		if err != nil {
-			return err
+		// buffer (rule 8). It calls send and ended.
+		err = s.asm.handle(xld.WALData)
+		if n := int64(s.asm.peak); n > s.w.peakBuffered.Load() {
+			s.w.peakBuffered.Store(n)
 		}
-		if tx != nil {
-			return s.commit(ctx, tx)
-		}
+		return err
 	default:
 		s.w.logger.Debug("ignoring CopyData message", "id", string(data[0]))
 	}
 	return nil
 }
 
-// commit sends a finished transaction, or records it as handled when it is
-// already stored (EndLSN at or below the skip position) or touched no
-// registered table. Such a transaction's end is confirmed only once every
-// transaction sent before it is acknowledged (see confirmable).
-func (s *session) commit(ctx context.Context, tx *Transaction) error {
-	if tx.EndLSN <= s.skip || len(tx.Changes) == 0 {
-		s.w.handled = max(s.w.handled, tx.EndLSN)
-		return nil
+// ended records a transaction that needed no delivery (already handled,
+// or touching no registered table) as handled. Its end is confirmed only
+// once every transaction sent before it is acknowledged (see
+// confirmable).
+func (s *session) ended(end entities.LSN) {
+	s.w.handled = max(s.w.handled, end)
+}
+
+// send delivers a chunk on out, keeping the heartbeat going while out is
+// full (rule 5, 6). A Final chunk's EndLSN becomes the position that must
+// be acknowledged before anything later is confirmed; an earlier chunk is
+// remembered so that a later Run does not send its changes again.
+func (s *session) send(tx *entities.Transaction) error {
+	sent := func() {
+		if tx.Final {
+			s.w.lastEmitted = tx.EndLSN
+			s.w.partial = partialTx{}
+			return
+		}
+		n := tx.Changes[len(tx.Changes)-1].Index + 1
+		s.w.partial = partialTx{commitLSN: tx.CommitLSN, sent: n}
 	}
 	select {
 	case s.out <- *tx:
-		s.w.lastEmitted = tx.EndLSN
+		sent()
 		return nil
 	default:
 	}
-	// out is full: keep the heartbeat going while waiting (rule 5, 6).
 	s.sending = true
 	defer func() { s.sending = false }()
 	tick := time.NewTicker(receiveTimeout)
@@ -261,10 +286,10 @@ func (s *session) commit(ctx context.Context, tx *Transaction) error {
 	for {
 		select {
 		case s.out <- *tx:
-			s.w.lastEmitted = tx.EndLSN
+			sent()
 			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-s.ctx.Done():
+			return s.ctx.Err()
 		case <-tick.C:
 			if err := s.status(false); err != nil {
 				return err
@@ -274,9 +299,9 @@ func (s *session) commit(ctx context.Context, tx *Transaction) error {
 }
 
 // confirmable is the highest position that is safe to report: the
-// highest Ack, or, when nothing is pending (no open transaction, none
-// waiting to be sent, every sent one acknowledged), the end of what needed
-// no Ack. Never below what was already confirmed, by this watcher or
+// highest Ack, or, when nothing is pending (no open transaction, chunked
+// or not; none waiting to be sent; every sent one acknowledged), the end
+// of what needed no Ack. Never below what was already confirmed, by this watcher or
 // before it (the slot's position at start): a position once safe stays
 // safe, and PostgreSQL 15 would move confirmed_flush_lsn back, letting a
 // later start decode from before the slot's restart_lsn.
@@ -309,6 +334,7 @@ func (s *session) status(force bool) error {
 		return fmt.Errorf("send standby status: %w", err)
 	}
 	s.w.confirmed.Store(uint64(pos))
+	s.w.statusSent.Add(1)
 	s.lastStatus = now
 	s.nextStatus = now.Add(s.w.cfg.StatusInterval)
 	return nil

@@ -175,8 +175,8 @@ func TestRun_TransactionArrivesWholeAfterCommit(t *testing.T) {
 	if len(got.Changes) != len(ops) {
 		t.Fatalf("got %d changes, want %d: %+v", len(got.Changes), len(ops), got.Changes)
 	}
-	if got.Xid != xid || got.CommitLSN == 0 || got.EndLSN <= got.CommitLSN || time.Since(got.CommitTime) > time.Minute {
-		t.Errorf("transaction header = xid %d commit %s end %s time %s; want xid %d, end after commit, recent", got.Xid, got.CommitLSN, got.EndLSN, got.CommitTime, xid)
+	if !got.Final || got.Xid != xid || got.CommitLSN == 0 || got.EndLSN <= got.CommitLSN || time.Since(got.CommitTime) > time.Minute {
+		t.Errorf("transaction header = final %v xid %d commit %s end %s time %s; want one Final chunk, xid %d, end after commit, recent", got.Final, got.Xid, got.CommitLSN, got.EndLSN, got.CommitTime, xid)
 	}
 	for i, c := range got.Changes {
 		if c.Index != i || c.Operation != ops[i] || c.EntityID != ids[i] {

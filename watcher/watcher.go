@@ -18,6 +18,7 @@ const (
 	DefaultSlot           = "changecast"
 	DefaultPublication    = "changecast"
 	DefaultStatusInterval = 10 * time.Second
+	DefaultChunkSize      = 1000
 )
 
 // receiveTimeout bounds one wait for a server message, and so how late an
@@ -42,10 +43,18 @@ type Config struct {
 	// not consulted. Required.
 	Registry *entities.Registry
 	// StartLSN is the durably stored position: the EndLSN of the last
-	// transaction the caller handled, 0 when none. Replication starts
-	// there and every transaction whose EndLSN is at or below it is
-	// skipped.
+	// transaction the caller handled (its Final chunk's EndLSN), 0 when
+	// none. Replication starts there and every transaction whose commit
+	// LSN is below it is skipped (one whose commit LSN equals it is the
+	// next transaction, not a handled one).
 	StartLSN entities.LSN
+	// ChunkSize is the most changes the watcher holds for one
+	// transaction: a larger transaction is sent as several Transactions
+	// of ChunkSize changes, the last one Final (see the package
+	// comment). With the capacity of Run's channel it bounds what the
+	// watcher and that channel hold: (cap(out)+1) × ChunkSize changes.
+	// Default: 1000. Negative is an error.
+	ChunkSize int
 	// StatusInterval is the longest time between two standby status
 	// updates. It must stay well below the server's wal_sender_timeout
 	// (60 s by default). Default: 10 s.
@@ -54,20 +63,25 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Transaction is one committed source transaction's changes to registered
-// tables.
-type Transaction struct {
-	// Xid is the source transaction's id.
-	Xid uint32
-	// CommitLSN is the position of the commit record; EndLSN the end of
-	// it, the position to store and to pass to Ack (REPLICATION.md
-	// rule 1). Never store CommitLSN: it replays the transaction.
-	CommitLSN, EndLSN entities.LSN
-	// CommitTime is when the source transaction committed.
-	CommitTime time.Time
-	// Changes are the row changes in the order they happened; each
-	// carries the fields above and its Index.
-	Changes []entities.Change
+// Transaction is one committed source transaction, or one chunk of a large
+// one: see entities.Transaction and the package comment's "Chunks".
+type Transaction = entities.Transaction
+
+// Stats is a snapshot of the watcher's replication progress.
+type Stats struct {
+	// Streaming reports whether Run is streaming right now.
+	Streaming bool
+	// Confirmed is the last position reported to the server as flushed
+	// (see Watcher.Confirmed); 0 before the first status update.
+	Confirmed entities.LSN
+	// ServerWALEnd is the highest position the server has reported
+	// (keepalives and XLogData headers); 0 before the first message.
+	ServerWALEnd entities.LSN
+	// LagBytes is ServerWALEnd - Confirmed, 0 when Confirmed is not
+	// behind: roughly the WAL the slot still pins on the watcher's
+	// account. It is as fresh as the server's last report (XLogData
+	// headers, and keepalives when the server is idle or asks).
+	LagBytes uint64
 }
 
 // Watcher streams committed row changes from PostgreSQL. Create one with
@@ -80,11 +94,27 @@ type Watcher struct {
 	streaming atomic.Bool
 	acked     atomic.Uint64 // highest Ack'd LSN (starts at StartLSN)
 	confirmed atomic.Uint64 // last LSN sent to the server as flushed
+	walEnd    atomic.Uint64 // highest server WAL end seen
+
+	// For tests: the most changes ever held for one open transaction,
+	// and the number of standby status updates sent.
+	peakBuffered atomic.Int64
+	statusSent   atomic.Int64
 
 	// Owned by the goroutine running Run; Run calls are serialised by
 	// running, whose atomic operations order them.
-	lastEmitted entities.LSN // EndLSN of the last Transaction sent on out
+	lastEmitted entities.LSN // EndLSN of the last Final chunk sent on out
 	handled     entities.LSN // highest position needing no Ack (empty or skipped transactions, idle keepalives)
+	partial     partialTx    // a transaction whose Final chunk is not sent yet
+}
+
+// partialTx is a transaction of which some chunks were sent and the Final
+// was not, because Run ended in between. The next Run receives it again
+// from its start and sends only the changes from Index sent on, so the
+// consumer sees each change once.
+type partialTx struct {
+	commitLSN entities.LSN // 0: none
+	sent      int          // changes sent: Index 0..sent-1
 }
 
 var namePattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -116,6 +146,12 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.StatusInterval < 0 {
 		return nil, fmt.Errorf("watcher: status interval %s is negative", cfg.StatusInterval)
 	}
+	if cfg.ChunkSize < 0 {
+		return nil, fmt.Errorf("watcher: chunk size %d is negative", cfg.ChunkSize)
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = DefaultStatusInterval
 	}
@@ -128,8 +164,9 @@ func New(cfg Config) (*Watcher, error) {
 	return w, nil
 }
 
-// Ack records that everything up to lsn, a Transaction's EndLSN, is
-// durably handled (journaled). The next standby status update reports it
+// Ack records that everything up to lsn, the EndLSN of a Final
+// Transaction (chunks before the Final have none), is durably handled
+// (journaled). The next standby status update reports it
 // to the server, which may then recycle the WAL before it. Acks never move
 // the position backwards. Safe to call from any goroutine.
 func (w *Watcher) Ack(lsn entities.LSN) {
@@ -149,6 +186,30 @@ func (w *Watcher) Streaming() bool { return w.streaming.Load() }
 // flushed and applied; 0 before the first status update. Safe to call
 // from any goroutine.
 func (w *Watcher) Confirmed() entities.LSN { return entities.LSN(w.confirmed.Load()) }
+
+// Stats returns the watcher's replication progress and lag. Safe to call
+// from any goroutine.
+func (w *Watcher) Stats() Stats {
+	st := Stats{
+		Streaming:    w.streaming.Load(),
+		Confirmed:    w.Confirmed(),
+		ServerWALEnd: entities.LSN(w.walEnd.Load()),
+	}
+	if st.ServerWALEnd > st.Confirmed {
+		st.LagBytes = uint64(st.ServerWALEnd - st.Confirmed)
+	}
+	return st
+}
+
+// sawWALEnd records a server WAL end position; it never moves back.
+func (w *Watcher) sawWALEnd(lsn entities.LSN) {
+	for {
+		cur := w.walEnd.Load()
+		if uint64(lsn) <= cur || w.walEnd.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
 
 // redactedURL returns cfg.URL without its password, for logs and errors.
 func (w *Watcher) redactedURL() string {
