@@ -1,10 +1,13 @@
 package wsapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,10 +19,14 @@ import (
 
 // client is one WebSocket connection: exactly one reader goroutine
 // (readLoop) and one writer goroutine (writeLoop), as in gorilla's chat
-// example. Every write, pings and pongs included, happens in writeLoop.
+// example. Every write, pings and pongs included, happens in writeLoop, and
+// so does every journal read for catch-up: a client costs no goroutine
+// beyond its two, and a slow one slows only itself.
 //
-// Other goroutines talk to a client only through enqueue (Publish and the
-// reader), kick (overflow, Close, token expiry) and the filter pointer.
+// Other goroutines talk to a client only through tryEnqueue and feed
+// (Publish, under the hub lock), reply (the reader), kick (overflow without
+// a journal, Close, token expiry, resume errors), wakeWriter and the filter
+// pointer.
 type client struct {
 	srv    *Server
 	conn   *websocket.Conn
@@ -29,11 +36,26 @@ type client struct {
 	start  time.Time
 
 	// filter is nil until the client sends one: a new connection receives
-	// nothing. The reader stores, the publisher loads; never mutated.
+	// nothing. The reader stores, Publish and the writer load; never
+	// mutated.
 	filter atomic.Pointer[filter]
 
-	send chan outFrame // bounded; enqueue never blocks
-	pong chan string   // pong payloads the writer owes; cap 1, extras dropped
+	// feed is the client's place in the stream. Guarded by srv.hub.mu
+	// (see hub's lock rules), not by a mutex of its own.
+	feed feed
+	// catchingUp mirrors feed.catchingUp for the writer's lock-free
+	// check; stored under hub.mu together with it.
+	catchingUp atomic.Bool
+
+	send    chan outFrame // live change frames; bounded (QueueLen), filled only by Publish, never blocking
+	replies chan []byte   // error frames from the reader, who waits for room (back-pressure on its own client)
+	pong    chan string   // pong payloads the writer owes; cap 1, extras dropped
+	wake    chan struct{} // cap 1: "re-check catch-up" (switched to catch-up, filter set)
+
+	// ctx ends when the connection does (kick or either loop exiting); it
+	// bounds the writer's journal reads.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// stop is closed once, by kick, after reason is set; stopped mirrors
 	// it for the publisher's fast path. reason is read only after
@@ -44,12 +66,38 @@ type client struct {
 	reason   stopReason
 
 	readerDone chan struct{} // closed when readLoop returns
+	writerDone chan struct{} // closed when writeLoop returns
 	readErr    error         // readLoop's final error; read by exit after both loops end
 	running    atomic.Int32  // loops still running; see exit
+
+	w writerState // owned by writeLoop
 }
 
-// outFrame is one queued frame; cursor is the change's journal position (0
-// for non-change frames and before the journal exists).
+// feed is a client's place in the stream (guarded by hub.mu).
+type feed struct {
+	// pos is the last cursor delivered (enqueued or written) or skipped as
+	// unwanted: everything after it is still owed, nothing at or before
+	// it will be sent again.
+	pos int64
+	// catchingUp: the writer serves the client from the journal and
+	// Publish leaves it alone. Otherwise the client is live: Publish
+	// enqueues what it wants and advances pos to the head.
+	catchingUp bool
+	// lagPending: the queue overflowed and the writer owes a lagging
+	// frame (sent once the frames already queued are written).
+	lagPending bool
+}
+
+// writerState is the writer goroutine's own bookkeeping.
+type writerState struct {
+	lastCursor int64         // last change cursor written, for control frames
+	lagSent    bool          // a lagging frame was sent; caught-up is owed on rejoining live
+	failing    bool          // journal reads are failing (logged once per state change)
+	backoff    time.Duration // current retry delay after a failed journal read
+	retry      *time.Timer   // pending retry; nil when none
+}
+
+// outFrame is one queued change frame and its journal cursor.
 type outFrame struct {
 	msg    *websocket.PreparedMessage
 	cursor int64
@@ -65,7 +113,20 @@ type stopReason struct {
 	why       string // for the disconnect log line
 }
 
+// resyncReason stops a client with resync-required: it cannot be served
+// without a gap, so it must re-read the state.
+func resyncReason(message string) stopReason {
+	return stopReason{
+		control:   ControlResyncRequired,
+		message:   message,
+		closeCode: websocket.CloseTryAgainLater,
+		closeText: "resync required",
+		why:       "resync required",
+	}
+}
+
 func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
+	ctx, cancel := context.WithCancel(context.Background())
 	c := &client{
 		srv:        srv,
 		conn:       conn,
@@ -73,9 +134,14 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 		expiry:     claims.ExpiresAt.Time,
 		start:      time.Now(),
 		send:       make(chan outFrame, srv.cfg.QueueLen),
+		replies:    make(chan []byte, 4),
 		pong:       make(chan string, 1),
+		wake:       make(chan struct{}, 1),
+		ctx:        ctx,
+		cancel:     cancel,
 		stop:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 	c.log = srv.log.With("user_id", claims.Subject, "remote_addr", conn.RemoteAddr().String())
 	return c
@@ -91,25 +157,25 @@ func (c *client) wants(ch *entities.Change) bool {
 	return c.filter.Load().matches(ch)
 }
 
-// enqueue queues f without blocking. A full queue means the client is more
-// than QueueLen frames behind: it is counted and stopped with
-// resync-required, and nobody else waits for it.
-func (c *client) enqueue(f outFrame) {
+// tryEnqueue queues f without blocking and reports whether there was room.
+func (c *client) tryEnqueue(f outFrame) bool {
 	select {
 	case c.send <- f:
-	default:
-		if c.stopped.Load() {
-			return
+		h := &c.srv.hub.queueHigh
+		if n := int64(len(c.send)); n > h.Load() {
+			h.Store(n) // only Publish enqueues, from one goroutine
 		}
-		c.srv.hub.overflows.Add(1)
-		c.log.Warn("websocket client fell behind; disconnecting", "queue_len", c.srv.cfg.QueueLen)
-		c.kick(stopReason{
-			control:   ControlResyncRequired,
-			message:   fmt.Sprintf("client fell more than %d frames behind; reconnect and send the filter again", c.srv.cfg.QueueLen),
-			closeCode: websocket.CloseTryAgainLater,
-			closeText: "fell behind",
-			why:       "queue overflow",
-		})
+		return true
+	default:
+		return false
+	}
+}
+
+// wakeWriter makes the writer re-check whether it has catch-up work.
+func (c *client) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -120,17 +186,19 @@ func (c *client) kick(r stopReason) {
 		c.reason = r
 		c.stopped.Store(true)
 		close(c.stop)
+		c.cancel()
 	})
 }
 
-// reply queues a frame for this client only (error frames).
+// reply hands a frame for this client only (error frames) to the writer.
+// It waits for room rather than dropping or overflowing: only this client's
+// reader waits, and only while the client is not reading its own replies.
 func (c *client) reply(data []byte) {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, data)
-	if err != nil {
-		c.log.Error("prepare reply", "err", err)
-		return
+	select {
+	case c.replies <- data:
+	case <-c.stop:
+	case <-c.writerDone:
 	}
-	c.enqueue(outFrame{msg: pm})
 }
 
 // readLoop reads client messages until the connection fails or closes. It
@@ -138,6 +206,7 @@ func (c *client) reply(data []byte) {
 func (c *client) readLoop() {
 	defer c.exit()
 	defer close(c.readerDone)
+	defer c.cancel()
 
 	cfg := &c.srv.cfg
 	c.conn.SetReadLimit(cfg.MaxMessageBytes)
@@ -169,7 +238,8 @@ func (c *client) readLoop() {
 
 // handleMessage applies one client message. A GARM filter replaces the whole
 // filter and gets no reply; anything invalid gets an error frame and leaves
-// the previous filter in place.
+// the previous filter in place. A live client's new filter applies from the
+// next Publish; a catching-up client's from its next journal page.
 func (c *client) handleMessage(mt int, data []byte) {
 	if mt != websocket.TextMessage {
 		c.reply(encodeError("", 400, "binary messages are not supported; send filters as JSON text messages"))
@@ -186,38 +256,62 @@ func (c *client) handleMessage(mt int, data []byte) {
 		return
 	}
 	c.filter.Store(f)
+	c.wakeWriter() // a resuming client starts reading the journal now
 	c.log.Debug("websocket filter set", "send_everything", f.all, "clauses", len(f.clauses))
 }
 
-// writeLoop writes queued frames, pongs and pings until the client is
-// stopped or its reader ends. It owns every write and, on exit, closes the
-// connection, which ends the reader if it is still running.
+// closedChan is always ready: the writer selects on it when it has
+// catch-up work, so pings, pongs and stops still interleave with pages.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// writeLoop writes queued frames, replies, pongs and pings, and serves
+// catch-up from the journal, until the client is stopped or its reader
+// ends. It owns every write and, on exit, closes the connection, which ends
+// the reader if it is still running.
 func (c *client) writeLoop() {
 	defer c.exit()
+	defer close(c.writerDone)
 	defer c.conn.Close()
+	defer c.cancel()
 	cfg := &c.srv.cfg
 	ping := time.NewTicker(cfg.PingInterval)
 	defer ping.Stop()
 	expire := time.NewTimer(time.Until(c.expiry))
 	defer expire.Stop()
-	var lastCursor int64 // last change cursor written, for resume hints
+	defer func() {
+		if c.w.retry != nil {
+			c.w.retry.Stop()
+		}
+	}()
 
 	for {
-		// A stop wins over queued frames: after an overflow the queue
-		// holds frames the client will get again after resync.
+		// A stop wins over queued frames: after a stop the client will
+		// get them again after it reconnects.
 		select {
 		case <-c.stop:
-			c.finish(lastCursor)
+			c.finish(c.w.lastCursor)
 			return
 		default:
+		}
+		var work <-chan struct{}
+		var retry <-chan time.Time
+		if c.w.retry != nil {
+			retry = c.w.retry.C
+		} else if c.catchingUp.Load() && len(c.send) == 0 && c.filter.Load() != nil {
+			// Catching up, the frames queued before the switch are
+			// written (Publish queues nothing more), and the client
+			// has said what it wants.
+			work = closedChan
 		}
 		var err error
 		select {
 		case f := <-c.send:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteWait))
-			if err = c.conn.WritePreparedMessage(f.msg); err == nil && f.cursor != 0 {
-				lastCursor = f.cursor
+			err = c.write(f.msg, nil)
+			if err == nil {
+				c.w.lastCursor = f.cursor
 			}
+		case data := <-c.replies:
+			err = c.write(nil, data)
 		case data := <-c.pong:
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
 		case <-ping.C:
@@ -232,6 +326,12 @@ func (c *client) writeLoop() {
 			})
 		case <-c.stop:
 			// handled at the top of the loop
+		case <-c.wake:
+			// re-evaluate work at the top of the loop
+		case <-retry:
+			c.w.retry = nil
+		case <-work:
+			err = c.catchUpPage()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
 			// its close frame, best effort.
@@ -246,6 +346,155 @@ func (c *client) writeLoop() {
 			return
 		}
 	}
+}
+
+// write writes a prepared message, or data as a text message, with the
+// write deadline.
+func (c *client) write(pm *websocket.PreparedMessage, data []byte) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+	if pm != nil {
+		return c.conn.WritePreparedMessage(pm)
+	}
+	return c.conn.WriteMessage(websocket.TextMessage, data)
+}
+
+// Backoff between failed journal reads: doubling from catchUpRetryMin to
+// catchUpRetryMax, with jitter so clients do not retry in step.
+const (
+	catchUpRetryMin = 50 * time.Millisecond
+	catchUpRetryMax = 5 * time.Second
+)
+
+// catchUpPage serves one page of catch-up: it reads the changes after the
+// client's position (of the types the current filter can select), writes
+// those the filter and the token select, advances the position over the
+// whole page, and rejoins live when the journal has nothing more up to the
+// head. Only a write error is returned; journal errors schedule a retry.
+//
+// Why the position may jump to the head after a short page: every change at
+// or below the head was committed before Publish announced it, which was
+// before the read began, so a short read returned all of them that match.
+func (c *client) catchUpPage() error {
+	h := c.srv.hub
+	pos, head, lagging := h.startPage(c)
+	if lagging {
+		if err := c.write(nil, encodeControl(ControlLagging, pos, fmt.Sprintf(
+			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
+			return err
+		}
+		c.w.lagSent = true
+	}
+	f := c.filter.Load()
+	types, none := readTypes(f, c.scope)
+	var rows []entities.Change
+	var readErr error
+	if !none {
+		rows, readErr = h.journal.ReadAfter(c.ctx, pos, h.page, types)
+	}
+	// Checked after the read: retention only moves forward, so if the
+	// horizon is still at or below pos now, nothing after pos had been
+	// removed when the read ran. Checked after a failed read too: a
+	// journal may refuse a cursor that has expired, and retrying that
+	// would never end.
+	horizon, err := h.journal.Horizon(c.ctx)
+	switch {
+	case err == nil && pos < horizon:
+		// handled below
+	case readErr != nil:
+		c.journalFailed("read journal", readErr)
+		return nil
+	case err != nil:
+		c.journalFailed("read journal horizon", err)
+		return nil
+	}
+	c.journalRecovered()
+	if pos < horizon {
+		c.log.Warn("websocket client's cursor fell out of journal retention", "cursor", pos, "horizon", horizon)
+		c.kick(resyncReason(fmt.Sprintf(
+			"cursor %d is no longer in the journal (retention removed everything up to %d); re-read the state and reconnect without since", pos, horizon)))
+		return nil
+	}
+	next := pos
+	for i := range rows {
+		ch := &rows[i]
+		if ch.Cursor <= next {
+			continue // not ascending: already delivered or skipped
+		}
+		next = ch.Cursor
+		if c.stopped.Load() || !c.scope.allows(ch.EntityType) || !f.matches(ch) {
+			continue
+		}
+		data, err := encodeChange(ch)
+		if err != nil {
+			logUnencodable(c.log, ch, err)
+			continue
+		}
+		if err := c.write(nil, data); err != nil {
+			return err
+		}
+		c.w.lastCursor = ch.Cursor
+	}
+	short := len(rows) < h.page
+	if short {
+		next = max(next, head)
+	}
+	if h.endPage(c, next, short) && c.w.lagSent {
+		c.w.lagSent = false
+		c.log.Info("websocket client caught up", "cursor", next)
+		return c.write(nil, encodeControl(ControlCaughtUp, next, "caught up; changes are live again"))
+	}
+	return nil
+}
+
+// journalFailed schedules a retry after a failed journal read, logging only
+// the first failure of a run.
+func (c *client) journalFailed(step string, err error) {
+	if c.ctx.Err() != nil {
+		return // the connection is ending
+	}
+	if !c.w.failing {
+		c.w.failing = true
+		c.log.Warn("websocket catch-up: "+step+" failed; retrying", "err", err)
+	}
+	c.w.backoff = min(max(2*c.w.backoff, catchUpRetryMin), catchUpRetryMax)
+	d := c.w.backoff/2 + rand.N(c.w.backoff/2+1)
+	c.w.retry = time.NewTimer(d)
+}
+
+// journalRecovered logs the end of a run of failed reads.
+func (c *client) journalRecovered() {
+	if c.w.failing {
+		c.w.failing = false
+		c.log.Info("websocket catch-up: journal reads recovered")
+	}
+	c.w.backoff = 0
+}
+
+// readTypes returns the entity types a catch-up read needs for filter f and
+// scope sc: nil for every type, or a sorted list. none reports that nothing
+// can match, so no read is needed.
+func readTypes(f *filter, sc scope) (types []string, none bool) {
+	if f == nil {
+		return nil, true
+	}
+	if f.all {
+		if sc.types == nil {
+			return nil, false // the scope check after the read drops user for viewers
+		}
+		for t := range sc.types {
+			if sc.allows(t) {
+				types = append(types, t)
+			}
+		}
+	} else {
+		for _, cl := range f.clauses {
+			if sc.allows(cl.entityType) && !slices.Contains(types, cl.entityType) {
+				types = append(types, cl.entityType)
+			}
+		}
+	}
+	slices.Sort(types)
+	return types, len(types) == 0
 }
 
 // exit is deferred by both loops. The last one out unregisters the client

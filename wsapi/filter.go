@@ -67,13 +67,17 @@ func (s scope) allowedNames(reg *entities.Registry) []string {
 	return out
 }
 
-// opMask is a set of operations; opAll means every operation.
+// opMask is a set of operations. opAll is what a clause without
+// operations selects: every row operation. truncate is selected only when
+// named (or by send-everything), so GARM clients, which do not know it,
+// never receive it unasked.
 type opMask uint8
 
 const (
 	opCreate opMask = 1 << iota
 	opUpdate
 	opDelete
+	opTruncate
 
 	opAll = opCreate | opUpdate | opDelete
 )
@@ -86,6 +90,8 @@ func maskOf(op entities.Operation) opMask {
 		return opUpdate
 	case entities.OpDelete:
 		return opDelete
+	case entities.OpTruncate:
+		return opTruncate
 	}
 	return 0
 }

@@ -38,6 +38,7 @@ func TestParseFilter(t *testing.T) {
 		"empty object":             {`{}`, &filter{}},
 		"null filters":             {`{"send-everything": false, "filters": null}`, &filter{}},
 		"ops":                      {`{"filters": [{"entity-type": "pool", "operations": ["create", "delete"]}]}`, &filter{clauses: []clause{{"pool", opCreate | opDelete}}}},
+		"truncate named":           {`{"filters": [{"entity-type": "pool", "operations": ["truncate"]}]}`, &filter{clauses: []clause{{"pool", opTruncate}}}},
 		"no ops means all":         {`{"filters": [{"entity-type": "job", "operations": []}]}`, &filter{clauses: []clause{{"job", opAll}}}},
 		"two clauses":              {` {"filters": [{"entity-type": "job"}, {"operations": ["update"], "entity-type": "user"}]} `, &filter{clauses: []clause{{"job", opAll}, {"user", opUpdate}}}},
 	}
@@ -116,7 +117,7 @@ func TestServer_FilterErrors(t *testing.T) {
 	}
 	expectError(t, conn, "binary messages are not supported; send filters as JSON text messages")
 
-	e.srv.Publish([]entities.Change{chg("job", create, "j1"), chg("pool", update, "p1"), chg("pool", create, "p1")})
+	e.publish([]entities.Change{chg("job", create, "j1"), chg("pool", update, "p1"), chg("pool", create, "p1")})
 	expectKeys(t, conn, "pool/create/p1")
 }
 

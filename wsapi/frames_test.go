@@ -40,7 +40,7 @@ func goldenChanges() map[string]entities.Change {
 	}
 	return map[string]entities.Change{
 		"create": {EntityType: "pool", Operation: entities.OpCreate, EntityID: id.String(),
-			Payload: row(5, "linux", "x64"), CommitTime: commit},
+			Payload: row(5, "linux", "x64"), CommitTime: commit, Cursor: 1206},
 		"update": {EntityType: "pool", Operation: entities.OpUpdate, EntityID: id.String(),
 			Payload: row(10, "linux"), Previous: row(5, "linux", "x64"), CommitTime: commit, Cursor: 1207},
 		"delete": {EntityType: "pool", Operation: entities.OpDelete, EntityID: id.String(),
@@ -56,7 +56,8 @@ func TestServer_FrameGolden(t *testing.T) {
 	changes := goldenChanges()
 	for _, name := range []string{"create", "update", "delete"} {
 		t.Run(name, func(t *testing.T) {
-			e.srv.Publish([]entities.Change{changes[name]})
+			ch := changes[name]
+			e.srv.Publish(ch.Cursor, []entities.Change{ch})
 			got := readRaw(t, conn)
 			path := filepath.Join("testdata", "golden", "change_"+name+".json")
 			if *updateGolden {

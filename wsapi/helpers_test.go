@@ -2,13 +2,16 @@ package wsapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,10 +30,11 @@ const waitTimeout = 10 * time.Second
 
 // testEnv is a Server behind a real httptest.Server, with its logs captured.
 type testEnv struct {
-	srv  *Server
-	ts   *httptest.Server
-	auth *Auth
-	logs *syncBuffer
+	srv     *Server
+	ts      *httptest.Server
+	auth    *Auth
+	logs    *syncBuffer
+	journal *memJournal // nil unless the config has one
 }
 
 type syncBuffer struct {
@@ -80,7 +84,125 @@ func newTestEnv(t testing.TB, mod func(*Config)) *testEnv {
 		}
 		ts.Close()
 	})
-	return &testEnv{srv: srv, ts: ts, auth: auth, logs: logs}
+	j, _ := cfg.Journal.(*memJournal)
+	return &testEnv{srv: srv, ts: ts, auth: auth, logs: logs, journal: j}
+}
+
+// newJournalEnv starts a server with an in-memory journal.
+func newJournalEnv(t testing.TB, mod func(*Config)) *testEnv {
+	t.Helper()
+	return newTestEnv(t, func(c *Config) {
+		c.Journal = &memJournal{}
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// publish does what the journal appender does: it assigns the next cursors
+// to batch (appending it to the journal, if there is one) and publishes
+// it. It returns the batch with cursors set.
+func (e *testEnv) publish(batch []entities.Change) []entities.Change {
+	if e.journal != nil {
+		head, b := e.journal.append(batch...)
+		e.srv.Publish(head, b)
+		return b
+	}
+	b := slices.Clone(batch)
+	head := e.srv.Head()
+	for i := range b {
+		head++
+		b[i].Cursor = head
+	}
+	e.srv.Publish(head, b)
+	return b
+}
+
+// memJournal is an in-memory Journal: a slice of changes behind a mutex,
+// with a retention horizon and a few counters and hooks for tests.
+type memJournal struct {
+	mu          sync.Mutex
+	rows        []entities.Change // ascending cursors, all > horizon
+	last        int64             // highest cursor assigned
+	horizon     int64
+	reads       int // ReadAfter calls
+	maxLimit    int // largest limit asked for
+	maxReturned int // most rows returned by one read
+	failNext    int // fail this many coming reads
+	failed      int // reads failed
+	typesSeen   [][]string
+}
+
+// append assigns cursors to changes, stores them and returns the new head
+// and the stored copies, as the appender hands them to Publish.
+func (j *memJournal) append(changes ...entities.Change) (int64, []entities.Change) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make([]entities.Change, len(changes))
+	for i, c := range changes {
+		j.last++
+		c.Cursor = j.last
+		out[i] = c
+	}
+	j.rows = append(j.rows, out...)
+	return j.last, out
+}
+
+// trim removes every change with cursor <= upTo, as retention does.
+func (j *memJournal) trim(upTo int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.horizon = max(j.horizon, upTo)
+	i := 0
+	for i < len(j.rows) && j.rows[i].Cursor <= upTo {
+		i++
+	}
+	j.rows = j.rows[i:]
+}
+
+func (j *memJournal) ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.reads++
+	j.maxLimit = max(j.maxLimit, limit)
+	if types != nil {
+		j.typesSeen = append(j.typesSeen, types)
+	}
+	if j.failNext > 0 {
+		j.failNext--
+		j.failed++
+		return nil, errors.New("journal unavailable (test)")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	i, _ := slices.BinarySearchFunc(j.rows, after+1, func(c entities.Change, cur int64) int { return cmp.Compare(c.Cursor, cur) })
+	var out []entities.Change
+	for ; i < len(j.rows) && len(out) < limit; i++ {
+		if types == nil || slices.Contains(types, j.rows[i].EntityType) {
+			out = append(out, j.rows[i])
+		}
+	}
+	j.maxReturned = max(j.maxReturned, len(out))
+	if len(out) == 0 && after < j.horizon {
+		// As store does: an expired cursor is an error when nothing
+		// newer is left to return.
+		return nil, fmt.Errorf("read journal after cursor %d: cursor expired (%d)", after, j.horizon)
+	}
+	return out, nil
+}
+
+func (j *memJournal) Horizon(context.Context) (int64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.horizon, nil
+}
+
+// stats returns the read counters.
+func (j *memJournal) stats() (reads, maxLimit, maxReturned, failed int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.reads, j.maxLimit, j.maxReturned, j.failed
 }
 
 func (e *testEnv) wsURL() string {
@@ -184,6 +306,7 @@ type frame struct {
 	EntityType string         `json:"entity-type"`
 	Operation  string         `json:"operation"`
 	Payload    map[string]any `json:"payload"`
+	Cursor     string         `json:"cursor"`
 	Namespace  string         `json:"namespace"`
 	Name       string         `json:"name"`
 	ID         *string        `json:"id"`
@@ -203,11 +326,19 @@ func (f frame) key() string {
 func readFrame(t testing.TB, conn *websocket.Conn) frame {
 	t.Helper()
 	data := readRaw(t, conn)
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		t.Fatalf("decode frame %s: %v", data, err)
+	f, err := decodeFrame(data)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return f
+}
+
+func decodeFrame(data []byte) (frame, error) {
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, fmt.Errorf("decode frame %s: %w", data, err)
+	}
+	return f, nil
 }
 
 // expectKeys reads len(want) frames and compares their keys in order.

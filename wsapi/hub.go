@@ -1,6 +1,8 @@
 package wsapi
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -10,38 +12,98 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// hub is the set of connected clients and the fan-out to them.
+// Journal is what the hub needs from the journal: reads by cursor, for
+// catch-up and resume. store implements it (cmd/changecast adapts it). Both
+// methods must be safe for concurrent use; each client's writer goroutine
+// calls them at its own pace.
+type Journal interface {
+	// ReadAfter returns up to limit changes with Cursor > after, in
+	// ascending cursor order, of the given entity types (nil = all; the hub
+	// never passes an empty non-nil slice). It must see every change whose
+	// cursor is at or below a head already given to Server.Publish. It may
+	// fail when after < Horizon: after any error the hub reads Horizon and
+	// ends the client's stream with resync-required if the cursor has
+	// expired, or retries otherwise.
+	ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error)
+	// Horizon returns the highest cursor removed by retention: resuming
+	// after c is possible iff c >= Horizon. It must never decrease, and must
+	// cover a row no later than the row stops being readable.
+	Horizon(ctx context.Context) (int64, error)
+}
+
+// hub is the set of connected clients, the journal head, and the fan-out.
 //
-// Lock rules: mu guards clients and closing. Publish holds the read lock
-// while it enqueues, which never blocks (enqueue is a non-blocking channel
-// send), so registration waits at most one batch's fan-out. wg counts every
-// per-client goroutine; Add happens under mu while closing is false, so no
-// Add can race with Close's Wait.
+// Lock rules: mu guards clients, closing, head and every registered
+// client's feed (the client's place in the stream). One mutex, not one per
+// client, because the decisions that matter must see the head and a feed in
+// one critical section: Publish (enqueue or switch to catch-up, then advance
+// to head) and a writer rejoining live (position >= head). Nothing blocks
+// or does I/O while holding mu: enqueue is a non-blocking channel send,
+// journal reads and socket writes happen outside it. Functions that expect
+// mu held end in Locked.
+//
+// wg counts every per-client goroutine; Add happens under mu while closing
+// is false, so no Add can race with Close's Wait.
 type hub struct {
-	log       *slog.Logger
+	log     *slog.Logger
+	journal Journal // nil: no catch-up
+	page    int     // CatchUpPage
+
 	overflows atomic.Uint64
+	catchUps  atomic.Uint64
+	// queueHigh is the longest client queue seen right after an enqueue;
+	// tests assert it never exceeds QueueLen.
+	queueHigh atomic.Int64
 
 	mu struct {
-		sync.RWMutex
+		sync.Mutex
 		clients map[*client]struct{}
 		closing bool
+		head    int64 // highest cursor given to Publish
 	}
 	wg sync.WaitGroup
 }
 
-func newHub(log *slog.Logger) *hub {
-	h := &hub{log: log}
+func newHub(log *slog.Logger, journal Journal, page int) *hub {
+	h := &hub{log: log, journal: journal, page: page}
 	h.mu.clients = map[*client]struct{}{}
 	return h
 }
 
-// register adds c and starts its reader and writer goroutines. It returns
-// false, starting nothing, once the hub is closing.
-func (h *hub) register(c *client) bool {
+// resume says where a new connection starts: after since if set, otherwise
+// at the head.
+type resume struct {
+	set   bool
+	since int64
+}
+
+// register adds c at its starting position and starts its reader and
+// writer goroutines. It returns false, starting nothing, once the hub is
+// closing. A resume that cannot be honoured (no journal, or a cursor beyond
+// the head) still registers, already stopped with resync-required, so the
+// writer tells the client why before closing.
+func (h *hub) register(c *client, r resume) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.mu.closing {
 		return false
+	}
+	c.feed.pos = h.mu.head
+	if r.set {
+		switch {
+		case h.journal == nil:
+			c.kick(resyncReason("this server keeps no journal, so it cannot resume; re-read the state and reconnect without since"))
+		case r.since > h.mu.head:
+			c.kick(resyncReason(fmt.Sprintf("unknown cursor %d: this server's newest cursor is %d (another server or a reset journal?); re-read the state and reconnect without since", r.since, h.mu.head)))
+		default:
+			// Catching up from since, but nothing is read until the
+			// filter is set (the writer waits for it), and Publish
+			// leaves catching-up clients alone: nothing is skipped.
+			c.feed.pos = r.since
+			c.feed.catchingUp = true
+			c.catchingUp.Store(true)
+			h.catchUps.Add(1)
+		}
 	}
 	h.mu.clients[c] = struct{}{}
 	h.wg.Add(2)
@@ -60,9 +122,29 @@ func (h *hub) unregister(c *client) {
 
 // count returns the number of registered clients.
 func (h *hub) count() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	return len(h.mu.clients)
+}
+
+// countCatchingUp returns the number of registered clients catching up.
+func (h *hub) countCatchingUp() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for c := range h.mu.clients {
+		if c.feed.catchingUp {
+			n++
+		}
+	}
+	return n
+}
+
+// head returns the highest cursor given to Publish.
+func (h *hub) head() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mu.head
 }
 
 // beginClose marks the hub closing and returns the clients to shut down. It
@@ -74,17 +156,17 @@ func (h *hub) beginClose() []*client {
 		return nil
 	}
 	h.mu.closing = true
-	out := make([]*client, 0, len(h.mu.clients))
-	for c := range h.mu.clients {
-		out = append(out, c)
-	}
-	return out
+	return h.clientsLocked()
 }
 
 // snapshot returns the registered clients.
 func (h *hub) snapshot() []*client {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.clientsLocked()
+}
+
+func (h *hub) clientsLocked() []*client {
 	out := make([]*client, 0, len(h.mu.clients))
 	for c := range h.mu.clients {
 		out = append(out, c)
@@ -92,20 +174,57 @@ func (h *hub) snapshot() []*client {
 	return out
 }
 
-// publish fans batch out to every client that may and wants to see each
-// change, in batch order. Each change is encoded at most once, lazily (only
-// if some client wants it), and the prepared frame is shared.
-func (h *hub) publish(batch []entities.Change) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.mu.closing || len(h.mu.clients) == 0 {
+func (h *hub) isClosing() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mu.closing
+}
+
+// publish records the new head and fans batch out to every live client that
+// may and wants to see each change, in batch order. Each change is encoded
+// at most once, lazily (only if some client wants it), and the prepared
+// frame is shared. A nil batch (or one that breaks the contract) sends every
+// live client that is behind head to the journal instead.
+func (h *hub) publish(head int64, batch []entities.Change) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closing {
+		return
+	}
+	prev := h.mu.head
+	if head < prev {
+		h.log.Error("publish: head went backwards; ignoring the regression", "head", head, "previous_head", prev)
+		head = prev
+	}
+	h.mu.head = head
+	if batch != nil && !validBatch(prev, head, batch) {
+		h.log.Error("publish: batch cursors are not ascending within (previous head, head]; sending clients to the journal instead",
+			"head", head, "previous_head", prev, "len", len(batch))
+		batch = nil
+	}
+	if batch == nil {
+		for c := range h.mu.clients {
+			switch {
+			case c.feed.catchingUp || c.feed.pos >= head:
+			case c.filter.Load() == nil:
+				// Wants nothing yet: skip, as a live batch would.
+				c.feed.pos = head
+			default:
+				h.fallBehindLocked(c, false)
+			}
+		}
 		return
 	}
 	for i := range batch {
 		ch := &batch[i]
 		var pm *websocket.PreparedMessage
+		bad := false
 		for c := range h.mu.clients {
-			if !c.wants(ch) {
+			if c.feed.catchingUp || ch.Cursor <= c.feed.pos {
+				continue
+			}
+			if bad || !c.wants(ch) {
+				c.feed.pos = ch.Cursor
 				continue
 			}
 			if pm == nil {
@@ -115,15 +234,100 @@ func (h *hub) publish(batch []entities.Change) {
 					// upstream (sanitize hands us typed values);
 					// skip the change rather than stall the stream.
 					// The payload is not logged.
-					h.log.Error("encode change; change dropped",
-						"entity_type", ch.EntityType, "entity_id", ch.EntityID,
-						"operation", string(ch.Operation), "err", err)
-					break
+					logUnencodable(h.log, ch, err)
+					bad = true
+					c.feed.pos = ch.Cursor
+					continue
 				}
 			}
-			c.enqueue(outFrame{msg: pm, cursor: ch.Cursor})
+			if !c.tryEnqueue(outFrame{msg: pm, cursor: ch.Cursor}) {
+				h.fallBehindLocked(c, true)
+				continue
+			}
+			c.feed.pos = ch.Cursor
 		}
 	}
+	for c := range h.mu.clients {
+		if !c.feed.catchingUp && c.feed.pos < head {
+			c.feed.pos = head
+		}
+	}
+}
+
+// validBatch reports whether batch's cursors ascend strictly within
+// (prev, head].
+func validBatch(prev, head int64, batch []entities.Change) bool {
+	last := prev
+	for i := range batch {
+		if batch[i].Cursor <= last {
+			return false
+		}
+		last = batch[i].Cursor
+	}
+	return last <= head
+}
+
+// fallBehindLocked handles a live client that cannot be served from the
+// batch: its queue overflowed (overflow) or the commit was not handed over
+// inline. With a journal it switches the client to catch-up from its
+// position, which the writer serves once the frames already queued are
+// written; without one the client is stopped with resync-required, as it
+// cannot be served without a gap.
+func (h *hub) fallBehindLocked(c *client, overflow bool) {
+	if c.stopped.Load() {
+		return
+	}
+	if overflow {
+		h.overflows.Add(1)
+	}
+	if h.journal == nil {
+		msg := "a commit was too large to deliver and this server keeps no journal; re-read the state and reconnect"
+		if overflow {
+			msg = fmt.Sprintf("client fell more than %d frames behind; reconnect and send the filter again", c.srv.cfg.QueueLen)
+			c.log.Warn("websocket client fell behind; disconnecting", "queue_len", c.srv.cfg.QueueLen)
+		}
+		r := resyncReason(msg)
+		r.why = "queue overflow"
+		c.kick(r)
+		return
+	}
+	c.feed.catchingUp = true
+	c.catchingUp.Store(true)
+	h.catchUps.Add(1)
+	if overflow {
+		c.feed.lagPending = true
+		c.log.Info("websocket client fell behind; catching up from the journal", "queue_len", c.srv.cfg.QueueLen, "cursor", c.feed.pos)
+	}
+	c.wakeWriter()
+}
+
+// startPage returns what the writer needs to read the next catch-up page:
+// the client's position, the head (every change at or below it is
+// readable), and whether a lagging frame is owed (cleared: the caller sends
+// it).
+func (h *hub) startPage(c *client) (pos, head int64, lagging bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	lagging = c.feed.lagPending
+	c.feed.lagPending = false
+	return c.feed.pos, h.mu.head, lagging
+}
+
+// endPage records the writer's progress after a catch-up page. If the page
+// was the journal's last (short) and the client has reached the head, the
+// client rejoins live in the same critical section, so the next Publish
+// serves it and nothing is skipped or repeated at the seam. It reports
+// whether the client rejoined.
+func (h *hub) endPage(c *client, pos int64, short bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.feed.pos = max(c.feed.pos, pos)
+	if !short || c.feed.pos < h.mu.head {
+		return false
+	}
+	c.feed.catchingUp = false
+	c.catchingUp.Store(false)
+	return true
 }
 
 func prepareChange(ch *entities.Change) (*websocket.PreparedMessage, error) {
@@ -132,4 +336,10 @@ func prepareChange(ch *entities.Change) (*websocket.PreparedMessage, error) {
 		return nil, err
 	}
 	return websocket.NewPreparedMessage(websocket.TextMessage, data)
+}
+
+func logUnencodable(log *slog.Logger, ch *entities.Change, err error) {
+	log.Error("encode change; change dropped",
+		"entity_type", ch.EntityType, "entity_id", ch.EntityID, "cursor", ch.Cursor,
+		"operation", string(ch.Operation), "err", err)
 }

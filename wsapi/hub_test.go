@@ -33,8 +33,8 @@ func TestServer_FilterMatches(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin),
 		`{"send-everything": false, "filters": [{"entity-type": "pool", "operations": ["create","update"]}, {"entity-type": "job"}]}`)
-	e.srv.Publish(mixed())
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish(mixed())
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, conn,
 		"pool/create/p1", "pool/update/p1",
 		"job/create/j1", "job/update/j1", "job/delete/j1",
@@ -46,8 +46,8 @@ func TestServer_FilterMatches(t *testing.T) {
 func TestServer_FilterGARMClient(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"filters": [{"operations": null, "entity-type": "instance"}]}`)
-	e.srv.Publish(mixed())
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish(mixed())
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, conn, "instance/create/i1", "instance/update/i1", "instance/delete/i1")
 }
 
@@ -55,7 +55,7 @@ func TestServer_SendEverything(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
 	batch := append(mixed(), chg("user", create, "u9"))
-	e.srv.Publish(batch)
+	e.publish(batch)
 	for _, c := range batch {
 		want := c.EntityType + "/" + string(c.Operation) + "/" + c.EntityID
 		expectKeys(t, conn, want)
@@ -67,9 +67,9 @@ func TestServer_NoFilterReceivesNothing(t *testing.T) {
 	tok := e.token(t, "u1", RoleAdmin)
 	idle := e.dial(t, tok)
 	e.dialFilter(t, tok, `{"send-everything": true}`) // somebody is listening
-	e.srv.Publish(mixed())
+	e.publish(mixed())
 	e.sendFilter(t, idle, `{"filters": [{"entity-type": "pool"}]}`)
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, idle, "pool/create/marker")
 }
 
@@ -77,22 +77,22 @@ func TestServer_FilterEmptyMeansNothing(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
 	e.sendFilter(t, conn, `{"send-everything": false, "filters": []}`)
-	e.srv.Publish(mixed())
+	e.publish(mixed())
 	e.sendFilter(t, conn, `{"filters": [{"entity-type": "pool", "operations": ["create"]}]}`)
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, conn, "pool/create/marker")
 }
 
 func TestServer_FilterReplace(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"filters": [{"entity-type": "pool"}]}`)
-	e.srv.Publish([]entities.Change{chg("pool", create, "p1"), chg("job", create, "j1")})
+	e.publish([]entities.Change{chg("pool", create, "p1"), chg("job", create, "j1")})
 	expectKeys(t, conn, "pool/create/p1")
 	e.sendFilter(t, conn, `{"filters": [{"entity-type": "job", "operations": ["delete"]}]}`)
-	e.srv.Publish([]entities.Change{chg("pool", update, "p1"), chg("job", create, "j2"), chg("job", del, "j1")})
+	e.publish([]entities.Change{chg("pool", update, "p1"), chg("job", create, "j2"), chg("job", del, "j1")})
 	expectKeys(t, conn, "job/delete/j1")
 	e.sendFilter(t, conn, `{"send-everything": true}`)
-	e.srv.Publish([]entities.Change{chg("instance", create, "i1")})
+	e.publish([]entities.Change{chg("instance", create, "i1")})
 	expectKeys(t, conn, "instance/create/i1")
 }
 
@@ -102,11 +102,11 @@ func TestServer_ViewerScope(t *testing.T) {
 	scoped := e.dialFilter(t, e.token(t, "v2", RoleViewer, "job", "user"), `{"send-everything": true}`)
 	admin := e.dialFilter(t, e.token(t, "a1", RoleAdmin), `{"send-everything": true}`)
 	adminScoped := e.dialFilter(t, e.token(t, "a2", RoleAdmin, "user"), `{"send-everything": true}`)
-	e.srv.Publish([]entities.Change{
+	e.publish([]entities.Change{
 		chg("user", create, "u1"), chg("pool", create, "p1"), chg("job", create, "j1"),
 		chg("user", update, "u1"), chg("github_credentials", create, "c1"),
 	})
-	e.srv.Publish([]entities.Change{chg("job", create, "marker")})
+	e.publish([]entities.Change{chg("job", create, "marker")})
 	expectKeys(t, noScope, "pool/create/p1", "job/create/j1", "github_credentials/create/c1", "job/create/marker")
 	expectKeys(t, scoped, "job/create/j1", "job/create/marker")
 	expectKeys(t, admin, "user/create/u1", "pool/create/p1", "job/create/j1", "user/update/u1", "github_credentials/create/c1", "job/create/marker")
@@ -171,7 +171,7 @@ func TestServer_Order(t *testing.T) {
 	for i := range DefaultQueueLen {
 		batch = append(batch, chg("job", update, fmt.Sprint(i)))
 	}
-	e.srv.Publish(batch)
+	e.publish(batch)
 	for i := range DefaultQueueLen {
 		expectKeys(t, conn, fmt.Sprintf("job/update/%d", i))
 	}
@@ -182,7 +182,7 @@ func TestServer_Order(t *testing.T) {
 			b = append(b, chg("pool", update, fmt.Sprint(n)))
 			n++
 		}
-		e.srv.Publish(b)
+		e.publish(b)
 	}
 	for i := range n {
 		expectKeys(t, conn, fmt.Sprintf("pool/update/%d", i))
@@ -192,9 +192,10 @@ func TestServer_Order(t *testing.T) {
 	}
 }
 
-// TestServer_SlowClient checks a client that stops reading is cut off with
-// resync-required while another client keeps receiving everything promptly
-// and Publish never blocks.
+// TestServer_SlowClient checks that, without a Journal, a client that stops
+// reading is cut off with resync-required (today's overflow behaviour)
+// while another client keeps receiving everything promptly and Publish
+// never blocks.
 func TestServer_SlowClient(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.QueueLen = 4 })
 	slow := e.dialFilter(t, e.token(t, "slow", RoleAdmin), `{"send-everything": true}`)
@@ -209,13 +210,13 @@ func TestServer_SlowClient(t *testing.T) {
 		c := chg("pool", update, fmt.Sprint(n))
 		c.Payload["blob"] = big
 		start := time.Now()
-		e.srv.Publish([]entities.Change{c})
+		e.publish([]entities.Change{c})
 		if d := time.Since(start); d > time.Second {
 			t.Fatalf("Publish took %s", d)
 		}
 		expectKeys(t, fast, fmt.Sprintf("pool/update/%d", n))
 	}
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, fast, "pool/create/marker")
 
 	// The slow client gets a gap-free prefix, then resync-required, then
@@ -249,7 +250,7 @@ func TestServer_UnencodableChangeSkipped(t *testing.T) {
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), `{"send-everything": true}`)
 	bad := chg("pool", create, "bad")
 	bad.Payload["cost_per_hour"] = json.Number("not-a-number")
-	e.srv.Publish([]entities.Change{bad, marker()})
+	e.publish([]entities.Change{bad, marker()})
 	expectKeys(t, conn, "pool/create/marker")
 	if !strings.Contains(e.logs.String(), "change dropped") {
 		t.Fatal("the dropped change was not logged")

@@ -1,29 +1,54 @@
 // Package wsapi is changecast's HTTP face: JWT authentication, the WebSocket
 // event stream of DESIGN.md §3 (GARM-compatible filters, entity-change,
 // control and error frames), the hub that fans committed changes out to
-// connections, and the health endpoints. It is the only package that
-// imports gorilla/websocket.
+// connections, catch-up and resume from the journal, and the health
+// endpoints. It is the only package that imports gorilla/websocket.
 //
-// Guarantees:
+// Delivery guarantees (DESIGN.md §3, §4), given a Journal and a Publish
+// caller that keeps its contract:
 //
-//   - A connection receives changes in the order Publish was given them, each
-//     at most once, and only those its filter selects and its token allows
-//     (authorization is checked when a filter is accepted and again for
-//     every change delivered; viewers never see user).
-//   - Publish never blocks on a client. Each client has a bounded queue; a
-//     client that falls more than Config.QueueLen frames behind gets a
-//     resync-required control frame and is disconnected, and the overflow is
-//     counted (Server.Overflows). No journal catch-up yet.
-//   - Each connection runs exactly one reader and one writer goroutine; all
-//     writes, pings included, go through the writer with a write deadline.
-//     Close stops new upgrades, tells every client (shutdown control frame,
-//     close frame) and waits for every goroutine the server started.
+//   - A connection receives changes in cursor (commit) order, each at most
+//     once per (connection, cursor), with no gap: every change after its
+//     starting position that its filter selects and its token allows.
+//     Authorization is checked when a filter is accepted and again for
+//     every change delivered, live or from the journal; viewers never see
+//     user. A filter applies from the next Publish (live) or the next
+//     journal page (catching up).
+//   - Each client has a position (the last cursor delivered or skipped as
+//     unwanted) and is either live or catching up. Live clients get
+//     Publish's changes through a bounded queue (Config.QueueLen). When the
+//     queue would overflow, the client switches to catch-up from its
+//     position, is told (lagging control frame), and the overflow is
+//     counted (Server.Overflows); its writer then reads the journal a page
+//     at a time (Config.CatchUpPage) at the client's own pace, and rejoins
+//     live, with a caught-up frame, once it reaches the head. A commit too
+//     large to hand over (Publish with a nil batch) sends every live client
+//     that is behind to the journal silently. Memory per client is bounded
+//     by QueueLen frames plus one page, however far behind it is.
+//   - Resume: ?since=<cursor> starts the connection after that cursor; once
+//     the filter is set, it replays the matching changes from the journal,
+//     then continues live. A cursor beyond the head, or one whose changes
+//     retention has removed, gets resync-required and a close. Without
+//     since, the connection starts at the head when it connects; changes
+//     published before its first filter are skipped.
+//   - Without a Journal there is no catch-up: a client whose queue
+//     overflows gets resync-required and is disconnected, and since is
+//     refused the same way.
+//   - Publish never blocks on a client, and nothing holds the hub lock
+//     while reading the journal or writing to a socket.
+//   - Each connection runs exactly one reader and one writer goroutine;
+//     all writes, pings included, and all of its journal reads happen in
+//     the writer, with a write deadline. Close stops new upgrades, tells
+//     every client (shutdown control frame, close frame) and waits for
+//     every goroutine the server started.
 //   - Tokens never appear in logs, errors or URLs: they are accepted only in
 //     the Authorization header or the changecast.v1 + bearer.<jwt>
 //     subprotocol pair.
 //
-// Server's methods are safe for concurrent use, except that Publish must be
-// called from one goroutine (the pipeline), in commit order.
+// Concurrency: Server's methods are safe for concurrent use, except that
+// Publish must be called from one goroutine (the journal appender), in
+// commit order. The lock rules are on the hub type (hub.go): one mutex
+// guards the client set, the head and every client's position and mode.
 package wsapi
 
 import (
@@ -34,6 +59,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +77,7 @@ const (
 	DefaultPongWait        = 60 * time.Second
 	DefaultWriteWait       = 10 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
+	DefaultCatchUpPage     = 500
 )
 
 // Subprotocol is the WebSocket subprotocol a browser offers, together with
@@ -73,9 +100,18 @@ type Config struct {
 	// Logger receives connect, disconnect and overflow lines (user ids,
 	// never tokens). Default: discard.
 	Logger *slog.Logger
-	// QueueLen is each client's frame queue length; a client further
-	// behind is disconnected with resync-required. Default: 1024.
+	// QueueLen is each client's live frame queue length; a client further
+	// behind switches to catch-up from Journal (or, without one, is
+	// disconnected with resync-required). Default: 1024.
 	QueueLen int
+	// Journal serves catch-up and resume (?since=). nil means neither:
+	// an overflowing client is disconnected with resync-required and a
+	// since is refused the same way.
+	Journal Journal
+	// CatchUpPage is how many changes a catching-up client reads from
+	// Journal at a time; with QueueLen it bounds a client's memory.
+	// Default: 500.
+	CatchUpPage int
 	// PingInterval is how often the server pings each client. Must be
 	// less than PongWait. Default: 54s.
 	PingInterval time.Duration
@@ -129,8 +165,11 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.QueueLen < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
-		return nil, errors.New("new wsapi server: QueueLen, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
+		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	}
+	if cfg.CatchUpPage == 0 {
+		cfg.CatchUpPage = DefaultCatchUpPage
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
@@ -154,7 +193,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		origins: map[string]bool{},
-		hub:     newHub(cfg.Logger),
+		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage),
 		closed:  make(chan struct{}),
 	}
 	for _, o := range cfg.AllowedOrigins {
@@ -186,19 +225,44 @@ func NewServer(cfg Config) (*Server, error) {
 // says so and the server is not closing).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Publish delivers a committed batch to every client whose filter and token
-// select each change, in batch order. It must be called from a single
-// goroutine, in commit order; it never blocks on a client and does not keep
-// batch after it returns. The changes must already be sanitized. After
-// Close it does nothing.
-func (s *Server) Publish(batch []entities.Change) { s.hub.publish(batch) }
+// Publish announces a journal commit: head is the journal's highest cursor
+// after it, and batch the changes it committed, sanitized, with Cursor set,
+// ascending, each above the previous head and at most head. Every live
+// client gets the changes its filter and token select, in batch order, and
+// its position moves to head.
+//
+// batch may be nil when the commit was too large to hand over inline: live
+// clients behind head then fetch it from the journal (catch-up, no lagging
+// frame). Call Publish(head, nil) once at start-up, before serving, to set
+// the head new connections start from and resume cursors are checked
+// against. A batch that breaks the contract is logged and treated as nil.
+//
+// Publish must be called from a single goroutine, after the journal commit
+// is visible to Journal.ReadAfter, in commit order. It never blocks on a
+// client and does not keep batch after it returns. After Close it does
+// nothing.
+func (s *Server) Publish(head int64, batch []entities.Change) { s.hub.publish(head, batch) }
+
+// Head returns the highest cursor given to Publish (0 before the first).
+func (s *Server) Head() int64 { return s.hub.head() }
 
 // Clients returns the number of connected clients.
 func (s *Server) Clients() int { return s.hub.count() }
 
-// Overflows returns how many clients have been disconnected for falling more
-// than QueueLen frames behind, since the server was created.
+// CatchingUp returns the number of connected clients currently served from
+// the journal rather than live (including resuming clients).
+func (s *Server) CatchingUp() int { return s.hub.countCatchingUp() }
+
+// Overflows returns how many times a client's queue has overflowed (it fell
+// more than QueueLen frames behind), since the server was created. With a
+// Journal each overflow starts a catch-up; without one it disconnects the
+// client.
 func (s *Server) Overflows() uint64 { return s.hub.overflows.Load() }
+
+// CatchUps returns how many catch-up episodes have started since the server
+// was created: overflows, commits handed over without their changes
+// (Publish with a nil batch) that found a client behind, and resumes.
+func (s *Server) CatchUps() uint64 { return s.hub.catchUps.Load() }
 
 // Close stops accepting connections (new upgrades get 503), sends every
 // client a shutdown control frame and a close frame, and waits for every
@@ -234,11 +298,7 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 }
 
-func (s *Server) closing() bool {
-	s.hub.mu.RLock()
-	defer s.hub.mu.RUnlock()
-	return s.hub.mu.closing
-}
+func (s *Server) closing() bool { return s.hub.isClosing() }
 
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSONResponse(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -253,7 +313,8 @@ func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // serveEvents authenticates and upgrades a WebSocket connection. Order:
-// closing (503), token in URL (400), origin (403), token (401), upgrade.
+// closing (503), token in URL (400), bad since (400), origin (403), token
+// (401), upgrade.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if s.closing() {
 		writeError(w, http.StatusServiceUnavailable, "server shutting down")
@@ -263,6 +324,11 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if q.Has("token") || q.Has("access_token") {
 		// Never in the URL: URLs end up in proxy and access logs.
 		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\")")
+		return
+	}
+	res, err := parseSince(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if !s.originAllowed(r) {
@@ -285,13 +351,29 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newClient(s, conn, claims)
 	c.log.Info("websocket connected", "name", claims.Name, "role", string(claims.Role))
-	if !s.hub.register(c) {
+	if !s.hub.register(c, res) {
 		// Close began between the check above and now.
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(s.cfg.WriteWait))
 		_ = conn.Close()
 		c.log.Info("websocket disconnected", "reason", "server shutdown")
 	}
+}
+
+// parseSince reads the optional since=<cursor> query parameter.
+func parseSince(q url.Values) (resume, error) {
+	if !q.Has("since") {
+		return resume{}, nil
+	}
+	if len(q["since"]) > 1 {
+		return resume{}, errors.New("since must be given at most once")
+	}
+	v := q.Get("since")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || strings.HasPrefix(v, "+") {
+		return resume{}, fmt.Errorf("since must be a cursor (a non-negative integer from a frame's \"cursor\"), got %s", quote(v))
+	}
+	return resume{set: true, since: n}, nil
 }
 
 // requestToken returns the bearer token from the Authorization header or,

@@ -23,6 +23,7 @@ func TestNewServer_Validates(t *testing.T) {
 		"no auth":           {Registry: reg},
 		"ping >= pong":      {Registry: reg, Auth: auth, PingInterval: time.Minute, PongWait: time.Minute},
 		"negative queue":    {Registry: reg, Auth: auth, QueueLen: -1},
+		"negative page":     {Registry: reg, Auth: auth, CatchUpPage: -1},
 		"origin with path":  {Registry: reg, Auth: auth, AllowedOrigins: []string{"https://a.example/x"}},
 		"origin sans host":  {Registry: reg, Auth: auth, AllowedOrigins: []string{"a.example"}},
 		"negative max size": {Registry: reg, Auth: auth, MaxMessageBytes: -1},
@@ -39,7 +40,7 @@ func TestNewServer_Validates(t *testing.T) {
 		t.Fatalf("NewServer: %v", err)
 	}
 	c := s.cfg
-	if c.QueueLen != DefaultQueueLen || c.PingInterval != DefaultPingInterval || c.PongWait != DefaultPongWait ||
+	if c.QueueLen != DefaultQueueLen || c.CatchUpPage != DefaultCatchUpPage || c.PingInterval != DefaultPingInterval || c.PongWait != DefaultPongWait ||
 		c.WriteWait != DefaultWriteWait || c.MaxMessageBytes != DefaultMaxMessageBytes || c.Logger == nil {
 		t.Fatalf("got defaults %+v", c)
 	}
@@ -107,7 +108,7 @@ func TestServer_UpgradeBearer(t *testing.T) {
 	if p := conn.Subprotocol(); p != "" {
 		t.Fatalf("got subprotocol %q, want none", p)
 	}
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, conn, "pool/create/marker")
 }
 
@@ -125,7 +126,7 @@ func TestServer_UpgradeSubprotocol(t *testing.T) {
 		t.Fatal("server echoed the bearer subprotocol")
 	}
 	e.sendFilter(t, conn, `{"send-everything": true}`)
-	e.srv.Publish([]entities.Change{marker()})
+	e.publish([]entities.Change{marker()})
 	expectKeys(t, conn, "pool/create/marker")
 }
 
@@ -230,7 +231,7 @@ func TestServer_Close(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("dial after Close: got %v, %v, want 503", resp, err)
 	}
-	e.srv.Publish([]entities.Change{marker()}) // must not panic or block
+	e.publish([]entities.Change{marker()}) // must not panic or block
 }
 
 // TestServer_CloseBounded checks Close honours its context when a client
