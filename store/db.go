@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -21,7 +22,10 @@ import (
 type DB struct {
 	gdb   *gorm.DB
 	sqlDB *sql.DB
-	url   string
+	// pool serves the journal's hot paths (ReadJournal, retention)
+	// without gorm's overhead. It connects lazily.
+	pool *pgxpool.Pool
+	url  string
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
@@ -47,11 +51,24 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		sqlDB.Close()
 		return nil, redactErr(fmt.Errorf("connect to database %s: %w", RedactURL(url), err), url)
 	}
-	return &DB{gdb: gdb, sqlDB: sqlDB, url: url}, nil
+	poolCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		sqlDB.Close()
+		return nil, redactErr(fmt.Errorf("open database %s: %w", RedactURL(url), err), url)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		sqlDB.Close()
+		return nil, redactErr(fmt.Errorf("open database %s: %w", RedactURL(url), err), url)
+	}
+	return &DB{gdb: gdb, sqlDB: sqlDB, pool: pool, url: url}, nil
 }
 
-// Close closes the connection pool.
-func (db *DB) Close() error { return db.sqlDB.Close() }
+// Close closes the connection pools.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return db.sqlDB.Close()
+}
 
 // Gorm returns the underlying gorm handle, for store-internal use and tests.
 func (db *DB) Gorm() *gorm.DB { return db.gdb }

@@ -36,6 +36,32 @@ var ownMigrations = []string{
 		lsn bigint NOT NULL,
 		updated_at timestamptz NOT NULL DEFAULT now()
 	)`,
+	// The journal (see appender.go). payload and previous are json, not
+	// jsonb: json keeps the exact bytes the appender encoded, so a change
+	// read back re-encodes byte for byte as it was sent live.
+	`CREATE TABLE IF NOT EXISTS changecast.journal (
+		seq bigint PRIMARY KEY,
+		commit_lsn bigint NOT NULL,
+		tx_index int NOT NULL,
+		xid bigint NOT NULL,
+		committed_at timestamptz NOT NULL,
+		journaled_at timestamptz NOT NULL DEFAULT now(),
+		entity_type text NOT NULL,
+		operation text NOT NULL,
+		entity_id text NOT NULL,
+		payload json,
+		previous json,
+		unchanged text[]
+	)`,
+	// Retention by age finds its cut-off through this index.
+	`CREATE INDEX IF NOT EXISTS journal_journaled_at ON changecast.journal (journaled_at)`,
+	// One row: horizon is the highest seq retention removed. It also keeps
+	// the head when retention empties the journal, so seq never restarts.
+	`CREATE TABLE IF NOT EXISTS changecast.journal_meta (
+		id boolean PRIMARY KEY DEFAULT true CHECK (id),
+		horizon bigint NOT NULL DEFAULT 0
+	)`,
+	`INSERT INTO changecast.journal_meta (id) VALUES (true) ON CONFLICT (id) DO NOTHING`,
 }
 
 // Migrate brings the database to the shape changecast needs: schema
