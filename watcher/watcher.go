@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -237,4 +238,30 @@ func (w *Watcher) replicationConfig() (*pgconn.Config, error) {
 		pc.RuntimeParams["application_name"] = "changecast-watcher"
 	}
 	return pc, nil
+}
+
+// EnsureSlot creates the replication slot (permanent, pgoutput) if it does
+// not exist yet, without starting replication. From the moment it returns,
+// PostgreSQL keeps every change committed to the publication's tables for
+// this slot, even before Run first starts; changes committed before the
+// slot exists are never streamed. A slot that exists and is in use by
+// another process is not an error here: it exists.
+func (w *Watcher) EnsureSlot(ctx context.Context) error {
+	pc, err := w.replicationConfig()
+	if err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("connect for replication: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := w.prepare(ctx, conn); err != nil && !errors.Is(err, ErrSlotInUse) {
+		return err
+	}
+	return nil
 }
