@@ -253,6 +253,11 @@ func (s *Server) Clients() int { return s.hub.count() }
 // the journal rather than live (including resuming clients).
 func (s *Server) CatchingUp() int { return s.hub.countCatchingUp() }
 
+// QueueHighWater returns the most frames any client has had queued at once
+// since the server was created: never more than QueueLen, which is what
+// bounds a slow client's memory.
+func (s *Server) QueueHighWater() int64 { return s.hub.queueHigh.Load() }
+
 // Overflows returns how many times a client's queue has overflowed (it fell
 // more than QueueLen frames behind), since the server was created. With a
 // Journal each overflow starts a catch-up; without one it disconnects the
