@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Stable names (DESIGN.md §6): scripts rely on them.
@@ -23,6 +25,8 @@ const (
 	envLogLevel      = "CHANGECAST_LOG_LEVEL"
 	envLogFormat     = "CHANGECAST_LOG_FORMAT"
 	envSlot          = "CHANGECAST_SLOT"
+	envRetentionAge  = "CHANGECAST_RETENTION_AGE"
+	envRetentionRows = "CHANGECAST_RETENTION_ROWS"
 
 	defaultListen = "127.0.0.1:8080"
 	secretFile    = "jwt-secret"
@@ -48,6 +52,32 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// envDuration reads a duration from the environment, def when unset.
+func envDuration(key string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("%s=%q: want a duration such as 168h", key, v)}
+	}
+	return d, nil
+}
+
+// envInt reads an integer from the environment, def when unset.
+func envInt(key string, def int64) (int64, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("%s=%q: want an integer", key, v)}
+	}
+	return n, nil
 }
 
 // defaultDataDir is /var/lib/changecast for root (a system daemon's place,

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,9 +27,13 @@ const publicationName = "changecast"
 
 type serveConfig struct {
 	common
-	databaseURL string
-	listen      string
-	slot        string
+	databaseURL       string
+	listen            string
+	slot              string
+	chunkSize         int
+	retentionAge      time.Duration
+	retentionRows     int64
+	retentionInterval time.Duration
 
 	// beforeWatch, when set (tests only), runs once the HTTP listener is up
 	// and before the watcher starts, with the listen address.
@@ -43,6 +48,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.databaseURL, "database-url", envOr(envDatabaseURL, ""), "PostgreSQL URL to watch; empty starts the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
 	fs.StringVar(&cfg.listen, "listen", envOr(envListen, defaultListen), "HTTP listen address (env "+envListen+")")
 	fs.StringVar(&cfg.slot, "slot", envOr(envSlot, "changecast"), "replication slot name (env "+envSlot+")")
+	var err error
+	if cfg.retentionAge, err = envDuration(envRetentionAge, 7*24*time.Hour); err != nil {
+		return err
+	}
+	if cfg.retentionRows, err = envInt(envRetentionRows, 1_000_000); err != nil {
+		return err
+	}
+	fs.DurationVar(&cfg.retentionAge, "retention-age", cfg.retentionAge, "delete journal rows older than this; negative keeps them forever (env "+envRetentionAge+")")
+	fs.Int64Var(&cfg.retentionRows, "retention-rows", cfg.retentionRows, "keep at most this many journal rows; negative keeps all (env "+envRetentionRows+")")
+	fs.DurationVar(&cfg.retentionInterval, "retention-interval", time.Minute, "how often retention runs")
+	fs.IntVar(&cfg.chunkSize, "chunk-size", 1000, "changes per chunk of a large transaction: bounds memory per transaction")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,9 +69,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return serve(ctx, cfg, stdout, log)
 }
 
-// serve wires the pipeline: watcher → sanitize → hub, acknowledging a
-// transaction to PostgreSQL only after the hub accepted it and its end LSN is
-// stored. It returns when ctx ends (orderly shutdown) or a part fails.
+// serve runs changecast: the replication pipeline (watcher → sanitize →
+// journal → hub), the HTTP server, and journal retention. It returns when
+// ctx ends (orderly shutdown) or a part fails in a way retrying cannot fix.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Logger) (err error) {
 	if err := ensureDataDir(cfg.dataDir); err != nil {
 		return err
@@ -96,40 +112,56 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err := db.EnsurePublication(ctx, publicationName, reg); err != nil {
 		return fmt.Errorf("publication: %w", err)
 	}
-	start, err := db.LoadOffset(ctx, cfg.slot)
+
+	// Create the slot before announcing anything: from here on PostgreSQL
+	// keeps every committed change for us, even before the pipeline runs.
+	// (Changes committed before the slot existed are never streamed.)
+	probe, err := watcher.New(watcher.Config{URL: dbURL, Slot: cfg.slot, Publication: publicationName, Registry: reg, Logger: log})
 	if err != nil {
 		return err
 	}
-
-	w, err := watcher.New(watcher.Config{
-		URL:         dbURL,
-		Slot:        cfg.slot,
-		Publication: publicationName,
-		Registry:    reg,
-		StartLSN:    start,
-		Logger:      log.With("component", "watcher"),
-	})
-	if err != nil {
-		return err
-	}
-	if err := w.Check(ctx); err != nil {
-		return err
+	if err := probe.EnsureSlot(ctx); err != nil {
+		return fmt.Errorf("replication slot: %w", err)
 	}
 
+	pipe := &pipeline{
+		db:       db,
+		reg:      reg,
+		san:      sanitize.New(reg),
+		url:      dbURL,
+		slot:     cfg.slot,
+		chunk:    cfg.chunkSize,
+		log:      log,
+		restarts: new(atomic.Uint64),
+	}
 	hub, err := wsapi.NewServer(wsapi.Config{
 		Registry: reg,
 		Auth:     auth,
+		Journal:  journalReader{db},
 		Logger:   log.With("component", "wsapi"),
-		Ready:    w.Streaming,
+		Ready:    pipe.streaming,
 	})
 	if err != nil {
 		return err
 	}
+	pipe.hub = hub
+	// The hub knows the journal's head before the first client can
+	// connect: a client resuming with since=<cursor> must not be told its
+	// cursor is unknown just because the pipeline has not started yet.
+	head, err := db.JournalHead(ctx)
+	if err != nil {
+		return fmt.Errorf("read journal head: %w", err)
+	}
+	hub.Publish(head, nil)
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsHandler(pipe, hub))
+	mux.Handle("/", hub.Handler())
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
-	httpSrv := &http.Server{Handler: hub.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	addr := ln.Addr().String()
 	fmt.Fprintf(stdout, "changecast serving on http://%s (WebSocket ws://%s/api/v1/ws/events)\n", addr, addr)
@@ -137,15 +169,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		fmt.Fprintf(stdout, "embedded PostgreSQL in %s\n  connect: %s\n", filepath.Join(cfg.dataDir, "postgres"), local.PsqlCommand())
 	}
 	fmt.Fprintf(stdout, "  token:   changecast token --data-dir %s --user admin --role admin\n", cfg.dataDir)
-	log.Info("serving", "addr", addr, "database", store.RedactURL(dbURL), "slot", cfg.slot, "start_lsn", start.String())
-
-	// The watcher and the pipeline stop first so that every transaction the
-	// watcher emitted is published while clients are still connected; then
-	// the hub says goodbye; then HTTP closes.
-	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWatch()
-	txs := make(chan watcher.Transaction, 16)
-	san := sanitize.New(reg)
+	log.Info("serving", "addr", addr, "database", store.RedactURL(dbURL), "slot", cfg.slot)
 
 	var parts errgroup.Group
 	httpErr := make(chan error, 1)
@@ -160,15 +184,25 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if cfg.beforeWatch != nil {
 		cfg.beforeWatch(addr)
 	}
-	parts.Go(func() error {
-		defer close(txs)
-		return runWatcher(watchCtx, w, txs, log)
-	})
+
+	// The pipeline stops first (its context), so that everything the
+	// watcher handed over is journaled and published while clients are
+	// still connected; then the hub says goodbye; then HTTP closes.
+	pipeCtx, stopPipe := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPipe()
 	pipeDone := make(chan error, 1)
 	parts.Go(func() error {
-		err := pipeline(ctx, txs, san, hub, db, w, cfg.slot, log)
+		err := pipe.run(pipeCtx)
 		pipeDone <- err
 		return err
+	})
+	retCtx, stopRetention := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRetention()
+	parts.Go(func() error {
+		return db.RunRetention(retCtx, store.RetentionConfig{
+			MaxAge: cfg.retentionAge, MaxRows: cfg.retentionRows, Interval: cfg.retentionInterval,
+			Logger: log.With("component", "retention"),
+		})
 	})
 
 	var cause error
@@ -178,14 +212,15 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	case cause = <-httpErr:
 		log.Error("http server stopped", "err", cause)
 	case cause = <-pipeDone:
-		log.Error("pipeline stopped", "err", cause)
+		log.Error("replication pipeline stopped", "err", cause)
 		pipeDone <- cause
 	}
 
-	stopWatch()
+	stopPipe()
 	if perr := <-pipeDone; perr != nil && cause == nil {
 		cause = perr
 	}
+	stopRetention()
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := hub.Close(shutCtx); err != nil {
@@ -197,33 +232,108 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err := parts.Wait(); err != nil && cause == nil {
 		cause = err
 	}
-	log.Info("stopped", "confirmed_lsn", w.Confirmed().String())
+	log.Info("stopped", "journal_head", hub.Head())
 	return cause
 }
 
-// runWatcher runs the watcher until ctx ends, reconnecting after connection
-// failures with capped, jittered backoff. Errors that retrying cannot fix
-// (a prerequisite missing) end it.
-func runWatcher(ctx context.Context, w *watcher.Watcher, out chan<- watcher.Transaction, log *slog.Logger) error {
-	const minBackoff, maxBackoff = 500 * time.Millisecond, 30 * time.Second
+// journalReader adapts the store's journal to the hub's narrow interface.
+type journalReader struct{ db *store.DB }
+
+func (j journalReader) ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error) {
+	return j.db.ReadJournal(ctx, after, limit, types)
+}
+
+func (j journalReader) Horizon(ctx context.Context) (int64, error) {
+	return j.db.JournalHorizon(ctx)
+}
+
+// pipeline owns the replication path: watcher → sanitize → journal appender,
+// whose commits are published to the hub and only then acknowledged to
+// PostgreSQL. When a part fails (PostgreSQL restarted, connection lost,
+// slot or journal held by another process) the whole path is rebuilt from
+// the journal's stored offset after a capped, jittered backoff, while HTTP
+// and the connected clients stay up.
+type pipeline struct {
+	db    *store.DB
+	hub   *wsapi.Server
+	reg   *entities.Registry
+	san   *sanitize.Sanitizer
+	url   string
+	slot  string
+	chunk int
+	log   *slog.Logger
+
+	current   atomic.Pointer[watcher.Watcher] // the running watcher, for readiness and metrics
+	appender  atomic.Pointer[store.Appender]  // the running appender, for metrics
+	highWater atomic.Int64                    // most changes a finished appender held in memory at once
+	restarts  *atomic.Uint64
+}
+
+func (p *pipeline) streaming() bool {
+	w := p.current.Load()
+	return w != nil && w.Streaming()
+}
+
+// appenderHighWater is the most changes any appender held in memory at once.
+func (p *pipeline) appenderHighWater() int64 {
+	hw := p.highWater.Load()
+	if a := p.appender.Load(); a != nil {
+		hw = max(hw, int64(a.HighWater()))
+	}
+	return hw
+}
+
+func (p *pipeline) stats() watcher.Stats {
+	if w := p.current.Load(); w != nil {
+		return w.Stats()
+	}
+	return watcher.Stats{}
+}
+
+// fatalError marks a failure that rebuilding the pipeline cannot fix.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
+
+// run rebuilds the pipeline until ctx ends. It returns nil on orderly stop
+// and the error of a failure retrying cannot fix.
+func (p *pipeline) run(ctx context.Context) error {
+	const minBackoff, maxBackoff = 250 * time.Millisecond, 15 * time.Second
 	backoff := minBackoff
+	state := "" // log once per state change
 	for {
 		started := time.Now()
-		err := w.Run(ctx, out)
+		err := p.once(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
 			err = errors.New("replication stream ended")
 		}
-		if !watcher.Retryable(err) {
+		var fatal fatalError
+		var pre *watcher.PrerequisiteError
+		if errors.As(err, &fatal) || (errors.As(err, &pre) && !watcher.Retryable(err)) {
 			return err
 		}
 		if time.Since(started) > time.Minute {
 			backoff = minBackoff
 		}
+		var now string
+		switch {
+		case errors.Is(err, watcher.ErrSlotInUse):
+			now = "replication slot " + p.slot + " is in use by another process; waiting for it to be released"
+		case errors.Is(err, store.ErrJournalLocked):
+			now = "the journal is held by another changecast process; waiting as a standby"
+		default:
+			now = "replication interrupted; reconnecting"
+		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		log.Warn("replication interrupted; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		if now != state || now == "replication interrupted; reconnecting" {
+			p.log.Warn(now, "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		state = now
+		p.restarts.Add(1)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -233,30 +343,86 @@ func runWatcher(ctx context.Context, w *watcher.Watcher, out chan<- watcher.Tran
 	}
 }
 
-// pipeline sanitizes each committed transaction, hands it to the hub, stores
-// its end LSN and only then acknowledges it to PostgreSQL. It drains txs until
-// the watcher closes it.
-func pipeline(ctx context.Context, txs <-chan watcher.Transaction, san *sanitize.Sanitizer, hub *wsapi.Server, db *store.DB, w *watcher.Watcher, slot string, log *slog.Logger) error {
-	for tx := range txs {
-		changes, err := san.Changes(tx.Changes)
-		if err != nil {
-			// Fail closed: an unsanitizable change is never sent. The
-			// transaction is not acknowledged, so nothing is lost.
-			return fmt.Errorf("transaction %d: %w", tx.Xid, err)
-		}
-		if len(changes) > 0 {
-			hub.Publish(changes)
-		}
-		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err = db.SaveOffset(saveCtx, slot, tx.EndLSN)
-		cancel()
-		if err != nil {
-			// Not acknowledged: PostgreSQL keeps the transaction and a later
-			// offset covers it.
-			log.Error("store offset", "lsn", tx.EndLSN.String(), "err", err)
-			continue
-		}
-		w.Ack(tx.EndLSN)
+// once runs one instance of the pipeline until ctx ends (orderly: the
+// watcher stops, and everything it handed over is journaled and published)
+// or a stage fails (the rest is abandoned: nothing unjournaled was
+// acknowledged, so the next instance receives it again).
+func (p *pipeline) once(ctx context.Context) error {
+	var w *watcher.Watcher
+	app, err := p.db.NewAppender(ctx, store.AppenderConfig{
+		Slot:   p.slot,
+		Logger: p.log.With("component", "journal"),
+		OnCommit: func(c store.Committed) {
+			p.hub.Publish(c.Head, c.Changes)
+			if c.EndLSN > 0 {
+				w.Ack(c.EndLSN)
+			}
+		},
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	defer func() {
+		p.highWater.Store(max(p.highWater.Load(), int64(app.HighWater())))
+		if cerr := app.Close(); cerr != nil {
+			p.log.Debug("close appender", "err", cerr)
+		}
+	}()
+	p.appender.Store(app)
+	p.hub.Publish(app.Head(), nil)
+
+	w, err = watcher.New(watcher.Config{
+		URL:         p.url,
+		Slot:        p.slot,
+		Publication: publicationName,
+		Registry:    p.reg,
+		StartLSN:    app.Offset(),
+		ChunkSize:   p.chunk,
+		Logger:      p.log.With("component", "watcher"),
+	})
+	if err != nil {
+		return fatalError{err}
+	}
+	if err := w.Check(ctx); err != nil {
+		return err
+	}
+	p.current.Store(w)
+	p.log.Info("replication pipeline starting", "start_lsn", app.Offset().String(), "journal_head", app.Head())
+
+	// gctx ends when a stage fails; ctx ends an orderly stop, which only the
+	// watcher sees directly: the later stages drain what it handed over.
+	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
+	wctx, stopWatch := context.WithCancel(gctx)
+	defer stopWatch()
+	unhook := context.AfterFunc(ctx, stopWatch)
+	defer unhook()
+
+	// Small buffers: each item can be a whole chunk (--chunk-size changes),
+	// and the pipeline's memory is about (buffers+stages) × chunk.
+	raw := make(chan entities.Transaction, 4)
+	clean := make(chan entities.Transaction, 4)
+	g.Go(func() error {
+		defer close(raw)
+		return w.Run(wctx, raw)
+	})
+	g.Go(func() error {
+		defer close(clean)
+		for tx := range raw {
+			changes, err := p.san.Changes(tx.Changes)
+			if err != nil {
+				// Fail closed: an unsanitizable change is never stored or
+				// sent, and nothing after it is acknowledged.
+				return fatalError{fmt.Errorf("transaction %d: %w", tx.Xid, err)}
+			}
+			tx.Changes = changes
+			select {
+			case clean <- tx:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	g.Go(func() error { return app.Run(gctx, clean) })
+	return g.Wait()
 }
