@@ -12,6 +12,8 @@ import (
 	"github.com/changecast/changecast/entities"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/changecast/changecast/store/storetest"
 )
 
 func TestRun_DecodesEveryType(t *testing.T) {
@@ -365,6 +367,24 @@ func TestRun_IdleSlotFollowsOtherWAL(t *testing.T) {
 	if w.Confirmed() < target {
 		t.Errorf("Confirmed() = %s, want at least %s", w.Confirmed(), target)
 	}
+
+	// Another database in the same cluster writes to the same WAL; the
+	// slot decodes past it and must not pin it either.
+	other, err := pgx.Connect(context.Background(), storetest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	if _, err := other.Exec(context.Background(), `CREATE TABLE elsewhere (v text); INSERT INTO elsewhere SELECT repeat('y', 100) FROM generate_series(1, 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	target = parseLSN(t, after)
+	waitFor(t, "idle slot to confirm past another database's WAL at "+target.String(), func() (bool, error) {
+		return readSlot(t, e.conn, cfg.Slot).confirmedFlush >= target, nil
+	})
 }
 
 func TestRun_StartLSNSkipsHandledTransactions(t *testing.T) {

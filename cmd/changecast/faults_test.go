@@ -430,3 +430,41 @@ func TestServe_HugeTransactionBoundedMemory(t *testing.T) {
 	}
 	t.Logf("appender high-water mark: %v changes for a %d-row transaction", hw, rows)
 }
+
+func TestServe_SecondInstanceWaitsAsStandby(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	dataDir := t.TempDir()
+	cfg := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_standby"}
+	first := startServe(t, cfg, nil)
+	first.waitReady(t)
+	second := startServe(t, cfg, nil)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(second.logs.String(), "waiting") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second instance did not say it is waiting\nlogs:\n%s", second.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	if !strings.Contains(second.logs.String(), "waiting as a standby") {
+		t.Fatalf("the standby should say why it waits\nlogs:\n%s", second.logs.String())
+	}
+	resp, err := http.Get("http://" + second.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("standby /readyz: %d, want 503", resp.StatusCode)
+	}
+
+	first.stop(t)
+	second.waitReady(t)
+	ws := dialWS(t, second.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"send-everything": true}`)
+	filterApplied(t, ws)
+	exec1(t, connect(t, url), "INSERT INTO controllers (hostname) VALUES ('after-takeover')")
+	if f, _ := readChange(t, ws, 30*time.Second); f.Payload["hostname"] != "after-takeover" {
+		t.Fatalf("got %s", f.raw)
+	}
+}
