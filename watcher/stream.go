@@ -44,20 +44,29 @@ func (w *Watcher) Run(ctx context.Context, out chan<- entities.Transaction) erro
 	return err
 }
 
-func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) error {
+// connect opens a replication connection; the caller calls closeConn.
+func (w *Watcher) connect(ctx context.Context) (conn *pgconn.PgConn, closeConn func(), err error) {
 	pc, err := w.replicationConfig()
 	if err != nil {
-		return fmt.Errorf("database URL: %w", err)
+		return nil, nil, fmt.Errorf("database URL: %w", err)
 	}
-	conn, err := pgconn.ConnectConfig(ctx, pc)
+	conn, err = pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
-		return fmt.Errorf("connect for replication: %w", err)
+		return nil, nil, fmt.Errorf("connect for replication: %w", err)
 	}
-	defer func() {
+	return conn, func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = conn.Close(cctx)
-	}()
+	}, nil
+}
+
+func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) error {
+	conn, closeConn, err := w.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
 
 	slotConfirmed, err := w.prepare(ctx, conn)
 	if err != nil {

@@ -547,3 +547,28 @@ func TestRun_ConnectionLossIsARetryableError(t *testing.T) {
 		t.Fatalf("after reconnect got %v, want [1]", got)
 	}
 }
+
+func TestEnsureSlot_KeepsChangesBeforeFirstRun(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	w := newWatcher(t, cfg)
+	if err := w.EnsureSlot(context.Background()); err != nil {
+		t.Fatalf("EnsureSlot: %v", err)
+	}
+	if err := w.EnsureSlot(context.Background()); err != nil {
+		t.Fatalf("EnsureSlot on an existing slot: %v", err)
+	}
+	if s := readSlot(t, e.conn, cfg.Slot); s.active {
+		t.Fatal("EnsureSlot left the slot active: it must not start replication")
+	}
+	// Committed after the slot exists but before replication starts.
+	e.exec(t, `INSERT INTO widgets (id) VALUES (41)`)
+	r := start(t, w, 10)
+	if got := entityIDs(r.next(t)); !reflect.DeepEqual(got, []string{"41"}) {
+		t.Fatalf("got %v, want the change committed between EnsureSlot and Run", got)
+	}
+	// A slot in use by a running watcher still counts as existing.
+	if err := newWatcher(t, cfg).EnsureSlot(context.Background()); err != nil {
+		t.Fatalf("EnsureSlot while the slot is in use: %v", err)
+	}
+}

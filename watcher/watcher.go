@@ -247,19 +247,11 @@ func (w *Watcher) replicationConfig() (*pgconn.Config, error) {
 // slot exists are never streamed. A slot that exists and is in use by
 // another process is not an error here: it exists.
 func (w *Watcher) EnsureSlot(ctx context.Context) error {
-	pc, err := w.replicationConfig()
+	conn, closeConn, err := w.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("database URL: %w", err)
+		return err
 	}
-	conn, err := pgconn.ConnectConfig(ctx, pc)
-	if err != nil {
-		return fmt.Errorf("connect for replication: %w", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	}()
+	defer closeConn()
 	if _, err := w.prepare(ctx, conn); err != nil && !errors.Is(err, ErrSlotInUse) {
 		return err
 	}
