@@ -10,7 +10,10 @@ import (
 
 // The built-in entity types model a runner fleet, the domain GARM exposes.
 // JSON names are the column names. Fields tagged `changecast:"secret"` never
-// leave changecast. gorm tags describe the columns for store's migrations;
+// leave changecast. Fields tagged `changecast:"public"` hold no secret
+// although their names look secret (a foreign key to credentials, a bool
+// saying a token was fetched): they are explicitly allowed past sanitize's
+// deny-by-default name rule. gorm tags describe the columns for store's migrations;
 // defaults are set so rows can be written with plain SQL.
 //
 // Column types deliberately cover what the watcher decodes: uuid, text,
@@ -22,7 +25,7 @@ type Repository struct {
 	ID               uuid.UUID  `json:"id" gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
 	Owner            string     `json:"owner" gorm:"not null;default:''"`
 	Name             string     `json:"name" gorm:"not null;default:''"`
-	CredentialsID    *uuid.UUID `json:"credentials_id" gorm:"type:uuid"`
+	CredentialsID    *uuid.UUID `json:"credentials_id" gorm:"type:uuid" changecast:"public"`
 	PoolBalancerType string     `json:"pool_balancer_type" gorm:"not null;default:'roundrobin'"`
 	WebhookSecret    string     `json:"webhook_secret" gorm:"not null;default:''" changecast:"secret"`
 	CreatedAt        time.Time  `json:"created_at" gorm:"type:timestamptz;not null;default:now()"`
@@ -33,7 +36,7 @@ type Repository struct {
 type Organization struct {
 	ID               uuid.UUID  `json:"id" gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
 	Name             string     `json:"name" gorm:"not null;default:''"`
-	CredentialsID    *uuid.UUID `json:"credentials_id" gorm:"type:uuid"`
+	CredentialsID    *uuid.UUID `json:"credentials_id" gorm:"type:uuid" changecast:"public"`
 	PoolBalancerType string     `json:"pool_balancer_type" gorm:"not null;default:'roundrobin'"`
 	WebhookSecret    string     `json:"webhook_secret" gorm:"not null;default:''" changecast:"secret"`
 	CreatedAt        time.Time  `json:"created_at" gorm:"type:timestamptz;not null;default:now()"`
@@ -44,7 +47,7 @@ type Organization struct {
 type Enterprise struct {
 	ID            uuid.UUID  `json:"id" gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
 	Name          string     `json:"name" gorm:"not null;default:''"`
-	CredentialsID *uuid.UUID `json:"credentials_id" gorm:"type:uuid"`
+	CredentialsID *uuid.UUID `json:"credentials_id" gorm:"type:uuid" changecast:"public"`
 	WebhookSecret string     `json:"webhook_secret" gorm:"not null;default:''" changecast:"secret"`
 	CreatedAt     time.Time  `json:"created_at" gorm:"type:timestamptz;not null;default:now()"`
 	UpdatedAt     time.Time  `json:"updated_at" gorm:"type:timestamptz;not null;default:now()"`
@@ -103,7 +106,7 @@ type Instance struct {
 	PoolID            *uuid.UUID      `json:"pool_id" gorm:"type:uuid"`
 	CallbackURL       string          `json:"callback_url" gorm:"column:callback_url;not null;default:''"`
 	CreateAttempt     int64           `json:"create_attempt" gorm:"not null;default:0"`
-	TokenFetched      bool            `json:"token_fetched" gorm:"not null;default:false"`
+	TokenFetched      bool            `json:"token_fetched" gorm:"not null;default:false" changecast:"public"`
 	JitConfiguration  string          `json:"jit_configuration" gorm:"not null;default:''" changecast:"secret"`
 	CallbackToken     string          `json:"callback_token" gorm:"not null;default:''" changecast:"secret"`
 	GitHubRunnerGroup string          `json:"github_runner_group" gorm:"column:github_runner_group;not null;default:''"`

@@ -10,10 +10,24 @@ import (
 	"sync"
 )
 
-// SecretTag is the struct tag that marks a field secret: `changecast:"secret"`.
-// A secret field's value never leaves changecast: sanitize strips it from
-// every row before the row is journaled or sent.
+// SecretTag is the struct tag key that classifies a field. Its options:
+//
+//   - `changecast:"secret"` marks the field secret: its value never leaves
+//     changecast; sanitize strips it from every row before the row is
+//     journaled or sent.
+//   - `changecast:"public"` explicitly allows a field whose column name
+//     looks secret (sanitize's deny-by-default name rule would strip it),
+//     e.g. Instance.TokenFetched, a bool.
+//
+// Any other option, or both at once, makes Register fail: a typo such as
+// `changecast:"secert"` must not silently leave a secret unmarked.
 const SecretTag = "changecast"
+
+// The options of the SecretTag struct tag.
+const (
+	TagSecret = "secret"
+	TagPublic = "public"
+)
 
 // EntityType describes one watched table.
 type EntityType struct {
@@ -27,10 +41,22 @@ type EntityType struct {
 	// GoType is the struct a payload decodes into; nil for types
 	// registered without one.
 	GoType reflect.Type
-	// Secrets lists the columns whose values are stripped. For a GoType
-	// it is derived from fields tagged `changecast:"secret"`, plus any
-	// listed here.
+	// Secrets lists the columns whose values are stripped. Given to
+	// Register, it declares secret columns (for a table without a Go
+	// type, or columns the Go type lacks); after Register it holds the
+	// fields tagged `changecast:"secret"` followed by the declared ones.
 	Secrets []string
+	// Marked lists the columns tagged `changecast:"secret"` in GoType,
+	// in field order. Register sets it (whatever the caller passed is
+	// replaced); a column in Secrets but not in Marked was declared.
+	Marked []string
+	// Public lists columns explicitly allowed although their names look
+	// secret (sanitize strips such columns by default). Given to
+	// Register it declares them; after Register it holds the fields
+	// tagged `changecast:"public"` followed by the declared ones. It
+	// applies to top-level columns only: keys inside a json value are
+	// never allowed. A column may not be both secret and public.
+	Public []string
 	// Columns lists the table's columns in declaration order (derived
 	// from GoType's json tags; may be empty for types without one).
 	Columns []string
@@ -44,6 +70,16 @@ func (t EntityType) IsSecret(column string) bool {
 		}
 	}
 	return false
+}
+
+// IsPublic reports whether column is explicitly allowed (see Public).
+func (t EntityType) IsPublic(column string) bool {
+	return contains(t.Public, column)
+}
+
+// IsMarked reports whether column is secret by a struct tag (see Marked).
+func (t EntityType) IsMarked(column string) bool {
+	return contains(t.Marked, column)
 }
 
 // ErrUnknownType is returned (wrapped) for an entity type the registry does
@@ -81,9 +117,10 @@ func DefaultRegistry() *Registry {
 	return r
 }
 
-// Register adds an entity type. It fills Key (default "id"), Columns and
-// Secrets from GoType, and rejects names that are not snake_case and names
-// or tables already registered.
+// Register adds an entity type. It fills Key (default "id"), Columns,
+// Marked, Secrets and Public from GoType, and rejects names that are not
+// snake_case, names or tables already registered, unknown `changecast`
+// tag options, and a column that is both secret and public.
 func (r *Registry) Register(t EntityType) error {
 	if !snakeName.MatchString(t.Name) {
 		return fmt.Errorf("register entity type %q: name must be snake_case", t.Name)
@@ -97,15 +134,29 @@ func (r *Registry) Register(t EntityType) error {
 	if t.Key == "" {
 		t.Key = "id"
 	}
+	t.Marked = nil
 	if t.GoType != nil {
-		cols, secrets, err := structColumns(t.GoType)
+		sc, err := structColumns(t.GoType)
 		if err != nil {
 			return fmt.Errorf("register entity type %q: %w", t.Name, err)
 		}
-		t.Columns = cols
-		t.Secrets = mergeUnique(secrets, t.Secrets)
+		t.Columns = sc.cols
+		t.Marked = sc.secrets
+		t.Secrets = mergeUnique(sc.secrets, t.Secrets)
+		t.Public = mergeUnique(sc.public, t.Public)
 	} else {
 		t.Secrets = mergeUnique(nil, t.Secrets)
+		t.Public = mergeUnique(nil, t.Public)
+	}
+	for _, c := range append(append([]string(nil), t.Secrets...), t.Public...) {
+		if c == "" {
+			return fmt.Errorf("register entity type %q: empty column name in Secrets or Public", t.Name)
+		}
+	}
+	for _, c := range t.Public {
+		if t.IsSecret(c) {
+			return fmt.Errorf("register entity type %q: column %q is both secret and public; a secret column cannot be allowed", t.Name, c)
+		}
 	}
 	if len(t.Columns) > 0 && !contains(t.Columns, t.Key) {
 		return fmt.Errorf("register entity type %q: key column %q is not a column of %s", t.Name, t.Key, t.GoType)
@@ -173,13 +224,22 @@ func (r *Registry) Types() []EntityType {
 	return out
 }
 
-// structColumns reads the json column names and secret marks of a struct.
-func structColumns(rt reflect.Type) (cols, secrets []string, err error) {
+// structInfo is what structColumns reads from a struct.
+type structInfo struct {
+	cols    []string // json column names, in field order
+	secrets []string // tagged `changecast:"secret"`
+	public  []string // tagged `changecast:"public"`
+}
+
+// structColumns reads the json column names and secret/public marks of a
+// struct.
+func structColumns(rt reflect.Type) (structInfo, error) {
+	var si structInfo
 	if rt.Kind() == reflect.Pointer {
 		rt = rt.Elem()
 	}
 	if rt.Kind() != reflect.Struct {
-		return nil, nil, fmt.Errorf("go type %s is not a struct", rt)
+		return si, fmt.Errorf("go type %s is not a struct", rt)
 	}
 	for i := 0; i < rt.NumField(); i++ {
 		f := rt.Field(i)
@@ -188,22 +248,41 @@ func structColumns(rt reflect.Type) (cols, secrets []string, err error) {
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "-" {
-			return nil, nil, fmt.Errorf("field %s: use `changecast:\"secret\"` rather than json:\"-\" so the column stays known", f.Name)
+			return si, fmt.Errorf("field %s: use `changecast:\"secret\"` rather than json:\"-\" so the column stays known", f.Name)
 		}
 		if name == "" {
-			return nil, nil, fmt.Errorf("field %s has no json tag", f.Name)
+			return si, fmt.Errorf("field %s has no json tag", f.Name)
 		}
 		if !snakeName.MatchString(name) {
-			return nil, nil, fmt.Errorf("field %s: json name %q is not snake_case", f.Name, name)
+			return si, fmt.Errorf("field %s: json name %q is not snake_case", f.Name, name)
 		}
-		cols = append(cols, name)
-		for _, opt := range strings.Split(f.Tag.Get(SecretTag), ",") {
-			if opt == "secret" {
-				secrets = append(secrets, name)
+		si.cols = append(si.cols, name)
+		tag, ok := f.Tag.Lookup(SecretTag)
+		if !ok {
+			continue
+		}
+		var secret, public bool
+		for _, opt := range strings.Split(tag, ",") {
+			switch strings.TrimSpace(opt) {
+			case TagSecret:
+				secret = true
+			case TagPublic:
+				public = true
+			default:
+				return si, fmt.Errorf("field %s: unknown %s tag option %q; use %q or %q", f.Name, SecretTag, opt, TagSecret, TagPublic)
 			}
 		}
+		if secret && public {
+			return si, fmt.Errorf("field %s: column %q is tagged both %s and %s", f.Name, name, TagSecret, TagPublic)
+		}
+		if secret {
+			si.secrets = append(si.secrets, name)
+		}
+		if public {
+			si.public = append(si.public, name)
+		}
 	}
-	return cols, secrets, nil
+	return si, nil
 }
 
 func mergeUnique(a, b []string) []string {

@@ -26,6 +26,12 @@ func TestDefaultRegistry_Builtins(t *testing.T) {
 		"instance":           {"jit_configuration", "callback_token"},
 		"github_credentials": {"payload"},
 	}
+	public := map[string][]string{
+		"repository":   {"credentials_id"},
+		"organization": {"credentials_id"},
+		"enterprise":   {"credentials_id"},
+		"instance":     {"token_fetched"},
+	}
 	for _, et := range r.Types() {
 		if got := tables[et.Name]; et.Table != got {
 			t.Errorf("%s: table %q, want %q", et.Name, et.Table, got)
@@ -35,6 +41,13 @@ func TestDefaultRegistry_Builtins(t *testing.T) {
 		}
 		if !reflect.DeepEqual(et.Secrets, secrets[et.Name]) {
 			t.Errorf("%s: secrets %v, want %v", et.Name, et.Secrets, secrets[et.Name])
+		}
+		// Every built-in secret is marked in the Go type, none declared.
+		if !reflect.DeepEqual(et.Marked, secrets[et.Name]) {
+			t.Errorf("%s: marked %v, want %v", et.Name, et.Marked, secrets[et.Name])
+		}
+		if !reflect.DeepEqual(et.Public, public[et.Name]) {
+			t.Errorf("%s: public %v, want %v", et.Name, et.Public, public[et.Name])
 		}
 		if len(et.Columns) == 0 || et.Columns[0] != et.Key && et.Name != "github_endpoint" {
 			t.Errorf("%s: columns %v, key %q", et.Name, et.Columns, et.Key)
@@ -54,6 +67,18 @@ func TestRegistry_Register_Errors(t *testing.T) {
 	type keyed struct {
 		ID string `json:"id" changecast:"secret"`
 	}
+	type typo struct {
+		ID     string `json:"id"`
+		Secret string `json:"webhook_secret" changecast:"secert"`
+	}
+	type both struct {
+		ID    string `json:"id"`
+		Token string `json:"token" changecast:"secret,public"`
+	}
+	type marked struct {
+		ID    string `json:"id"`
+		Token string `json:"token" changecast:"secret"`
+	}
 	cases := []struct {
 		name string
 		et   EntityType
@@ -67,6 +92,11 @@ func TestRegistry_Register_Errors(t *testing.T) {
 		{"json dash", EntityType{Name: "y", Table: "ys", GoType: reflect.TypeOf(dashed{})}, "changecast:"},
 		{"secret key", EntityType{Name: "z", Table: "zs", GoType: reflect.TypeOf(keyed{})}, "cannot be secret"},
 		{"missing key", EntityType{Name: "w", Table: "ws", Key: "nope", GoType: reflect.TypeOf(plain{})}, "not a column"},
+		{"unknown tag option", EntityType{Name: "v", Table: "vs", GoType: reflect.TypeOf(typo{})}, `unknown changecast tag option "secert"`},
+		{"tagged secret and public", EntityType{Name: "u", Table: "us", GoType: reflect.TypeOf(both{})}, "tagged both secret and public"},
+		{"marked secret, declared public", EntityType{Name: "s", Table: "ss", GoType: reflect.TypeOf(marked{}), Public: []string{"token"}}, "both secret and public"},
+		{"declared secret and public", EntityType{Name: "q", Table: "qs", Secrets: []string{"pin"}, Public: []string{"pin"}}, "both secret and public"},
+		{"empty public column", EntityType{Name: "o", Table: "os", Public: []string{""}}, "empty column name"},
 	}
 	r := DefaultRegistry()
 	for _, c := range cases {
@@ -79,6 +109,50 @@ func TestRegistry_Register_Errors(t *testing.T) {
 				t.Fatalf("Register error %q, want it to contain %q", err, c.want)
 			}
 		})
+	}
+}
+
+func TestRegistry_Register_MarkedDeclaredPublic(t *testing.T) {
+	type gadget struct {
+		ID         int64  `json:"id"`
+		Passphrase string `json:"passphrase" changecast:"secret"`
+		TokenCount int64  `json:"token_count" changecast:"public"`
+		Label      string `json:"label"`
+	}
+	r := NewRegistry()
+	in := EntityType{
+		Name: "gadget", Table: "gadgets", GoType: reflect.TypeOf(gadget{}),
+		Secrets: []string{"label", "passphrase"},
+		Marked:  []string{"ignored"},
+		Public:  []string{"session_count"},
+	}
+	if err := r.Register(in); err != nil {
+		t.Fatal(err)
+	}
+	et, _ := r.Lookup("gadget")
+	for _, c := range []struct {
+		what      string
+		got, want []string
+	}{
+		{"Marked", et.Marked, []string{"passphrase"}},
+		{"Secrets", et.Secrets, []string{"passphrase", "label"}},
+		{"Public", et.Public, []string{"token_count", "session_count"}},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	if !et.IsMarked("passphrase") || et.IsMarked("label") || !et.IsSecret("label") || !et.IsPublic("token_count") || et.IsPublic("label") {
+		t.Errorf("IsMarked/IsSecret/IsPublic disagree with %+v", et)
+	}
+
+	// Without a Go type nothing is marked; declarations stay.
+	if err := r.Register(EntityType{Name: "widget", Table: "widgets", Secrets: []string{"pin"}, Public: []string{"token_count"}, Marked: []string{"pin"}}); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := r.Lookup("widget")
+	if w.Marked != nil || !reflect.DeepEqual(w.Secrets, []string{"pin"}) || !reflect.DeepEqual(w.Public, []string{"token_count"}) {
+		t.Errorf("widget: Marked %v, Secrets %v, Public %v; want [], [pin], [token_count]", w.Marked, w.Secrets, w.Public)
 	}
 }
 

@@ -1,38 +1,229 @@
 // Package sanitize turns decoded rows into the payloads changecast sends and
-// stores: every column the registry marks secret is removed from the new row
-// and from the previous row, before anything is journaled or published.
+// stores, with every secret removed from the new row and from the previous
+// row before anything is journaled or published.
+//
+// # Guarantee
+//
+// Nothing secret by mark, by declaration or by name leaves, at any depth.
+// A column is stripped when, from strongest to safety net:
+//
+//   - its field is marked `changecast:"secret"` in the entity's Go type
+//     (ReasonMarked);
+//   - it is declared secret when the entity type is registered,
+//     entities.EntityType.Secrets (ReasonDeclared);
+//   - its name looks secret (SecretName), even though nobody marked it, e.g.
+//     a column added later by ALTER TABLE that the watcher learns from a new
+//     Relation message (ReasonName). This is deny by default: a harmless
+//     column caught by the name rule is allowed per entity type with
+//     `changecast:"public"` or entities.EntityType.Public.
+//
+// Then, in every value kept (explicitly allowed columns included: allowing
+// applies to the top-level column only), every object key that is a
+// SecretName is removed at any depth: inside json/jsonb values
+// (json.RawMessage, see StripJSON), inside arrays, and inside
+// map[string]any and []any values.
+//
+// # Not covered
+//
+// Secrets inside non-JSON text values (a password inside a connection
+// string in a text column, a json column whose text the watcher could not
+// parse and passed on as a string) and secrets stored under names that look
+// harmless (a token in a column called "notes", or under a JSON key
+// "value") are not recognised: mark or declare such columns secret.
+//
+// # Behaviour
 //
 // Sanitizing never mutates its input: rows decoded by the watcher may be
-// shared, so a new Row is built. It fails closed: a change whose entity type
-// is not registered is an error, never passed through.
+// shared, so a new Row is built, and nested maps and slices are copied when
+// something inside them is removed (and shared, read-only, otherwise). It
+// fails closed: a change whose entity type is not registered is an error,
+// never passed through.
 package sanitize
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
 
 	"github.com/changecast/changecast/entities"
 )
 
-// Sanitizer strips secret columns using a registry. It is safe for
-// concurrent use.
-type Sanitizer struct {
-	reg *entities.Registry
+// Reason says why a column is stripped.
+type Reason string
+
+// The reasons a column is stripped, strongest first.
+const (
+	// ReasonMarked: the Go type's field is tagged `changecast:"secret"`.
+	ReasonMarked Reason = "marked"
+	// ReasonDeclared: listed in entities.EntityType.Secrets at
+	// registration.
+	ReasonDeclared Reason = "declared"
+	// ReasonName: nobody marked it, but its name is a SecretName and it is
+	// not explicitly allowed.
+	ReasonName Reason = "name"
+)
+
+// Rule is one stripped column and the reason it is stripped.
+type Rule struct {
+	Column string
+	Reason Reason
 }
 
-// New returns a Sanitizer that reads secret columns from reg.
+// Policy returns the sanitize policy of et's static columns, for review
+// (`changecast secrets`): stripped lists every column stripped and why, in
+// column order (the Go type's columns, then declared secret columns it
+// lacks); public lists the columns explicitly allowed although their names
+// may look secret. A column that appears later (ALTER TABLE) is not in
+// Policy's answer but is still stripped when its name is a SecretName.
+func Policy(et entities.EntityType) (stripped []Rule, public []string) {
+	for _, col := range staticColumns(et) {
+		if r := reason(et, col); r != "" {
+			stripped = append(stripped, Rule{Column: col, Reason: r})
+		}
+	}
+	return stripped, append([]string(nil), et.Public...)
+}
+
+// staticColumns lists et's known columns once each: Columns, then Secrets
+// and Public entries that are not among them.
+func staticColumns(et entities.EntityType) []string {
+	seen := make(map[string]bool, len(et.Columns)+len(et.Secrets)+len(et.Public))
+	var out []string
+	for _, list := range [][]string{et.Columns, et.Secrets, et.Public} {
+		for _, c := range list {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// reason decides one column of et: why it is stripped, or "" to keep it.
+func reason(et entities.EntityType, col string) Reason {
+	switch {
+	case et.IsMarked(col):
+		return ReasonMarked
+	case et.IsSecret(col):
+		return ReasonDeclared
+	case et.IsPublic(col):
+		return ""
+	case SecretName(col):
+		return ReasonName
+	}
+	return ""
+}
+
+// maxLazyColumns bounds the per-type cache of decisions about columns the
+// registry does not list (added by ALTER TABLE, or of a type without a Go
+// type); past it, such columns are decided on every row (SecretName is
+// cheap and does not allocate), so no input can grow memory without bound.
+const maxLazyColumns = 1024
+
+// typePolicy caches the decisions for one entity type. Registered types
+// never change, so the cache is valid for the Sanitizer's lifetime.
+type typePolicy struct {
+	et     entities.EntityType
+	static map[string]Reason // every static column; "" keeps it
+	lazy   sync.Map          // column -> Reason, for columns not in static
+	lazyN  atomic.Int64
+}
+
+func newTypePolicy(et entities.EntityType) *typePolicy {
+	p := &typePolicy{et: et, static: map[string]Reason{}}
+	for _, col := range staticColumns(et) {
+		p.static[col] = reason(et, col)
+	}
+	return p
+}
+
+func (p *typePolicy) reason(col string) Reason {
+	if r, ok := p.static[col]; ok {
+		return r
+	}
+	if r, ok := p.lazy.Load(col); ok {
+		return r.(Reason)
+	}
+	r := reason(p.et, col)
+	if p.lazyN.Load() < maxLazyColumns {
+		if _, loaded := p.lazy.LoadOrStore(col, r); !loaded {
+			p.lazyN.Add(1)
+		}
+	}
+	return r
+}
+
+// Stats counts what a Sanitizer removed since New. It carries no values
+// and no names taken from rows, so it is safe for /metrics.
+type Stats struct {
+	// NameColumns counts columns stripped by the name rule alone (not
+	// marked, not declared): a non-zero value means a secret-looking
+	// column nobody reviewed is flowing through the source table.
+	NameColumns uint64
+	// JSONRewritten counts json values rewritten because a secret-named
+	// key was removed from them.
+	JSONRewritten uint64
+	// InvalidJSON counts json values that did not parse and were replaced
+	// by null.
+	InvalidJSON uint64
+}
+
+// counters are a Sanitizer's Stats as they accumulate.
+type counters struct {
+	nameColumns, jsonRewritten, invalidJSON atomic.Uint64
+}
+
+// Sanitizer strips secrets using a registry, caching its decisions per
+// entity type and column. It is safe for concurrent use.
+type Sanitizer struct {
+	reg      *entities.Registry
+	policies sync.Map // type name -> *typePolicy
+	stats    counters
+}
+
+// New returns a Sanitizer that reads entity types from reg.
 func New(reg *entities.Registry) *Sanitizer {
 	return &Sanitizer{reg: reg}
+}
+
+// Stats returns the counts so far.
+func (s *Sanitizer) Stats() Stats {
+	return Stats{
+		NameColumns:   s.stats.nameColumns.Load(),
+		JSONRewritten: s.stats.jsonRewritten.Load(),
+		InvalidJSON:   s.stats.invalidJSON.Load(),
+	}
+}
+
+func (s *Sanitizer) policy(name string) (*typePolicy, error) {
+	if p, ok := s.policies.Load(name); ok {
+		return p.(*typePolicy), nil
+	}
+	et, err := s.reg.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	p, _ := s.policies.LoadOrStore(name, newTypePolicy(et))
+	return p.(*typePolicy), nil
 }
 
 // Change returns c with secrets removed from Payload and Previous. The
 // returned Change shares nothing mutable with c's rows.
 func (s *Sanitizer) Change(c entities.Change) (entities.Change, error) {
-	et, err := s.reg.Lookup(c.EntityType)
+	p, err := s.policy(c.EntityType)
 	if err != nil {
 		return entities.Change{}, fmt.Errorf("sanitize %s change: %w", c.Operation, err)
 	}
-	c.Payload = Row(et, c.Payload)
-	c.Previous = Row(et, c.Previous)
+	c.Payload = sanitizeRow(p, c.Payload, &s.stats)
+	c.Previous = sanitizeRow(p, c.Previous, &s.stats)
+	// The entity id is the key column's value: if that column's name looks
+	// secret (and nobody allowed it), the id must not leave either.
+	if key := p.et.Key; SecretName(key) && !p.et.IsPublic(key) {
+		c.EntityID = ""
+	}
 	return c, nil
 }
 
@@ -51,17 +242,138 @@ func (s *Sanitizer) Changes(batch []entities.Change) ([]entities.Change, error) 
 	return out, nil
 }
 
-// Row returns a copy of row without et's secret columns. A nil row stays nil.
+// Row returns a copy of row with every rule of the package applied for et:
+// columns marked, declared or (unless allowed) named secret are removed,
+// and secret-named keys are removed at any depth from the values kept. A
+// nil row stays nil. Row decides without the Sanitizer's cache; the
+// pipeline uses (*Sanitizer).Change.
 func Row(et entities.EntityType, row entities.Row) entities.Row {
+	return sanitizeRow(uncached{et}, row, nil)
+}
+
+// decider decides columns: why one is stripped, or "" to keep it.
+type decider interface{ reason(col string) Reason }
+
+// uncached decides from the entity type on every call.
+type uncached struct{ et entities.EntityType }
+
+func (u uncached) reason(col string) Reason { return reason(u.et, col) }
+
+func sanitizeRow(d decider, row entities.Row, st *counters) entities.Row {
 	if row == nil {
 		return nil
 	}
 	out := make(entities.Row, len(row))
 	for k, v := range row {
-		if et.IsSecret(k) {
-			continue
+		switch d.reason(k) {
+		case "":
+			out[k] = stripValue(v, st)
+		case ReasonName:
+			if st != nil {
+				st.nameColumns.Add(1)
+			}
 		}
-		out[k] = v
 	}
 	return out
+}
+
+// stripValue returns v without secret-named keys at any depth. v itself is
+// never modified: a container is copied when something inside it goes.
+func stripValue(v any, st *counters) any {
+	out, _ := strip(v, st)
+	return out
+}
+
+// strip is stripValue that also reports whether anything changed.
+func strip(v any, st *counters) (any, bool) {
+	switch x := v.(type) {
+	case json.RawMessage:
+		if len(x) == 0 {
+			return v, false // nil encodes as null: nothing inside
+		}
+		out, res := stripJSON(x)
+		switch res {
+		case jsonKept:
+			return v, false
+		case jsonStripped:
+			if st != nil {
+				st.jsonRewritten.Add(1)
+			}
+		case jsonInvalid:
+			if st != nil {
+				st.invalidJSON.Add(1)
+			}
+		}
+		return json.RawMessage(out), true
+	case map[string]any:
+		m, changed := stripMap(x, st)
+		if !changed {
+			return v, false
+		}
+		return m, true
+	case entities.Row:
+		m, changed := stripMap(x, st)
+		if !changed {
+			return v, false
+		}
+		return entities.Row(m), true
+	case []any:
+		var out []any
+		for i, e := range x {
+			ne, changed := strip(e, st)
+			if changed && out == nil {
+				out = make([]any, len(x))
+				copy(out, x[:i])
+			}
+			if out != nil {
+				out[i] = ne
+			}
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	case []json.RawMessage:
+		var out []json.RawMessage
+		for i, e := range x {
+			ne, changed := strip(e, st)
+			if changed && out == nil {
+				out = make([]json.RawMessage, len(x))
+				copy(out, x[:i])
+			}
+			if out != nil {
+				out[i] = ne.(json.RawMessage)
+			}
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	}
+	return v, false
+}
+
+// stripMap returns m without secret-named keys at any depth, and whether
+// anything changed; m itself is returned when nothing did.
+func stripMap(m map[string]any, st *counters) (map[string]any, bool) {
+	var out map[string]any // a copy of m, made at the first change
+	for k, e := range m {
+		if SecretName(k) {
+			if out == nil {
+				out = maps.Clone(m)
+			}
+			delete(out, k)
+			continue
+		}
+		if ne, changed := strip(e, st); changed {
+			if out == nil {
+				out = maps.Clone(m)
+			}
+			out[k] = ne
+		}
+	}
+	if out == nil {
+		return m, false
+	}
+	return out, true
 }
