@@ -52,6 +52,7 @@ const usage = `changecast streams committed PostgreSQL changes to WebSocket clie
 Usage:
   changecast serve   [flags]   watch the database and serve /api/v1/ws/events
   changecast token   [flags]   mint a JWT for a user and role (prints only the token)
+  changecast secrets           print which columns are stripped from every entity type, and why
   changecast version           print the build version
 
 Run "changecast <command> -h" for a command's flags. Every flag has a
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "token":
 		return runToken(args[1:], stdout, stderr)
+	case "secrets":
+		return runSecrets(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil

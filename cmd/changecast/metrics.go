@@ -53,6 +53,12 @@ func metricsHandler(p *pipeline, hub *wsapi.Server) http.Handler {
 	gauge("ws_queue_high_water_frames", "Most frames any client has had queued at once (bounded by the queue length).", func() float64 {
 		return float64(hub.QueueHighWater())
 	})
+	counter("sanitize_stripped_by_name_total", "Columns stripped only because their name looks secret (not marked or declared): review them with 'changecast secrets'.", func() float64 {
+		return float64(p.san.Stats().NameColumns)
+	})
+	counter("sanitize_json_rewritten_total", "json values rewritten because a secret-named key was removed.", func() float64 {
+		return float64(p.san.Stats().JSONRewritten)
+	})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/sanitize"
+)
+
+// runSecrets prints the sanitize policy: for every entity type, the columns
+// that are stripped and why, and the columns explicitly allowed despite a
+// secret-looking name, so an operator can review what leaves changecast.
+func runSecrets(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("secrets", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, et := range entities.DefaultRegistry().Types() {
+		stripped, public := sanitize.Policy(et)
+		fmt.Fprintf(tw, "%s (table %s)\n", et.Name, et.Table)
+		if len(stripped) == 0 && len(public) == 0 {
+			fmt.Fprintf(tw, "  (no column stripped by mark or declaration)\n")
+		}
+		for _, r := range stripped {
+			fmt.Fprintf(tw, "  %s\tstripped\t%s\n", r.Column, reasonText(r.Reason))
+		}
+		for _, col := range public {
+			fmt.Fprintf(tw, "  %s\tkept\texplicitly allowed despite a secret-looking name\n", col)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, strings.TrimLeft(`
+Every other column, including columns added later, is stripped when its
+name looks secret (password, secret, token, credential(s), api_key,
+private_key, jit_config, ...), and so is every such key at any depth inside
+json and jsonb values. See docs/security.md.
+`, "\n"))
+	return nil
+}
+
+func reasonText(r sanitize.Reason) string {
+	switch r {
+	case sanitize.ReasonMarked:
+		return "marked secret in the Go type"
+	case sanitize.ReasonDeclared:
+		return "declared secret at registration"
+	case sanitize.ReasonName:
+		return "its name looks secret"
+	default:
+		return string(r)
+	}
+}
