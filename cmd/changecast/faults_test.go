@@ -175,17 +175,13 @@ func TestServe_SlowClientCatchesUpFromJournal(t *testing.T) {
 	case <-time.After(time.Until(stalled.Add(maxStall))):
 	}
 	metrics := scrape(t, srv.addr)
-	if !strings.Contains(metrics, "changecast_ws_overflows_total 1") && !strings.Contains(metrics, "changecast_ws_overflows_total 2") {
+	if n := metricValue(t, metrics, "changecast_ws_overflows_total"); n < 1 {
 		t.Fatalf("the stalled client never overflowed its queue; the test does not exercise catch-up:\n%s", grep(metrics, "ws_"))
 	}
 
 	// The stalled client's memory is bounded by construction: at most
 	// QueueLen frames queued, then journal pages of bounded size.
-	hw := regexp.MustCompile(`(?m)^changecast_ws_queue_high_water_frames (\S+)$`).FindStringSubmatch(metrics)
-	if hw == nil {
-		t.Fatal("no queue high-water metric")
-	}
-	if n, _ := strconv.ParseFloat(hw[1], 64); n <= 0 || n > wsapi.DefaultQueueLen {
+	if n := metricValue(t, metrics, "changecast_ws_queue_high_water_frames"); n <= 0 || n > wsapi.DefaultQueueLen {
 		t.Fatalf("a client had %v frames queued; the queue is bounded at %d", n, wsapi.DefaultQueueLen)
 	}
 	runtime.GC()
@@ -241,6 +237,20 @@ func scrape(t testing.TB, addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// metricValue returns the value of an unlabelled metric in a scrape.
+func metricValue(t testing.TB, scrape, name string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(scrape)
+	if m == nil {
+		t.Fatalf("no metric %s in /metrics", name)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("metric %s = %q: %v", name, m[1], err)
+	}
+	return v
 }
 
 func grep(s, sub string) string {
@@ -399,8 +409,6 @@ func TestServe_Truncate(t *testing.T) {
 	}
 }
 
-var highWaterRE = regexp.MustCompile(`(?m)^changecast_journal_appender_high_water_changes (\S+)$`)
-
 func TestServe_HugeTransactionBoundedMemory(t *testing.T) {
 	const rows = 200_000
 	url := storetest.NewDatabase(t)
@@ -418,11 +426,7 @@ func TestServe_HugeTransactionBoundedMemory(t *testing.T) {
 			t.Fatalf("change %d is job %s", want, got)
 		}
 	}
-	m := highWaterRE.FindStringSubmatch(scrape(t, srv.addr))
-	if m == nil {
-		t.Fatalf("no high-water metric in /metrics")
-	}
-	hw, _ := strconv.ParseFloat(m[1], 64)
+	hw := metricValue(t, scrape(t, srv.addr), "changecast_journal_appender_high_water_changes")
 	// The bound is the appender's inline limit plus a chunk, whatever the
 	// transaction's size: far below the 200,000 rows.
 	if limit := float64(store.DefaultInlineMax + 2*1000); hw <= 0 || hw > limit {
