@@ -583,8 +583,8 @@ func TestReadTypes(t *testing.T) {
 		{"everything", &filter{all: true}, viewer, nil, false},
 		{"everything scoped", &filter{all: true}, scoped, []string{"job", "pool"}, false},
 		{"nothing", &filter{}, viewer, nil, true},
-		{"clauses", &filter{clauses: []clause{{"pool", opAll}, {"job", opCreate}, {"pool", opDelete}}}, viewer, []string{"job", "pool"}, false},
-		{"clause out of scope", &filter{clauses: []clause{{"user", opAll}}}, scoped, nil, true},
+		{"clauses", &filter{clauses: []clause{{entityType: "pool", ops: opAll}, {entityType: "job", ops: opCreate}, {entityType: "pool", ops: opDelete}}}, viewer, []string{"job", "pool"}, false},
+		{"clause out of scope", &filter{clauses: []clause{{entityType: "user", ops: opAll}}}, scoped, nil, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

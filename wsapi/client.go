@@ -48,7 +48,7 @@ type client struct {
 	catchingUp atomic.Bool
 
 	send    chan outFrame // live change frames; bounded (QueueLen), filled only by Publish, never blocking
-	replies chan []byte   // error frames from the reader, who waits for room (back-pressure on its own client)
+	replies chan reply    // responses and error frames from the reader, who waits for room (back-pressure on its own client)
 	pong    chan string   // pong payloads the writer owes; cap 1, extras dropped
 	wake    chan struct{} // cap 1: "re-check catch-up" (switched to catch-up, filter set)
 
@@ -71,6 +71,20 @@ type client struct {
 	running    atomic.Int32  // loops still running; see exit
 
 	w writerState // owned by writeLoop
+}
+
+// reply is a frame for this client only: data as is, or (resp set) an
+// envelope response, which the writer encodes when it writes it, because
+// its cursor is the client's position at that moment.
+type reply struct {
+	data []byte
+	resp *pendingResponse
+}
+
+// pendingResponse is an envelope response still to be encoded.
+type pendingResponse struct {
+	id     string
+	filter *filter
 }
 
 // feed is a client's place in the stream (guarded by hub.mu).
@@ -134,7 +148,7 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 		expiry:     claims.ExpiresAt.Time,
 		start:      time.Now(),
 		send:       make(chan outFrame, srv.cfg.QueueLen),
-		replies:    make(chan []byte, 4),
+		replies:    make(chan reply, 4),
 		pong:       make(chan string, 1),
 		wake:       make(chan struct{}, 1),
 		ctx:        ctx,
@@ -190,12 +204,13 @@ func (c *client) kick(r stopReason) {
 	})
 }
 
-// reply hands a frame for this client only (error frames) to the writer.
-// It waits for room rather than dropping or overflowing: only this client's
-// reader waits, and only while the client is not reading its own replies.
-func (c *client) reply(data []byte) {
+// reply hands a frame for this client only (responses, error frames) to
+// the writer. It waits for room rather than dropping or overflowing: only
+// this client's reader waits, and only while the client is not reading its
+// own replies.
+func (c *client) reply(r reply) {
 	select {
-	case c.replies <- data:
+	case c.replies <- r:
 	case <-c.stop:
 	case <-c.writerDone:
 	}
@@ -237,27 +252,67 @@ func (c *client) readLoop() {
 }
 
 // handleMessage applies one client message. A GARM filter replaces the whole
-// filter and gets no reply; anything invalid gets an error frame and leaves
-// the previous filter in place. A live client's new filter applies from the
-// next Publish; a catching-up client's from its next journal page.
+// filter and gets no reply; an envelope request gets exactly one reply with
+// its id (a response, or an error frame); anything invalid gets an error
+// frame and leaves the previous filter in place. A live client's new filter
+// applies from the next Publish; a catching-up client's from its next
+// journal page. The reader is the only goroutine that stores the filter, so
+// reading it, deriving the next one and storing that is not racy.
 func (c *client) handleMessage(mt int, data []byte) {
 	if mt != websocket.TextMessage {
-		c.reply(encodeError("", 400, "binary messages are not supported; send filters as JSON text messages"))
+		c.reply(reply{data: encodeError("", 400, "binary messages are not supported; send filters as JSON text messages")})
 		return
 	}
-	f, err := parseFilter(data, c.srv.cfg.Registry, c.scope)
+	cur := c.filter.Load()
+	msg, err := c.parseCtx().applyMessage(cur, data)
 	if err != nil {
-		msg := "invalid message"
+		text := "invalid message"
 		var fe *filterError
 		if errors.As(err, &fe) {
-			msg = fe.msg
+			text = fe.msg
 		}
-		c.reply(encodeError("", 400, msg))
+		c.reply(reply{data: encodeError(msg.id, 400, text)})
 		return
 	}
-	c.filter.Store(f)
-	c.wakeWriter() // a resuming client starts reading the journal now
-	c.log.Debug("websocket filter set", "send_everything", f.all, "clauses", len(f.clauses))
+	changed := msg.next != cur
+	if changed {
+		c.filter.Store(msg.next)
+		if f := msg.next; f != nil {
+			c.log.Debug("websocket filter set", "send_everything", f.all, "clauses", len(f.clauses))
+		}
+	}
+	if msg.envelope {
+		// Queued before the wake-up, and the writer serves replies
+		// before catch-up pages, so a resuming client normally gets
+		// the response before the replay it starts.
+		c.reply(reply{resp: &pendingResponse{id: msg.id, filter: msg.next}})
+	}
+	if changed {
+		c.wakeWriter() // a resuming client starts reading the journal now
+	}
+}
+
+func (c *client) parseCtx() parseCtx {
+	return parseCtx{reg: c.srv.cfg.Registry, sc: c.scope, secret: c.srv.cfg.SecretField}
+}
+
+// writeResponse writes an envelope response. Its cursor is the client's
+// position, read now: the new filter was stored before the request was
+// queued, so every change after the position goes through it (Publish and
+// catch-up pages load the filter after this point, and a catch-up page
+// never runs concurrently with this, the writer's own code). Frames already
+// queued (all at or below the position) are written first, so every change
+// frame after the response has a cursor above the response's.
+func (c *client) writeResponse(r *pendingResponse) error {
+	pos := c.srv.hub.position(c)
+	for n := len(c.send); n > 0; n-- {
+		f := <-c.send
+		if err := c.write(f.msg, nil); err != nil {
+			return err
+		}
+		c.w.lastCursor = f.cursor
+	}
+	return c.write(nil, encodeResponse(r.id, r.filter, pos))
 }
 
 // closedChan is always ready: the writer selects on it when it has
@@ -297,10 +352,10 @@ func (c *client) writeLoop() {
 		var retry <-chan time.Time
 		if c.w.retry != nil {
 			retry = c.w.retry.C
-		} else if c.catchingUp.Load() && len(c.send) == 0 && c.filter.Load() != nil {
+		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
-			// written (Publish queues nothing more), and the client
-			// has said what it wants.
+			// written (Publish queues nothing more), no reply is
+			// waiting, and the client has said what it wants.
 			work = closedChan
 		}
 		var err error
@@ -310,8 +365,12 @@ func (c *client) writeLoop() {
 			if err == nil {
 				c.w.lastCursor = f.cursor
 			}
-		case data := <-c.replies:
-			err = c.write(nil, data)
+		case r := <-c.replies:
+			if r.resp != nil {
+				err = c.writeResponse(r.resp)
+			} else {
+				err = c.write(nil, r.data)
+			}
 		case data := <-c.pong:
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
 		case <-ping.C:

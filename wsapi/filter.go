@@ -96,11 +96,12 @@ func maskOf(op entities.Operation) opMask {
 	return 0
 }
 
-// clause is one GARM filter entry: the entity type must match and the
-// operation must be in ops.
+// clause is one GARM filter entry: the entity type must match, the
+// operation must be in ops, and every field condition in match must hold.
 type clause struct {
 	entityType string
 	ops        opMask
+	match      []fieldMatch // AND-ed, sorted by field; nil = no conditions
 }
 
 // filter is a parsed, validated client filter. It is immutable once built,
@@ -121,12 +122,27 @@ func (f *filter) matches(c *entities.Change) bool {
 		return true
 	}
 	m := maskOf(c.Operation)
-	for _, cl := range f.clauses {
-		if cl.entityType == c.EntityType && cl.ops&m != 0 {
+	for i := range f.clauses {
+		cl := &f.clauses[i]
+		if cl.entityType == c.EntityType && cl.ops&m != 0 && matchFields(cl.match, c) {
 			return true
 		}
 	}
 	return false
+}
+
+// parseCtx is what validating a client message needs: the registry, the
+// token's scope and the secret-field rule.
+type parseCtx struct {
+	reg *entities.Registry
+	sc  scope
+	// secret reports whether a column may not be matched on (see
+	// Config.SecretField); nil means entities.EntityType.IsSecret only.
+	secret func(entities.EntityType, string) bool
+}
+
+func (pc parseCtx) isSecret(et entities.EntityType, col string) bool {
+	return et.IsSecret(col) || (pc.secret != nil && pc.secret(et, col))
 }
 
 // filterError is a problem with a client message; its text goes back to the
@@ -155,8 +171,14 @@ func quote(s string) string {
 // must have the right JSON type, entity types must be registered and allowed
 // by sc, operations must be known. Null is accepted for the two arrays
 // because GARM's Go client encodes empty slices that way.
-func parseFilter(data []byte, reg *entities.Registry, sc scope) (*filter, error) {
-	top, err := objectMembers(data, "message", "send-everything", "filters")
+func (pc parseCtx) parseFilter(data []byte) (*filter, error) {
+	return pc.parseFilterObject(data, "message")
+}
+
+// parseFilterObject parses a GARM filter object; what names it in error
+// messages ("message", or "args" inside an envelope).
+func (pc parseCtx) parseFilterObject(data []byte, what string) (*filter, error) {
+	top, err := objectMembers(data, what, "send-everything", "filters")
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +197,7 @@ func parseFilter(data []byte, reg *entities.Registry, sc scope) (*filter, error)
 	// GARM ignores filters when send-everything is set; they are still
 	// validated so a mistake is reported rather than silently kept.
 	for i, raw := range entries {
-		cl, err := parseClause(raw, i, reg, sc)
+		cl, err := pc.parseClause(raw, fmt.Sprintf("filters[%d]", i))
 		if err != nil {
 			return nil, err
 		}
@@ -187,9 +209,9 @@ func parseFilter(data []byte, reg *entities.Registry, sc scope) (*filter, error)
 	return f, nil
 }
 
-func parseClause(raw json.RawMessage, i int, reg *entities.Registry, sc scope) (clause, error) {
-	what := fmt.Sprintf("filters[%d]", i)
-	m, err := objectMembers(raw, what, "entity-type", "operations")
+// parseClause parses one filter object; what names it in error messages.
+func (pc parseCtx) parseClause(raw json.RawMessage, what string) (clause, error) {
+	m, err := objectMembers(raw, what, "entity-type", "operations", "match")
 	if err != nil {
 		return clause{}, err
 	}
@@ -201,16 +223,9 @@ func parseClause(raw json.RawMessage, i int, reg *entities.Registry, sc scope) (
 	if err := decodeMember(rawType, &cl.entityType); err != nil || isNull(rawType) {
 		return clause{}, filterErrorf(`%s: "entity-type" must be a string`, what)
 	}
-	if _, err := reg.Lookup(cl.entityType); err != nil {
-		return clause{}, filterErrorf("unknown entity type %s; known: %s", quote(cl.entityType), strings.Join(reg.Names(), ", "))
-	}
-	if !sc.allows(cl.entityType) {
-		allowed := sc.allowedNames(reg)
-		list := strings.Join(allowed, ", ")
-		if len(allowed) == 0 {
-			list = "none"
-		}
-		return clause{}, filterErrorf("entity type %s is not allowed for this token; allowed: %s", quote(cl.entityType), list)
+	et, err := pc.lookupType(cl.entityType)
+	if err != nil {
+		return clause{}, err
 	}
 	var ops []json.RawMessage
 	if rawOps, ok := m["operations"]; ok && !isNull(rawOps) {
@@ -232,7 +247,29 @@ func parseClause(raw json.RawMessage, i int, reg *entities.Registry, sc scope) (
 	if cl.ops == 0 {
 		cl.ops = opAll
 	}
+	if rawMatch, ok := m["match"]; ok && !isNull(rawMatch) {
+		if cl.match, err = pc.parseMatch(rawMatch, what, et); err != nil {
+			return clause{}, err
+		}
+	}
 	return cl, nil
+}
+
+// lookupType checks that name is a registered type the scope allows.
+func (pc parseCtx) lookupType(name string) (entities.EntityType, error) {
+	et, err := pc.reg.Lookup(name)
+	if err != nil {
+		return entities.EntityType{}, filterErrorf("unknown entity type %s; known: %s", quote(name), strings.Join(pc.reg.Names(), ", "))
+	}
+	if !pc.sc.allows(name) {
+		allowed := pc.sc.allowedNames(pc.reg)
+		list := strings.Join(allowed, ", ")
+		if len(allowed) == 0 {
+			list = "none"
+		}
+		return entities.EntityType{}, filterErrorf("entity type %s is not allowed for this token; allowed: %s", quote(name), list)
+	}
+	return et, nil
 }
 
 func joinOperations() string {
@@ -245,7 +282,7 @@ func joinOperations() string {
 
 // objectMembers decodes data as one JSON object whose keys are all in
 // allowed, each at most once, and returns the raw members. what names the
-// object in error messages.
+// object in error messages. With no allowed keys, any key is accepted.
 func objectMembers(data []byte, what string, allowed ...string) (map[string]json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -266,7 +303,7 @@ func objectMembers(data []byte, what string, allowed ...string) (map[string]json
 		if !ok {
 			return nil, filterErrorf("%s: invalid JSON", what)
 		}
-		if !slices.Contains(allowed, key) {
+		if allowed != nil && !slices.Contains(allowed, key) {
 			return nil, filterErrorf("%s: unknown key %s; known: %s", what, quote(key), strings.Join(allowed, ", "))
 		}
 		if _, dup := out[key]; dup {

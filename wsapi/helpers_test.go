@@ -381,3 +381,9 @@ func chg(entityType string, op entities.Operation, id string) entities.Change {
 // marker is a pool create with id "marker": publishing it after changes
 // that must not arrive proves they did not, if it is the first frame read.
 func marker() entities.Change { return chg("pool", entities.OpCreate, "marker") }
+
+// parseFilter parses a GARM filter message for an admin-free context with
+// the default secret rule (EntityType.IsSecret only).
+func parseFilter(data []byte, reg *entities.Registry, sc scope) (*filter, error) {
+	return parseCtx{reg: reg, sc: sc}.parseFilter(data)
+}

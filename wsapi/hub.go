@@ -140,6 +140,13 @@ func (h *hub) countCatchingUp() int {
 	return n
 }
 
+// position returns c's position: the last cursor delivered or skipped.
+func (h *hub) position(c *client) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return c.feed.pos
+}
+
 // head returns the highest cursor given to Publish.
 func (h *hub) head() int64 {
 	h.mu.Lock()

@@ -142,7 +142,7 @@ func TestServer_ViewerFilterOutOfScope(t *testing.T) {
 // a filter that (by a bug elsewhere) names a forbidden type.
 func TestClient_WantsEnforcesScope(t *testing.T) {
 	c := &client{scope: newScope(&Claims{Role: RoleViewer, Scope: []string{"pool", "user"}})}
-	c.filter.Store(&filter{clauses: []clause{{"user", opAll}, {"job", opAll}, {"pool", opCreate}}})
+	c.filter.Store(&filter{clauses: []clause{{entityType: "user", ops: opAll}, {entityType: "job", ops: opAll}, {entityType: "pool", ops: opCreate}}})
 	for _, tc := range []struct {
 		ch   entities.Change
 		want bool

@@ -133,6 +133,12 @@ type Config struct {
 	// only. Requests without an Origin header (non-browsers) are always
 	// allowed; they authenticate with a token anyway.
 	AllowedOrigins []string
+	// SecretField reports whether a column of an entity type is secret
+	// beyond the type's declared secrets (EntityType.IsSecret, always
+	// applied): a field filter ("match") naming such a column is refused.
+	// cmd/changecast passes sanitize's rule, so a client can never learn a
+	// stripped value by matching on it. nil: EntityType.IsSecret only.
+	SecretField func(et entities.EntityType, column string) bool
 }
 
 // Server serves the WebSocket event stream and the health endpoints, and
