@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/changecast/changecast/store/storetest"
 )
 
 func TestSecrets_PrintsPolicy(t *testing.T) {
@@ -25,5 +29,31 @@ func TestSecrets_PrintsPolicy(t *testing.T) {
 		if !regexp.MustCompile(want).MatchString(out.String()) {
 			t.Errorf("output lacks %s:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestServe_MatchRefusesSecretFields(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	dataDir := t.TempDir()
+	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_match"}, nil)
+	srv.waitReady(t)
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	for _, tc := range []struct{ filter, want string }{
+		{`{"filters": [{"entity-type": "repository", "match": {"webhook_secret": "x"}}]}`, `field \"webhook_secret\" is secret`},
+		{`{"filters": [{"entity-type": "user", "match": {"password": "x"}}]}`, `field \"password\" is secret`},
+	} {
+		sendJSON(t, ws, tc.filter)
+		if f := readFrame(t, ws, 10*time.Second); f.Namespace != "error" || !strings.Contains(string(f.raw), tc.want) {
+			t.Fatalf("%s: got %s, want an error containing %s", tc.filter, f.raw, tc.want)
+		}
+	}
+	// A harmless field, explicitly allowed despite its name, can be matched.
+	sendJSON(t, ws, `{"filters": [{"entity-type": "repository", "match": {"credentials_id": "00000000-0000-4000-8000-000000000001", "name": ["a", "b"]}}]}`)
+	filterApplied(t, ws)
+	db := connect(t, url)
+	exec1(t, db, "INSERT INTO repositories (name, credentials_id) VALUES ('c', '00000000-0000-4000-8000-000000000001')")
+	exec1(t, db, "INSERT INTO repositories (name, credentials_id) VALUES ('b', '00000000-0000-4000-8000-000000000001')")
+	if f, _ := readChange(t, ws, 10*time.Second); f.Payload["name"] != "b" {
+		t.Fatalf("got %s, want only the repository matching name in [a b]", f.raw)
 	}
 }

@@ -138,8 +138,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		Registry: reg,
 		Auth:     auth,
 		Journal:  journalReader{db},
-		Logger:   log.With("component", "wsapi"),
-		Ready:    pipe.streaming,
+		// A filter may not test a field that sanitize would strip.
+		SecretField: func(et entities.EntityType, col string) bool {
+			return !et.IsPublic(col) && sanitize.SecretName(col)
+		},
+		Logger: log.With("component", "wsapi"),
+		Ready:  pipe.streaming,
 	})
 	if err != nil {
 		return err
