@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
-	"github.com/changecast/changecast/store/storetest"
 )
 
 // canaries hands out unique secret values and remembers every one, so the
@@ -110,10 +109,7 @@ func (ce canaryEntity) secretValues(c *canaries) map[string]string {
 func (ce canaryEntity) where() string { return fmt.Sprintf("%s = %s", ce.et.Key, ce.key) }
 
 func TestCanary_NoSecretLeavesByAnyPath(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_canary"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_canary")
 	token := mintToken(t, dataDir, "admin")
 	secret, err := os.ReadFile(dataDir + "/jwt-secret")
 	if err != nil {

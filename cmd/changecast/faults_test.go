@@ -123,10 +123,7 @@ func TestServe_SlowClientCatchesUpFromJournal(t *testing.T) {
 	// A client may stop reading for up to the write timeout (10 s) before
 	// the server gives up on it; it stalls for less than that.
 	const maxStall = 6 * time.Second
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_slow"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_slow")
 	token := mintToken(t, dataDir, "admin")
 	fast := dialWS(t, srv.addr, token)
 	sendJSON(t, fast, `{"send-everything": true}`)
@@ -264,10 +261,7 @@ func grep(s, sub string) string {
 }
 
 func TestServe_ResumeSince(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_resume"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_resume")
 	token := mintToken(t, dataDir, "admin")
 	db := connect(t, url)
 	first := dialSince(t, srv.addr, token, 0)
@@ -347,10 +341,7 @@ func TestServe_ResumeSince(t *testing.T) {
 }
 
 func TestServe_UnchangedToastKeepsValue(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_toast"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_toast")
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"send-everything": false, "filters": [{"entity-type": "instance"}]}`)
 	db := connect(t, url)
@@ -376,10 +367,7 @@ func TestServe_UnchangedToastKeepsValue(t *testing.T) {
 }
 
 func TestServe_Truncate(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_truncate"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_truncate")
 	token := mintToken(t, dataDir, "admin")
 	all := dialWS(t, srv.addr, token)
 	sendJSON(t, all, `{"send-everything": true}`)
@@ -411,10 +399,7 @@ func TestServe_Truncate(t *testing.T) {
 
 func TestServe_HugeTransactionBoundedMemory(t *testing.T) {
 	const rows = 200_000
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_huge", chunkSize: 1000}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_huge", func(c *serveConfig) { c.chunkSize = 1000 })
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"send-everything": false, "filters": [{"entity-type": "job", "operations": ["create"]}]}`)
 	filterApplied(t, ws)

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/changecast/changecast/store/storetest"
 )
 
 func TestSecrets_PrintsPolicy(t *testing.T) {
@@ -33,10 +31,7 @@ func TestSecrets_PrintsPolicy(t *testing.T) {
 }
 
 func TestServe_MatchRefusesSecretFields(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_match"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_match")
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	for _, tc := range []struct{ filter, want string }{
 		{`{"filters": [{"entity-type": "repository", "match": {"webhook_secret": "x"}}]}`, `field \"webhook_secret\" is secret`},

@@ -125,14 +125,13 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	}
 
 	pipe := &pipeline{
-		db:       db,
-		reg:      reg,
-		san:      sanitize.New(reg),
-		url:      dbURL,
-		slot:     cfg.slot,
-		chunk:    cfg.chunkSize,
-		log:      log,
-		restarts: new(atomic.Uint64),
+		db:    db,
+		reg:   reg,
+		san:   sanitize.New(reg),
+		url:   dbURL,
+		slot:  cfg.slot,
+		chunk: cfg.chunkSize,
+		log:   log,
 	}
 	hub, err := wsapi.NewServer(wsapi.Config{
 		Registry: reg,
@@ -270,7 +269,7 @@ type pipeline struct {
 	current   atomic.Pointer[watcher.Watcher] // the running watcher, for readiness and metrics
 	appender  atomic.Pointer[store.Appender]  // the running appender, for metrics
 	highWater atomic.Int64                    // most changes a finished appender held in memory at once
-	restarts  *atomic.Uint64
+	restarts  atomic.Uint64
 }
 
 func (p *pipeline) streaming() bool {

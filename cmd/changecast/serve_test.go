@@ -114,6 +114,22 @@ func startServe(t testing.TB, cfg serveConfig, beforeWatch func(addr string)) *i
 	return in
 }
 
+// readyServer runs serve on a fresh database with its own replication slot
+// and returns once the watcher is streaming, with the database URL and the
+// data dir (for minting tokens). tweaks adjust the configuration.
+func readyServer(t testing.TB, slot string, tweaks ...func(*serveConfig)) (srv *instance, url, dataDir string) {
+	t.Helper()
+	url = storetest.NewDatabase(t)
+	dataDir = t.TempDir()
+	cfg := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: slot}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
+	srv = startServe(t, cfg, nil)
+	srv.waitReady(t)
+	return srv, url, dataDir
+}
+
 // waitReady polls /readyz until the watcher is streaming.
 func (in *instance) waitReady(t testing.TB) {
 	t.Helper()
@@ -264,10 +280,7 @@ func entityCases() []sqlCase {
 }
 
 func TestServe_EveryEntityType(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_every"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_every")
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"send-everything": true}`)
 	db := connect(t, url)
@@ -322,10 +335,7 @@ func TestServe_EveryEntityType(t *testing.T) {
 }
 
 func TestServe_TypedPayload(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_typed"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_typed")
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"send-everything": false, "filters": [{"entity-type": "pool", "operations": ["create"]}]}`)
 	db := connect(t, url)
@@ -361,10 +371,7 @@ func TestServe_TypedPayload(t *testing.T) {
 }
 
 func TestServe_TransactionsInCommitOrder(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	dataDir := t.TempDir()
-	srv := startServe(t, serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_order"}, nil)
-	srv.waitReady(t)
+	srv, url, dataDir := readyServer(t, "cc_order")
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"send-everything": false, "filters": [{"entity-type": "controller"}]}`)
 	a, b := connect(t, url), connect(t, url)
