@@ -457,3 +457,25 @@ func TestServe_SecondInstanceWaitsAsStandby(t *testing.T) {
 		t.Fatalf("got %s", f.raw)
 	}
 }
+
+func TestServe_ExplainsMissingLogicalReplication(t *testing.T) {
+	cfg := storetest.Config(storetest.TempDir(t))
+	cfg.Settings["wal_level"] = "replica"
+	ctx, cancel := context.WithTimeout(context.Background(), storetest.StartTimeout)
+	defer cancel()
+	l, err := store.StartLocal(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start cluster with wal_level=replica: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+
+	var out, errb strings.Builder
+	err = run(ctx, []string{"serve", "--database-url", l.URL(), "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, &out, &errb)
+	want := "wal_level is replica; set wal_level=logical in postgresql.conf and restart PostgreSQL"
+	if err == nil || err.Error() != want {
+		t.Fatalf("serve = %v, want exactly %q", err, want)
+	}
+	if strings.Contains(out.String(), "serving on") {
+		t.Fatalf("serve announced itself on a server it cannot watch:\n%s", out.String())
+	}
+}

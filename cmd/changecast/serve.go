@@ -120,6 +120,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
+	// Prerequisites first, so a misconfigured server gets Check's one clear
+	// message rather than the error of whatever step trips over it. A slot
+	// in use means another changecast runs: this one will wait as standby.
+	if err := probe.Check(ctx); err != nil && !errors.Is(err, watcher.ErrSlotInUse) {
+		return err
+	}
 	if err := probe.EnsureSlot(ctx); err != nil {
 		return fmt.Errorf("replication slot: %w", err)
 	}
