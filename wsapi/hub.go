@@ -2,6 +2,7 @@ package wsapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -345,8 +346,23 @@ func prepareChange(ch *entities.Change) (*websocket.PreparedMessage, error) {
 	return websocket.NewPreparedMessage(websocket.TextMessage, data)
 }
 
+// logUnencodable reports a change that could not be encoded. encoding/json's
+// errors quote the offending value (`invalid number literal "…"`), and a
+// row value must never reach a log, so only the error's type is logged.
 func logUnencodable(log *slog.Logger, ch *entities.Change, err error) {
 	log.Error("encode change; change dropped",
 		"entity_type", ch.EntityType, "entity_id", ch.EntityID, "cursor", ch.Cursor,
-		"operation", string(ch.Operation), "err", err)
+		"operation", string(ch.Operation), "err_type", innermostType(err))
+}
+
+// innermostType names the type of the innermost wrapped error, e.g.
+// *json.SyntaxError: enough to tell what went wrong without its message.
+func innermostType(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return fmt.Sprintf("%T", err)
+		}
+		err = next
+	}
 }

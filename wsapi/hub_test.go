@@ -252,6 +252,9 @@ func TestServer_UnencodableChangeSkipped(t *testing.T) {
 	bad.Payload["cost_per_hour"] = json.Number("not-a-number")
 	e.publish([]entities.Change{bad, marker()})
 	expectKeys(t, conn, "pool/create/marker")
+	if strings.Contains(e.logs.String(), "not-a-number") {
+		t.Fatalf("the unencodable row value reached the log:\n%s", e.logs.String())
+	}
 	if !strings.Contains(e.logs.String(), "change dropped") {
 		t.Fatal("the dropped change was not logged")
 	}
