@@ -102,6 +102,12 @@ func staticColumns(et entities.EntityType) []string {
 	return out
 }
 
+// Stripped reports whether column col of et is removed from every row:
+// marked, declared, or (unless explicitly public) secret by name. Callers
+// that must treat a column as secret (a filter may not match on it) ask
+// here rather than re-deriving the rule.
+func Stripped(et entities.EntityType, col string) bool { return reason(et, col) != "" }
+
 // reason decides one column of et: why it is stripped, or "" to keep it.
 func reason(et entities.EntityType, col string) Reason {
 	switch {
@@ -221,7 +227,7 @@ func (s *Sanitizer) Change(c entities.Change) (entities.Change, error) {
 	c.Previous = sanitizeRow(p, c.Previous, &s.stats)
 	// The entity id is the key column's value: if that column's name looks
 	// secret (and nobody allowed it), the id must not leave either.
-	if key := p.et.Key; SecretName(key) && !p.et.IsPublic(key) {
+	if Stripped(p.et, p.et.Key) {
 		c.EntityID = ""
 	}
 	return c, nil

@@ -144,11 +144,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		Auth:     auth,
 		Journal:  journalReader{db},
 		// A filter may not test a field that sanitize would strip.
-		SecretField: func(et entities.EntityType, col string) bool {
-			return !et.IsPublic(col) && sanitize.SecretName(col)
-		},
-		Logger: log.With("component", "wsapi"),
-		Ready:  pipe.streaming,
+		SecretField: sanitize.Stripped,
+		Logger:      log.With("component", "wsapi"),
+		Ready:       pipe.streaming,
 	})
 	if err != nil {
 		return err
