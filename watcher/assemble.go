@@ -337,10 +337,10 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 	}
 	var old, cur entities.Row
 	var unchanged []string
-	var keyText string
+	var keyText, oldKey string
 	var err error
 	if oldTuple != nil {
-		old, _, _, err = a.tuple(rel, oldTuple, oldKind == pglogrepl.UpdateMessageTupleTypeKey, nil)
+		old, _, oldKey, err = a.tuple(rel, oldTuple, oldKind == pglogrepl.UpdateMessageTupleTypeKey, nil)
 		if err != nil {
 			return fmt.Errorf("old tuple of %s: %w", rel.name, err)
 		}
@@ -363,10 +363,10 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 	case entities.OpDelete:
 		c.Payload = old
 	}
-	if keyText == "" && oldTuple != nil {
+	if keyText == "" {
 		// Deletes, and updates whose new key was not sent: the key is
 		// in the old tuple (always, for 'K' and 'O').
-		_, _, keyText, _ = a.tuple(rel, oldTuple, oldKind == pglogrepl.UpdateMessageTupleTypeKey, nil)
+		keyText = oldKey
 	}
 	c.EntityID = keyText
 	if c.Payload == nil {

@@ -175,4 +175,25 @@ func TestNew_Validates(t *testing.T) {
 	if strings.Contains(w.redactedURL(), "secret") {
 		t.Errorf("redacted URL %q holds the password", w.redactedURL())
 	}
+	for _, u := range []string{
+		"postgres://bob@localhost/db?password=hunter2&sslmode=disable",
+		"postgres://bob@localhost/db?sslpassword=hunter2",
+		"postgres://bob:hunter2@localhost/db?PASSWORD=hunter2",
+	} {
+		w, err := New(Config{URL: u, Registry: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := w.redactedURL(); strings.Contains(got, "hunter2") || !strings.Contains(got, "localhost/db") {
+			t.Errorf("redactedURL(%q) = %q: password kept or URL lost", u, got)
+		}
+	}
+	// The redacted URL is what Check's errors carry.
+	w, err = New(Config{URL: "postgres://bob@127.0.0.1:1/db?password=hunter2&connect_timeout=1", Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Check(context.Background()); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Check on an unreachable server = %v: want an error without the password", err)
+	}
 }

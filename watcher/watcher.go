@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -214,10 +215,20 @@ func (w *Watcher) sawWALEnd(lsn entities.LSN) {
 
 // redactedURL returns cfg.URL without its password, for logs and errors.
 func (w *Watcher) redactedURL() string {
-	if u, err := url.Parse(w.cfg.URL); err == nil && u.Scheme != "" {
-		return u.Redacted()
+	u, err := url.Parse(w.cfg.URL)
+	if err != nil || u.Scheme == "" {
+		return "(keyword/value DSN)"
 	}
-	return "(keyword/value DSN)"
+	// url.URL.Redacted masks only user:password@; libpq URLs may also carry
+	// the password (or sslpassword) as a query parameter.
+	q := u.Query()
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.Redacted()
 }
 
 // replicationConfig returns the connection settings of the replication
