@@ -275,7 +275,7 @@ func (a *Appender) Run(ctx context.Context, in <-chan entities.Transaction) erro
 		return nil
 	}
 	if err != nil {
-		a.broken = err
+		a.broken = redactErr(err, a.url) // printed again by later calls
 		return redactErr(fmt.Errorf("append journal: %w", err), a.url)
 	}
 	return nil

@@ -491,6 +491,14 @@ func (l *Local) bootstrap(ctx context.Context, fresh bool) error {
 		if err != nil {
 			return err
 		}
+		// Keep the statement out of the server log: log_statement could be
+		// set to ddl or all, and a failing statement is logged by default;
+		// the log's tail is copied into start-up errors.
+		for _, set := range []string{"SET log_statement = 'none'", "SET log_min_error_statement = 'panic'"} {
+			if _, err := conn.Exec(ctx, set); err != nil {
+				return fmt.Errorf("reset password of %s: %w", l.cfg.User, err)
+			}
+		}
 		// The password is hex, so quoting it is trivial.
 		if _, err := conn.Exec(ctx, "ALTER ROLE "+pgx.Identifier{l.cfg.User}.Sanitize()+" PASSWORD '"+password+"'"); err != nil {
 			return fmt.Errorf("reset password of %s: %w", l.cfg.User, err)

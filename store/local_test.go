@@ -310,12 +310,30 @@ func TestLocal_ReuseDataDir(t *testing.T) {
 	if got := queryOne(t, l2.TCPURL("changecast"), "SELECT 'ok'"); got != "ok" {
 		t.Errorf("TCP query = %q", got)
 	}
+	pass, err := os.ReadFile(l2.PassFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Split(strings.TrimSpace(string(pass)), ":")
+	password := fields[len(fields)-1]
+	serverLog, err := os.ReadFile(l2.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(password) < 16 || strings.Contains(string(serverLog), password) {
+		t.Fatalf("the regenerated password (%d chars) appears in the server log", len(password))
+	}
+	if !strings.Contains(string(serverLog), "statement:") {
+		t.Fatal("log_statement=all logged nothing: the test proves nothing")
+	}
 }
 
 func TestLocal_PassFileRecreated(t *testing.T) {
 	t.Parallel()
 	dir := storetest.TempDir(t)
 	cfg := storetest.Config(dir)
+	// Every statement logged: the new password must still not be.
+	cfg.Settings["log_statement"] = "all"
 	ctx := testCtx(t)
 	l, err := store.StartLocal(ctx, cfg)
 	if err != nil {
@@ -334,6 +352,22 @@ func TestLocal_PassFileRecreated(t *testing.T) {
 	t.Cleanup(func() { l2.Close() })
 	if got := queryOne(t, l2.TCPURL("changecast"), "SELECT 'ok'"); got != "ok" {
 		t.Errorf("TCP query = %q", got)
+	}
+	pass, err := os.ReadFile(l2.PassFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Split(strings.TrimSpace(string(pass)), ":")
+	password := fields[len(fields)-1]
+	serverLog, err := os.ReadFile(l2.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(password) < 16 || strings.Contains(string(serverLog), password) {
+		t.Fatalf("the regenerated password (%d chars) appears in the server log", len(password))
+	}
+	if !strings.Contains(string(serverLog), "statement:") {
+		t.Fatal("log_statement=all logged nothing: the test proves nothing")
 	}
 }
 
