@@ -38,6 +38,18 @@ type serveConfig struct {
 	// beforeWatch, when set (tests only), runs once the HTTP listener is up
 	// and before the watcher starts, with the listen address.
 	beforeWatch func(addr string)
+	// started, when set (demo and tests), runs once the HTTP listener is up
+	// and the pipeline is starting, with what a caller needs to drive the
+	// server: its address, the database URL it watches and its Auth.
+	started func(serveInfo)
+}
+
+// serveInfo describes a running serve, for the started hook.
+type serveInfo struct {
+	Addr        string       // HTTP listen address, host:port
+	DatabaseURL string       // the database watched (embedded or given); contains its password
+	Local       *store.Local // the embedded PostgreSQL, nil when a URL was given
+	Auth        *wsapi.Auth  // mints tokens the server accepts
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -203,6 +215,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		pipeDone <- err
 		return err
 	})
+	if cfg.started != nil {
+		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, Local: local, Auth: auth})
+	}
 	retCtx, stopRetention := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRetention()
 	parts.Go(func() error {
