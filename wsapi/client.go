@@ -40,6 +40,10 @@ type client struct {
 	// mutated.
 	filter atomic.Pointer[filter]
 
+	// index is where the hub's fan-out index lists the client. Guarded
+	// by srv.hub.mu.
+	index indexEntry
+
 	// feed is the client's place in the stream. Guarded by srv.hub.mu
 	// (see hub's lock rules), not by a mutex of its own.
 	feed feed
@@ -276,7 +280,7 @@ func (c *client) handleMessage(mt int, data []byte) {
 	}
 	changed := msg.next != cur
 	if changed {
-		c.filter.Store(msg.next)
+		c.srv.hub.setFilter(c, msg.next)
 		if f := msg.next; f != nil {
 			c.log.Debug("websocket filter set", "send_everything", f.all, "clauses", len(f.clauses))
 		}

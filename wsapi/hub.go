@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -61,6 +62,22 @@ type hub struct {
 		clients map[*client]struct{}
 		closing bool
 		head    int64 // highest cursor given to Publish
+
+		// The fan-out index: every client with a filter is in exactly one
+		// of everything (send-everything with no scope list) or byType
+		// under each entity type its filter, narrowed by its scope, can
+		// select. Publish visits only the clients indexed under a
+		// change's type, so a change costs nothing for connections that
+		// cannot want it. Maintained by setFilter and unregister.
+		everything map[*client]struct{}
+		byType     map[string]map[*client]struct{}
+
+		// fellBehind collects clients switched to catch-up during a
+		// publish, logged after the lock is released.
+		fellBehind []*client
+		// visits counts client visits by publish, so tests can check
+		// that the index spares uninterested connections.
+		visits uint64
 	}
 	wg sync.WaitGroup
 }
@@ -68,7 +85,69 @@ type hub struct {
 func newHub(log *slog.Logger, journal Journal, page int) *hub {
 	h := &hub{log: log, journal: journal, page: page}
 	h.mu.clients = map[*client]struct{}{}
+	h.mu.everything = map[*client]struct{}{}
+	h.mu.byType = map[string]map[*client]struct{}{}
 	return h
+}
+
+// setFilter stores c's new filter and re-indexes c, in one critical section
+// with Publish: the filter applies from the next Publish, exactly.
+func (h *hub) setFilter(c *client, f *filter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.filter.Store(f)
+	if _, ok := h.mu.clients[c]; !ok {
+		return // not registered yet, or gone: nothing to index
+	}
+	h.unindexLocked(c)
+	h.indexLocked(c, f)
+}
+
+// indexLocked adds c to the index for filter f (nil: nowhere).
+func (h *hub) indexLocked(c *client, f *filter) {
+	switch {
+	case f == nil:
+	case f.all && c.scope.types == nil:
+		h.mu.everything[c] = struct{}{}
+		c.index.all = true
+	default:
+		types, none := readTypes(f, c.scope)
+		if none {
+			return
+		}
+		for _, t := range types {
+			set := h.mu.byType[t]
+			if set == nil {
+				set = map[*client]struct{}{}
+				h.mu.byType[t] = set
+			}
+			set[c] = struct{}{}
+		}
+		c.index.types = types
+	}
+}
+
+// unindexLocked removes c from the index.
+func (h *hub) unindexLocked(c *client) {
+	if c.index.all {
+		delete(h.mu.everything, c)
+	}
+	for _, t := range c.index.types {
+		if set := h.mu.byType[t]; set != nil {
+			delete(set, c)
+			if len(set) == 0 {
+				delete(h.mu.byType, t)
+			}
+		}
+	}
+	c.index = indexEntry{}
+}
+
+// indexEntry records where a client is in the hub's index (guarded by
+// hub.mu).
+type indexEntry struct {
+	all   bool
+	types []string
 }
 
 // resume says where a new connection starts: after since if set, otherwise
@@ -107,6 +186,7 @@ func (h *hub) register(c *client, r resume) bool {
 		}
 	}
 	h.mu.clients[c] = struct{}{}
+	h.indexLocked(c, c.filter.Load())
 	h.wg.Add(2)
 	c.running.Store(2)
 	go c.readLoop()
@@ -118,6 +198,7 @@ func (h *hub) register(c *client, r resume) bool {
 func (h *hub) unregister(c *client) {
 	h.mu.Lock()
 	delete(h.mu.clients, c)
+	h.unindexLocked(c)
 	h.mu.Unlock()
 }
 
@@ -145,7 +226,19 @@ func (h *hub) countCatchingUp() int {
 func (h *hub) position(c *client) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return c.feed.pos
+	return h.posLocked(c)
+}
+
+// posLocked returns c's position. A live client has been served every
+// change up to the head (Publish hands it all it wants, and the rest it
+// does not want), so its position is at least the head; Publish does not
+// store that for every client on every commit, which would cost work per
+// connection rather than per interested connection.
+func (h *hub) posLocked(c *client) int64 {
+	if c.feed.catchingUp {
+		return c.feed.pos
+	}
+	return max(c.feed.pos, h.mu.head)
 }
 
 // head returns the highest cursor given to Publish.
@@ -189,15 +282,29 @@ func (h *hub) isClosing() bool {
 }
 
 // publish records the new head and fans batch out to every live client that
-// may and wants to see each change, in batch order. Each change is encoded
-// at most once, lazily (only if some client wants it), and the prepared
-// frame is shared. A nil batch (or one that breaks the contract) sends every
-// live client that is behind head to the journal instead.
+// may and wants to see each change, in batch order. Only the clients the
+// index lists under a change's entity type are visited. Each change is
+// encoded at most once, lazily (only if some client wants it), and the
+// prepared frame is shared. A nil batch (or one that breaks the contract)
+// sends every live client that is behind head to the journal instead.
 func (h *hub) publish(head int64, batch []entities.Change) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	behind := h.publishLocked(head, batch)
+	h.mu.Unlock()
+	for _, c := range behind {
+		if h.journal == nil {
+			c.log.Warn("websocket client fell behind; disconnecting", "queue_len", c.srv.cfg.QueueLen)
+		} else {
+			c.log.Info("websocket client fell behind; catching up from the journal", "queue_len", c.srv.cfg.QueueLen)
+		}
+	}
+}
+
+// publishLocked is publish under h.mu. It returns the clients whose queue
+// overflowed, for logging after the lock is released.
+func (h *hub) publishLocked(head int64, batch []entities.Change) []*client {
 	if h.mu.closing {
-		return
+		return nil
 	}
 	prev := h.mu.head
 	if head < prev {
@@ -210,10 +317,15 @@ func (h *hub) publish(head int64, batch []entities.Change) {
 			"head", head, "previous_head", prev, "len", len(batch))
 		batch = nil
 	}
+	h.mu.fellBehind = h.mu.fellBehind[:0]
 	if batch == nil {
 		for c := range h.mu.clients {
+			if c.feed.catchingUp {
+				continue
+			}
+			c.feed.pos = max(c.feed.pos, prev)
 			switch {
-			case c.feed.catchingUp || c.feed.pos >= head:
+			case c.feed.pos >= head:
 			case c.filter.Load() == nil:
 				// Wants nothing yet: skip, as a live batch would.
 				c.feed.pos = head
@@ -221,45 +333,65 @@ func (h *hub) publish(head int64, batch []entities.Change) {
 				h.fallBehindLocked(c, false)
 			}
 		}
+		return h.takeFellBehindLocked()
+	}
+	fan := fanout{before: prev}
+	for i := range batch {
+		fan.ch, fan.pm, fan.bad = &batch[i], nil, false
+		for c := range h.mu.everything {
+			h.visitLocked(c, &fan)
+		}
+		for c := range h.mu.byType[fan.ch.EntityType] {
+			h.visitLocked(c, &fan)
+		}
+		fan.before = fan.ch.Cursor
+	}
+	return h.takeFellBehindLocked()
+}
+
+// fanout is publish's state while it hands one change to the clients.
+type fanout struct {
+	ch     *entities.Change
+	pm     *websocket.PreparedMessage // ch's frame, encoded on first need
+	bad    bool                       // ch cannot be encoded: skipped for everyone
+	before int64                      // cursor of the change before ch (or the previous head)
+}
+
+// visitLocked hands f.ch to c if c is live, has not had it, and wants it.
+// A live client that does not want it needs no bookkeeping: its position
+// covers it implicitly (posLocked).
+func (h *hub) visitLocked(c *client, f *fanout) {
+	h.mu.visits++
+	if c.feed.catchingUp || f.ch.Cursor <= c.feed.pos || f.bad || !c.wants(f.ch) {
 		return
 	}
-	for i := range batch {
-		ch := &batch[i]
-		var pm *websocket.PreparedMessage
-		bad := false
-		for c := range h.mu.clients {
-			if c.feed.catchingUp || ch.Cursor <= c.feed.pos {
-				continue
-			}
-			if bad || !c.wants(ch) {
-				c.feed.pos = ch.Cursor
-				continue
-			}
-			if pm == nil {
-				var err error
-				if pm, err = prepareChange(ch); err != nil {
-					// A payload that cannot be encoded is a bug
-					// upstream (sanitize hands us typed values);
-					// skip the change rather than stall the stream.
-					// The payload is not logged.
-					logUnencodable(h.log, ch, err)
-					bad = true
-					c.feed.pos = ch.Cursor
-					continue
-				}
-			}
-			if !c.tryEnqueue(outFrame{msg: pm, cursor: ch.Cursor}) {
-				h.fallBehindLocked(c, true)
-				continue
-			}
-			c.feed.pos = ch.Cursor
+	if f.pm == nil {
+		var err error
+		if f.pm, err = prepareChange(f.ch); err != nil {
+			// A payload that cannot be encoded is a bug upstream
+			// (sanitize hands us typed values); skip the change
+			// rather than stall the stream. The payload is not logged.
+			logUnencodable(h.log, f.ch, err)
+			f.bad = true
+			return
 		}
 	}
-	for c := range h.mu.clients {
-		if !c.feed.catchingUp && c.feed.pos < head {
-			c.feed.pos = head
-		}
+	if !c.tryEnqueue(outFrame{msg: f.pm, cursor: f.ch.Cursor}) {
+		// Everything before ch was delivered or unwanted.
+		c.feed.pos = max(c.feed.pos, f.before)
+		h.fallBehindLocked(c, true)
+		return
 	}
+	c.feed.pos = f.ch.Cursor
+}
+
+// takeFellBehindLocked returns the clients that overflowed during this
+// publish (a copy: the buffer is reused).
+func (h *hub) takeFellBehindLocked() []*client {
+	if len(h.mu.fellBehind) == 0 {
+		return nil
+	}
+	return slices.Clone(h.mu.fellBehind)
 }
 
 // validBatch reports whether batch's cursors ascend strictly within
@@ -287,12 +419,12 @@ func (h *hub) fallBehindLocked(c *client, overflow bool) {
 	}
 	if overflow {
 		h.overflows.Add(1)
+		h.mu.fellBehind = append(h.mu.fellBehind, c)
 	}
 	if h.journal == nil {
 		msg := "a commit was too large to deliver and this server keeps no journal; re-read the state and reconnect"
 		if overflow {
 			msg = fmt.Sprintf("client fell more than %d frames behind; reconnect and send the filter again", c.srv.cfg.QueueLen)
-			c.log.Warn("websocket client fell behind; disconnecting", "queue_len", c.srv.cfg.QueueLen)
 		}
 		r := resyncReason(msg)
 		r.why = "queue overflow"
@@ -304,7 +436,6 @@ func (h *hub) fallBehindLocked(c *client, overflow bool) {
 	h.catchUps.Add(1)
 	if overflow {
 		c.feed.lagPending = true
-		c.log.Info("websocket client fell behind; catching up from the journal", "queue_len", c.srv.cfg.QueueLen, "cursor", c.feed.pos)
 	}
 	c.wakeWriter()
 }

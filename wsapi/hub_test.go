@@ -259,3 +259,61 @@ func TestServer_UnencodableChangeSkipped(t *testing.T) {
 		t.Fatal("the dropped change was not logged")
 	}
 }
+
+// TestHub_IndexVisitsOnlyInterested checks the fan-out index: a change is
+// handed only to the connections whose filter (narrowed by their scope) can
+// select its entity type, and a connection leaves the index when its filter
+// changes or it disconnects.
+func TestHub_IndexVisitsOnlyInterested(t *testing.T) {
+	e := newTestEnv(t, nil)
+	visits := func() uint64 {
+		e.srv.hub.mu.Lock()
+		defer e.srv.hub.mu.Unlock()
+		return e.srv.hub.mu.visits
+	}
+	var pools []*websocket.Conn
+	for i := range 20 {
+		pools = append(pools, e.dialFilter(t, e.token(t, fmt.Sprint("p", i), RoleAdmin), `{"filters": [{"entity-type": "pool"}]}`))
+	}
+	inst := e.dialFilter(t, e.token(t, "i", RoleAdmin), `{"filters": [{"entity-type": "instance", "operations": ["delete"]}]}`)
+	// A viewer scoped to pool asking for everything is indexed under pool only.
+	scoped := e.dialFilter(t, e.token(t, "v", RoleViewer, "pool"), `{"send-everything": true}`)
+
+	before := visits()
+	b := e.publish([]entities.Change{chg("instance", del, "a"), chg("instance", create, "b"), chg("instance", del, "c")})
+	if got := visits() - before; got != 3 {
+		t.Errorf("3 instance changes cost %d client visits, want 3 (only the instance subscriber)", got)
+	}
+	expectCursors(t, inst, []int64{b[0].Cursor, b[2].Cursor})
+
+	before = visits()
+	p := e.publish([]entities.Change{chg("pool", update, "p")})
+	if got := visits() - before; got != 21 {
+		t.Errorf("a pool change cost %d visits, want 21 (20 pool subscribers and the scoped viewer)", got)
+	}
+	for _, c := range append(pools, scoped) {
+		expectCursors(t, c, []int64{p[0].Cursor})
+	}
+
+	// Re-filter one pool client to instance: it moves in the index.
+	e.sendFilter(t, pools[0], `{"filters": [{"entity-type": "instance"}]}`)
+	before = visits()
+	b = e.publish([]entities.Change{chg("instance", create, "d")})
+	if got := visits() - before; got != 2 {
+		t.Errorf("after a re-filter an instance change cost %d visits, want 2", got)
+	}
+	expectCursors(t, pools[0], []int64{b[0].Cursor})
+
+	for _, c := range pools {
+		c.Close()
+	}
+	inst.Close()
+	scoped.Close()
+	waitFor(t, "every client to leave", func() bool { return e.srv.Clients() == 0 })
+	e.srv.hub.mu.Lock()
+	n, all := len(e.srv.hub.mu.byType), len(e.srv.hub.mu.everything)
+	e.srv.hub.mu.Unlock()
+	if n != 0 || all != 0 {
+		t.Errorf("index still holds %d types and %d send-everything clients after every client left", n, all)
+	}
+}
