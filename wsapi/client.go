@@ -31,6 +31,7 @@ type client struct {
 	srv    *Server
 	conn   *websocket.Conn
 	log    *slog.Logger
+	claims *Claims // immutable
 	scope  scope
 	expiry time.Time
 	start  time.Time
@@ -148,6 +149,7 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 	c := &client{
 		srv:        srv,
 		conn:       conn,
+		claims:     claims,
 		scope:      newScope(claims),
 		expiry:     claims.ExpiresAt.Time,
 		start:      time.Now(),
@@ -276,6 +278,11 @@ func (c *client) handleMessage(mt int, data []byte) {
 			text = fe.msg
 		}
 		c.reply(reply{data: encodeError(msg.id, 400, text)})
+		return
+	}
+	if f := msg.next; f != nil && !f.all && len(f.clauses) > c.srv.cfg.MaxFilters {
+		c.reply(reply{data: encodeError(msg.id, 400, fmt.Sprintf(
+			"too many filters: %d; at most %d per connection (list several operations in one filter, or use send-everything)", len(f.clauses), c.srv.cfg.MaxFilters))})
 		return
 	}
 	changed := msg.next != cur
@@ -569,6 +576,7 @@ func (c *client) exit() {
 		return
 	}
 	c.srv.hub.unregister(c)
+	c.srv.conns.Add(-1)
 	why := describeReadError(c.readErr)
 	if c.stopped.Load() {
 		why = c.reason.why

@@ -42,8 +42,12 @@
 //     every client (shutdown control frame, close frame) and waits for
 //     every goroutine the server started.
 //   - Tokens never appear in logs, errors or URLs: they are accepted only in
-//     the Authorization header or the changecast.v1 + bearer.<jwt>
-//     subprotocol pair.
+//     the Authorization header, the changecast.v1 + bearer.<jwt>
+//     subprotocol pair, or the changecast_token cookie set by login.
+//   - Sessions (with Config.Users): a token whose user is deleted,
+//     disabled or has a new password is refused at connect, and the
+//     user's open sockets get token-expired and are closed once the user
+//     change reaches Publish.
 //
 // Concurrency: Server's methods are safe for concurrent use, except that
 // Publish must be called from one goroutine (the journal appender), in
@@ -139,7 +143,29 @@ type Config struct {
 	// cmd/changecast passes sanitize's rule, so a client can never learn a
 	// stripped value by matching on it. nil: EntityType.IsSecret only.
 	SecretField func(et entities.EntityType, column string) bool
+	// Users enables POST /api/v1/auth/login and session checks: a token
+	// whose user has been deleted, disabled or given a new password is
+	// refused at connect, and its open sockets get token-expired and are
+	// closed (the hub sees such changes in the user changes given to
+	// Publish). nil: no login endpoint; tokens are checked by signature
+	// and expiry only.
+	Users Users
+	// LoginTTL is the lifetime of tokens issued by login. Default: 12h.
+	LoginTTL time.Duration
+	// MaxConnections bounds concurrent WebSocket connections; an upgrade
+	// beyond it gets 503 with a JSON error. Default: 10,000.
+	MaxConnections int
+	// MaxFilters bounds the filter clauses one connection may hold; a
+	// message asking for more gets an error frame and changes nothing.
+	// Default: 100.
+	MaxFilters int
 }
+
+// Defaults of the limits in Config.
+const (
+	DefaultMaxConnections = 10_000
+	DefaultMaxFilters     = 100
+)
 
 // Server serves the WebSocket event stream and the health endpoints, and
 // fans changes given to Publish out to connected clients.
@@ -157,10 +183,18 @@ type Server struct {
 	// messagesHandled counts client messages processed; tests poll it to
 	// know a filter has been applied (a GARM filter gets no reply).
 	messagesHandled atomic.Uint64
+
+	conns      atomic.Int64  // connections admitted (reserved before upgrade, released on exit)
+	loginSlots chan struct{} // bounds concurrent password checks
+
+	revoker     *revoker // nil without Config.Users
+	stopRevoker context.CancelFunc
+	revokerDone chan struct{}
 }
 
-// NewServer validates cfg, fills its defaults and returns a Server. It starts
-// no goroutines: they start per connection.
+// NewServer validates cfg, fills its defaults and returns a Server. Besides
+// the two goroutines per connection, it starts one to check sessions when
+// cfg.Users is set; Close stops it.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		return nil, errors.New("new wsapi server: Registry is required")
@@ -192,6 +226,18 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if cfg.LoginTTL < 0 || cfg.MaxConnections < 0 || cfg.MaxFilters < 0 {
+		return nil, errors.New("new wsapi server: LoginTTL, MaxConnections and MaxFilters must not be negative")
+	}
+	if cfg.LoginTTL == 0 {
+		cfg.LoginTTL = DefaultLoginTTL
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxFilters == 0 {
+		cfg.MaxFilters = DefaultMaxFilters
+	}
 	if cfg.PingInterval >= cfg.PongWait {
 		return nil, fmt.Errorf("new wsapi server: PingInterval (%s) must be less than PongWait (%s)", cfg.PingInterval, cfg.PongWait)
 	}
@@ -201,6 +247,8 @@ func NewServer(cfg Config) (*Server, error) {
 		origins: map[string]bool{},
 		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage),
 		closed:  make(chan struct{}),
+
+		loginSlots: make(chan struct{}, defaultLoginSlots()),
 	}
 	for _, o := range cfg.AllowedOrigins {
 		n, err := normalizeOrigin(o)
@@ -222,7 +270,20 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET "+EventsPath, s.serveEvents)
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	mux.HandleFunc("POST "+LogoutPath, s.serveLogout)
+	if cfg.Users != nil {
+		mux.HandleFunc("POST "+LoginPath, s.serveLogin)
+	}
 	s.handler = mux
+	if cfg.Users != nil {
+		// Owned by the Server: Close stops it and waits.
+		ctx, cancel := context.WithCancel(context.Background())
+		s.revoker, s.stopRevoker, s.revokerDone = newRevoker(s), cancel, make(chan struct{})
+		go func() {
+			defer close(s.revokerDone)
+			s.revoker.run(ctx)
+		}()
+	}
 	return s, nil
 }
 
@@ -247,7 +308,12 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // is visible to Journal.ReadAfter, in commit order. It never blocks on a
 // client and does not keep batch after it returns. After Close it does
 // nothing.
-func (s *Server) Publish(head int64, batch []entities.Change) { s.hub.publish(head, batch) }
+func (s *Server) Publish(head int64, batch []entities.Change) {
+	s.hub.publish(head, batch)
+	if s.revoker != nil {
+		s.revoker.note(batch)
+	}
+}
 
 // Head returns the highest cursor given to Publish (0 before the first).
 func (s *Server) Head() int64 { return s.hub.head() }
@@ -294,6 +360,10 @@ func (s *Server) Close(ctx context.Context) error {
 		// Owned by the Server: it ends once every client goroutine
 		// has, which the forced close below guarantees.
 		go func() {
+			if s.revoker != nil {
+				s.stopRevoker()
+				<-s.revokerDone
+			}
 			s.hub.wg.Wait()
 			close(s.closed)
 		}()
@@ -325,7 +395,8 @@ func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 
 // serveEvents authenticates and upgrades a WebSocket connection. Order:
 // closing (503), token in URL (400), bad since (400), origin (403), token
-// (401), upgrade.
+// (401; 503 if its session cannot be checked), connection limit (503),
+// upgrade.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if s.closing() {
 		writeError(w, http.StatusServiceUnavailable, "server shutting down")
@@ -334,7 +405,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("token") || q.Has("access_token") {
 		// Never in the URL: URLs end up in proxy and access logs.
-		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\")")
+		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or log in at "+LoginPath+" for a cookie)")
 		return
 	}
 	res, err := parseSince(q)
@@ -351,23 +422,41 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeUnauthorized(w, err.Error())
 		return
 	}
-	claims, err := s.cfg.Auth.Verify(token)
-	if err != nil {
-		writeUnauthorized(w, err.Error())
+	var epoch uint64
+	if s.revoker != nil {
+		epoch = s.revoker.epoch.Load()
+	}
+	claims, ok := s.verify(w, r, token)
+	if !ok {
+		return
+	}
+	if n := s.conns.Add(1); n > int64(s.cfg.MaxConnections) {
+		s.conns.Add(-1)
+		s.log.Warn("websocket connection refused: limit reached", "max_connections", s.cfg.MaxConnections)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("connection limit reached (%d connections); try again later", s.cfg.MaxConnections))
 		return
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.conns.Add(-1)
 		return // the upgrader has answered
 	}
 	c := newClient(s, conn, claims)
 	c.log.Info("websocket connected", "name", claims.Name, "role", string(claims.Role))
 	if !s.hub.register(c, res) {
 		// Close began between the check above and now.
+		s.conns.Add(-1)
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(s.cfg.WriteWait))
 		_ = conn.Close()
 		c.log.Info("websocket disconnected", "reason", "server shutdown")
+		return
+	}
+	if s.revoker != nil && s.revoker.epoch.Load() != epoch {
+		// A user change was published while this connection was being
+		// checked and registered: the revoker may have missed it.
+		s.revoker.recheck(claims.Subject)
 	}
 }
 
@@ -387,17 +476,13 @@ func parseSince(q url.Values) (resume, error) {
 	return resume{set: true, since: n}, nil
 }
 
-// requestToken returns the bearer token from the Authorization header or,
-// failing that, from the changecast.v1 + bearer.<jwt> subprotocol pair. Its
-// errors never contain the token.
+// requestToken returns the bearer token from the Authorization header,
+// failing that from the changecast.v1 + bearer.<jwt> subprotocol pair, and
+// failing that from the login cookie (the origin check has run). Its errors
+// never contain the token.
 func requestToken(r *http.Request) (string, error) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, tok, _ := strings.Cut(strings.TrimSpace(h), " ")
-		tok = strings.TrimSpace(tok)
-		if !strings.EqualFold(scheme, "Bearer") || tok == "" {
-			return "", errors.New("the Authorization header must be \"Bearer <token>\"")
-		}
-		return tok, nil
+	if tok, err := headerToken(r); tok != "" || err != nil {
+		return tok, err
 	}
 	var tok string
 	var hasV1 bool
@@ -413,7 +498,10 @@ func requestToken(r *http.Request) (string, error) {
 	}
 	switch {
 	case bearers == 0:
-		return "", errors.New("missing token; send \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\")")
+		if tok := cookieToken(r); tok != "" {
+			return tok, nil
+		}
+		return "", errors.New("missing token; send \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or the " + CookieName + " cookie from " + LoginPath + ")")
 	case bearers > 1:
 		return "", errors.New("more than one bearer.<token> subprotocol")
 	case tok == "":
