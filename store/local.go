@@ -354,9 +354,17 @@ func (l *Local) ensureCluster(ctx context.Context) (bool, error) {
 	if ents, err := os.ReadDir(l.pgdata); err == nil && len(ents) > 0 {
 		return false, fmt.Errorf("start local postgres: %s is not empty but holds no PostgreSQL cluster (no PG_VERSION); remove it or choose another data dir", l.pgdata)
 	}
-	if err := l.mkdirOwned(l.pgdata); err != nil {
+	// initdb writes into a sibling directory that is renamed into place
+	// only once it has finished: a start interrupted during initdb
+	// (Ctrl-C on the first run) leaves no half-made cluster behind.
+	staging := l.pgdata + ".initdb"
+	if err := os.RemoveAll(staging); err != nil {
+		return false, fmt.Errorf("initdb: remove the leftover %s: %w", staging, err)
+	}
+	if err := l.mkdirOwned(staging); err != nil {
 		return false, err
 	}
+	defer os.RemoveAll(staging) // gone after the rename; a failure's leftovers otherwise
 	password, err := randomHex(24)
 	if err != nil {
 		return false, fmt.Errorf("initdb: generate password: %w", err)
@@ -368,7 +376,7 @@ func (l *Local) ensureCluster(ctx context.Context) (bool, error) {
 	defer os.Remove(pwfile)
 
 	args := []string{
-		"-D", l.pgdata,
+		"-D", staging,
 		"-U", l.cfg.User,
 		"--auth-local=trust",
 		"--auth-host=scram-sha-256",
@@ -382,7 +390,14 @@ func (l *Local) ensureCluster(ctx context.Context) (bool, error) {
 		args = append(args, "--no-sync")
 	}
 	if out, err := l.command(ctx, "initdb", args...).CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("initdb %s: %w", l.pgdata, ctx.Err())
+		}
 		return false, fmt.Errorf("initdb %s: %w: %s", l.pgdata, err, lastLines(out, 15))
+	}
+	// pgdata is missing or empty (checked above): rename replaces it.
+	if err := os.Rename(staging, l.pgdata); err != nil {
+		return false, fmt.Errorf("initdb: move the new cluster into %s: %w", l.pgdata, err)
 	}
 	if err := l.writePassFile(password); err != nil {
 		return false, err

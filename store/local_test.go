@@ -432,3 +432,41 @@ func TestLocal_ContextDeadline(t *testing.T) {
 		t.Fatal("StartLocal with a cancelled context succeeded")
 	}
 }
+
+// TestLocal_InterruptedInitdbLeavesNoHalfCluster cancels a first start
+// while initdb runs (Ctrl-C on the first "changecast serve"): the error says
+// so, and the next start on the same directory makes a working cluster
+// instead of failing on a half-initialised one.
+func TestLocal_InterruptedInitdbLeavesNoHalfCluster(t *testing.T) {
+	t.Parallel()
+	dir := storetest.TempDir(t)
+	cfg := storetest.Config(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	// Cancel as soon as initdb has started writing.
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(filepath.Join(dir, "pgdata.initdb", "global")); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond) // polling interval
+		}
+		cancel()
+	}()
+	if l, err := store.StartLocal(ctx, cfg); err == nil {
+		l.Close()
+		t.Log("initdb finished before the cancel; only the restart is checked")
+	} else if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted start: got %v, want context.Canceled", err)
+	} else if _, err := os.Stat(filepath.Join(dir, "pgdata", "PG_VERSION")); err == nil {
+		t.Fatal("an interrupted initdb left a cluster behind in pgdata")
+	}
+	l, err := store.StartLocal(testCtx(t), cfg)
+	if err != nil {
+		t.Fatalf("start after an interrupted initdb: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	if got := queryOne(t, l.URL(), "SELECT current_database()"); got == "" {
+		t.Fatal("no database")
+	}
+}
