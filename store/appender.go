@@ -63,6 +63,10 @@ type AppenderConfig struct {
 	OnCommit func(Committed)
 	// Logger receives the appender's logs. Default: slog.Default().
 	Logger *slog.Logger
+	// SanitizeEvent strips secrets from a system event before
+	// PersistEvent stores it (cmd/changecast passes sanitize.Event).
+	// Required by PersistEvent, which refuses without it.
+	SanitizeEvent func(entities.Event) (entities.Event, error)
 }
 
 // Committed reports one journal commit to AppenderConfig.OnCommit.
@@ -101,6 +105,8 @@ type Appender struct {
 	highWater atomic.Int64
 
 	running atomic.Bool
+	writes  chan write    // Submit → Run
+	runDone chan struct{} // closed when Run returns
 	// broken is set, on the Run goroutine, when a journal transaction
 	// failed or its commit is in doubt: the Appender must be replaced.
 	broken error
@@ -135,7 +141,8 @@ func (db *DB) NewAppender(ctx context.Context, cfg AppenderConfig) (*Appender, e
 	if err != nil {
 		return nil, redactErr(fmt.Errorf("new appender: connect to %s: %w", RedactURL(db.url), err), db.url)
 	}
-	a := &Appender{cfg: cfg, log: cfg.Logger.With("slot", cfg.Slot), conn: conn, url: db.url}
+	a := &Appender{cfg: cfg, log: cfg.Logger.With("slot", cfg.Slot), conn: conn, url: db.url,
+		writes: make(chan write), runDone: make(chan struct{})}
 	if err := a.init(ctx); err != nil {
 		conn.Close(context.Background())
 		return nil, redactErr(fmt.Errorf("new appender: %w", err), db.url)
@@ -262,6 +269,7 @@ func (a *Appender) Run(ctx context.Context, in <-chan entities.Transaction) erro
 		return errors.New("append journal: Run is already running")
 	}
 	defer a.running.Store(false)
+	defer a.closeRunDone()
 	if a.broken != nil {
 		return fmt.Errorf("append journal: appender failed earlier (%v); close it and create a new one", a.broken)
 	}
@@ -281,6 +289,15 @@ func (a *Appender) Run(ctx context.Context, in <-chan entities.Transaction) erro
 	return nil
 }
 
+// closeRunDone ends every Submit waiting to be taken: Run has returned.
+func (a *Appender) closeRunDone() {
+	select {
+	case <-a.runDone:
+	default:
+		close(a.runDone)
+	}
+}
+
 func (a *Appender) run(ctx context.Context, in <-chan entities.Transaction) error {
 	var next *entities.Transaction
 	for {
@@ -292,6 +309,13 @@ func (a *Appender) run(ctx context.Context, in <-chan entities.Transaction) erro
 			select {
 			case <-ctx.Done():
 				return nil
+			case w := <-a.writes:
+				// System writes go between source transactions,
+				// never inside a chunked one's open transaction.
+				if err := a.applyWrite(ctx, w); err != nil {
+					return err
+				}
+				continue
 			case t, ok = <-in:
 				if !ok {
 					return nil

@@ -80,6 +80,9 @@ func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 				return fmt.Errorf("changecast schema: %w", err)
 			}
 		}
+		if err := migrateEventsTable(tx); err != nil {
+			return err
+		}
 		schema, err := currentSchema(tx)
 		if err != nil {
 			return err
