@@ -51,6 +51,10 @@ type client struct {
 	// catchingUp mirrors feed.catchingUp for the writer's lock-free
 	// check; stored under hub.mu together with it.
 	catchingUp atomic.Bool
+	// systemState: the client subscribed to system_state frames. The
+	// reader stores it before queuing the response; the writer starts or
+	// stops the frames when it writes that response.
+	systemState atomic.Bool
 
 	send    chan outFrame // live change frames; bounded (QueueLen), filled only by Publish, never blocking
 	replies chan reply    // responses and error frames from the reader, who waits for room (back-pressure on its own client)
@@ -114,6 +118,7 @@ type writerState struct {
 	failing    bool          // journal reads are failing (logged once per state change)
 	backoff    time.Duration // current retry delay after a failed journal read
 	retry      *time.Timer   // pending retry; nil when none
+	state      *time.Ticker  // system_state frames; nil when not subscribed
 }
 
 // outFrame is one queued change frame and its journal cursor.
@@ -171,10 +176,20 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 // its token allows ch's type (checked here again, not only when the filter
 // was accepted), and it is not being stopped.
 func (c *client) wants(ch *entities.Change) bool {
-	if c.stopped.Load() || !c.scope.allows(ch.EntityType) {
+	return !c.stopped.Load() && c.maySee(ch) && c.filter.Load().matches(ch)
+}
+
+// maySee reports whether the token allows ch: its type is in scope, and a
+// system event concerning a user goes only to that user and to admins
+// (DESIGN.md §3).
+func (c *client) maySee(ch *entities.Change) bool {
+	if !c.scope.allows(ch.EntityType) {
 		return false
 	}
-	return c.filter.Load().matches(ch)
+	if owner, ok := entities.OwnerOf(ch); ok && !c.scope.admin {
+		return owner == c.claims.Subject
+	}
+	return true
 }
 
 // tryEnqueue queues f without blocking and reports whether there was room.
@@ -292,6 +307,9 @@ func (c *client) handleMessage(mt int, data []byte) {
 			c.log.Debug("websocket filter set", "send_everything", f.all, "clauses", len(f.clauses))
 		}
 	}
+	if msg.systemState != nil {
+		c.systemState.Store(*msg.systemState)
+	}
 	if msg.envelope {
 		// Queued before the wake-up, and the writer serves replies
 		// before catch-up pages, so a resuming client normally gets
@@ -304,7 +322,7 @@ func (c *client) handleMessage(mt int, data []byte) {
 }
 
 func (c *client) parseCtx() parseCtx {
-	return parseCtx{reg: c.srv.cfg.Registry, sc: c.scope, secret: c.srv.cfg.SecretField}
+	return parseCtx{reg: c.srv.cfg.Registry, sc: c.scope, secret: c.srv.cfg.SecretField, systemState: c.srv.cfg.SystemState != nil}
 }
 
 // writeResponse writes an envelope response. Its cursor is the client's
@@ -323,7 +341,24 @@ func (c *client) writeResponse(r *pendingResponse) error {
 		}
 		c.w.lastCursor = f.cursor
 	}
-	return c.write(nil, encodeResponse(r.id, r.filter, pos))
+	on := c.systemState.Load()
+	if err := c.write(nil, encodeResponse(r.id, r.filter, on, pos)); err != nil {
+		return err
+	}
+	switch {
+	case on && c.w.state == nil:
+		c.w.state = time.NewTicker(c.srv.cfg.SystemStateInterval)
+		return c.writeSystemState()
+	case !on && c.w.state != nil:
+		c.w.state.Stop()
+		c.w.state = nil
+	}
+	return nil
+}
+
+// writeSystemState writes one system_state frame.
+func (c *client) writeSystemState() error {
+	return c.write(nil, encodeSystemState(c.srv.cfg.SystemState()))
 }
 
 // closedChan is always ready: the writer selects on it when it has
@@ -348,6 +383,9 @@ func (c *client) writeLoop() {
 		if c.w.retry != nil {
 			c.w.retry.Stop()
 		}
+		if c.w.state != nil {
+			c.w.state.Stop()
+		}
 	}()
 
 	for {
@@ -360,7 +398,10 @@ func (c *client) writeLoop() {
 		default:
 		}
 		var work <-chan struct{}
-		var retry <-chan time.Time
+		var retry, state <-chan time.Time
+		if c.w.state != nil {
+			state = c.w.state.C
+		}
 		if c.w.retry != nil {
 			retry = c.w.retry.C
 		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.filter.Load() != nil {
@@ -386,6 +427,8 @@ func (c *client) writeLoop() {
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
 		case <-ping.C:
 			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
+		case <-state:
+			err = c.writeSystemState()
 		case <-expire.C:
 			c.kick(stopReason{
 				control:   ControlTokenExpired,
@@ -480,6 +523,9 @@ func (c *client) catchUpPage() error {
 	c.journalRecovered()
 	if pos < horizon {
 		c.log.Warn("websocket client's cursor fell out of journal retention", "cursor", pos, "horizon", horizon)
+		if hook := c.srv.cfg.OnCursorExpired; hook != nil {
+			hook(c.claims.Subject, pos, horizon)
+		}
 		c.kick(resyncReason(fmt.Sprintf(
 			"cursor %d is no longer in the journal (retention removed everything up to %d); re-read the state and reconnect without since", pos, horizon)))
 		return nil
@@ -491,7 +537,7 @@ func (c *client) catchUpPage() error {
 			continue // not ascending: already delivered or skipped
 		}
 		next = ch.Cursor
-		if c.stopped.Load() || !c.scope.allows(ch.EntityType) || !f.matches(ch) {
+		if c.stopped.Load() || !c.maySee(ch) || !f.matches(ch) {
 			continue
 		}
 		data, err := encodeChange(ch)
@@ -575,8 +621,10 @@ func (c *client) exit() {
 	if c.running.Add(-1) != 0 {
 		return
 	}
-	c.srv.hub.unregister(c)
+	// The slot is freed before the client leaves Clients(), so a caller
+	// that sees the count drop can connect again.
 	c.srv.conns.Add(-1)
+	c.srv.hub.unregister(c)
 	why := describeReadError(c.readErr)
 	if c.stopped.Load() {
 		why = c.reason.why

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -37,7 +36,14 @@ type message struct {
 	id       string // envelope only
 	// next is the connection's filter after the message (nil: none yet).
 	next *filter
+	// systemState, when set, turns the system-state subscription on or
+	// off (envelope subscribe/unsubscribe of "system-state").
+	systemState *bool
 }
+
+// SystemStateTopic is the name a subscribe or unsubscribe request lists to
+// start or stop the periodic system_state frames (SysAdm's "system-state").
+const SystemStateTopic = "system-state"
 
 // isEnvelope reports whether data is a JSON object with a top-level
 // "namespace" key, seen before any syntax error (so a truncated request
@@ -118,17 +124,17 @@ func (pc parseCtx) applyMessage(cur *filter, data []byte) (message, error) {
 		}
 		msg.next = f
 	case reqSubscribe:
-		f, err := pc.subscribe(cur, args, hasArgs)
+		f, state, err := pc.subscribe(cur, args, hasArgs)
 		if err != nil {
 			return msg, err
 		}
-		msg.next = f
+		msg.next, msg.systemState = f, state
 	case reqUnsubscribe:
-		f, err := pc.unsubscribe(cur, args, hasArgs)
+		f, state, err := pc.unsubscribe(cur, args, hasArgs)
 		if err != nil {
 			return msg, err
 		}
-		msg.next = f
+		msg.next, msg.systemState = f, state
 	default:
 		return msg, filterErrorf("unknown request name %s; known: %s", quote(name), requestNames)
 	}
@@ -138,12 +144,19 @@ func (pc parseCtx) applyMessage(cur *filter, data []byte) (message, error) {
 // subscribe adds args (entity type names or filter objects) to cur. A
 // clause for a type and match already present widens that clause's
 // operations. A send-everything filter already selects everything, so it
-// stays as it is.
-func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (*filter, error) {
-	elems, err := argsArray(args, hasArgs, "subscribe", "entity type names or filter objects")
+// stays as it is. The name "system-state" starts the system_state frames
+// instead (state is then non-nil).
+func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (next *filter, state *bool, err error) {
+	elems, err := argsArray(args, hasArgs, "subscribe", "entity type names, filter objects or \""+SystemStateTopic+"\"")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	next, state, err = pc.subscribeClauses(cur, elems)
+	return next, state, err
+}
+
+func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filter, *bool, error) {
+	var state *bool
 	var add []clause
 	for i, raw := range elems {
 		what := fmt.Sprintf("args[%d]", i)
@@ -152,24 +165,31 @@ func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (*
 		case len(t) > 0 && t[0] == '"':
 			var name string
 			if err := json.Unmarshal(t, &name); err != nil {
-				return nil, filterErrorf("%s: invalid string", what)
+				return nil, nil, filterErrorf("%s: invalid string", what)
+			}
+			if name == SystemStateTopic {
+				if !pc.systemState {
+					return nil, nil, filterErrorf("%s is not available on this server", quote(name))
+				}
+				state = ptrTo(true)
+				continue
 			}
 			if _, err := pc.lookupType(name); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			add = append(add, clause{entityType: name, ops: opAll})
 		case len(t) > 0 && t[0] == '{':
 			cl, err := pc.parseClause(t, what)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			add = append(add, cl)
 		default:
-			return nil, filterErrorf("%s must be an entity type name or a filter object", what)
+			return nil, nil, filterErrorf("%s must be an entity type name, a filter object or %s", what, quote(SystemStateTopic))
 		}
 	}
-	if cur != nil && cur.all {
-		return cur, nil
+	if len(add) == 0 && state != nil || cur != nil && cur.all {
+		return cur, state, nil
 	}
 	next := &filter{}
 	if cur != nil {
@@ -188,33 +208,41 @@ func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (*
 			next.clauses = append(next.clauses, cl)
 		}
 	}
-	return next, nil
+	return next, state, nil
 }
+
+func ptrTo[T any](v T) *T { return &v }
 
 // unsubscribe removes every clause for the named types. A type with no
 // clause is a no-op; an unregistered name is an error. A send-everything
-// filter has no per-type clauses to remove, so it is refused.
-func (pc parseCtx) unsubscribe(cur *filter, args json.RawMessage, hasArgs bool) (*filter, error) {
-	elems, err := argsArray(args, hasArgs, "unsubscribe", "entity type names")
+// filter has no per-type clauses to remove, so it is refused. The name
+// "system-state" stops the system_state frames instead.
+func (pc parseCtx) unsubscribe(cur *filter, args json.RawMessage, hasArgs bool) (*filter, *bool, error) {
+	elems, err := argsArray(args, hasArgs, "unsubscribe", "entity type names or \""+SystemStateTopic+"\"")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var state *bool
 	drop := map[string]bool{}
 	for i, raw := range elems {
 		var name string
 		if err := decodeMember(raw, &name); err != nil || isNull(raw) {
-			return nil, filterErrorf("args[%d] must be an entity type name", i)
+			return nil, nil, filterErrorf("args[%d] must be an entity type name or %s", i, quote(SystemStateTopic))
 		}
-		if _, err := pc.reg.Lookup(name); err != nil {
-			return nil, filterErrorf("unknown entity type %s; known: %s", quote(name), strings.Join(pc.reg.Names(), ", "))
+		if name == SystemStateTopic {
+			state = ptrTo(false)
+			continue
+		}
+		if _, err := pc.knownType(name); err != nil {
+			return nil, nil, err
 		}
 		drop[name] = true
 	}
-	if cur == nil || len(elems) == 0 {
-		return cur, nil
+	if cur == nil || len(drop) == 0 {
+		return cur, state, nil
 	}
 	if cur.all {
-		return nil, filterErrorf(`unsubscribe: the current filter is send-everything; send a "filter" request listing the entity types wanted`)
+		return nil, nil, filterErrorf(`unsubscribe: the current filter is send-everything; send a "filter" request listing the entity types wanted`)
 	}
 	next := &filter{}
 	for _, cl := range cur.clauses {
@@ -222,7 +250,7 @@ func (pc parseCtx) unsubscribe(cur *filter, args json.RawMessage, hasArgs bool) 
 			next.clauses = append(next.clauses, cl)
 		}
 	}
-	return next, nil
+	return next, state, nil
 }
 
 func argsArray(args json.RawMessage, hasArgs bool, name, of string) ([]json.RawMessage, error) {
@@ -256,6 +284,7 @@ type responseFrame struct {
 type responseArgs struct {
 	SendEverything bool         `json:"send-everything"`
 	Filters        []clauseJSON `json:"filters"`
+	SystemState    bool         `json:"system-state,omitempty"`
 	Cursor         string       `json:"cursor"`
 }
 
@@ -266,9 +295,10 @@ type clauseJSON struct {
 }
 
 // encodeResponse encodes the response to request id: the connection's
-// filter f (nil: none yet) and its position.
-func encodeResponse(id string, f *filter, cursor int64) []byte {
-	args := responseArgs{Filters: []clauseJSON{}, Cursor: strconv.FormatInt(cursor, 10)}
+// filter f (nil: none yet), whether it receives system_state frames, and
+// its position.
+func encodeResponse(id string, f *filter, systemState bool, cursor int64) []byte {
+	args := responseArgs{Filters: []clauseJSON{}, SystemState: systemState, Cursor: strconv.FormatInt(cursor, 10)}
 	if f != nil {
 		args.SendEverything = f.all
 		for _, cl := range f.clauses {

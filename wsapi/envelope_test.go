@@ -150,13 +150,13 @@ var badRequests = []struct{ name, in, want string }{
 	{"ping args", `{"namespace": "events", "name": "ping", "id": "e7", "args": []}`,
 		errFrame("e7", `ping: "args" must be absent or null`)},
 	{"subscribe no args", `{"namespace": "events", "name": "subscribe", "id": "e8"}`,
-		errFrame("e8", `subscribe: "args" must be an array of entity type names or filter objects`)},
+		errFrame("e8", `subscribe: "args" must be an array of entity type names, filter objects or "system-state"`)},
 	{"subscribe object args", `{"namespace": "events", "name": "subscribe", "id": "e9", "args": {"entity-type": "pool"}}`,
-		errFrame("e9", `subscribe: "args" must be an array of entity type names or filter objects`)},
+		errFrame("e9", `subscribe: "args" must be an array of entity type names, filter objects or "system-state"`)},
 	{"subscribe unknown type", `{"namespace": "events", "name": "subscribe", "id": "e10", "args": ["job", "pools"]}`,
 		errFrame("e10", `unknown entity type "pools"; known: `+knownTypes)},
 	{"subscribe number", `{"namespace": "events", "name": "subscribe", "id": "e11", "args": [1]}`,
-		errFrame("e11", `args[0] must be an entity type name or a filter object`)},
+		errFrame("e11", `args[0] must be an entity type name, a filter object or "system-state"`)},
 	{"subscribe bad filter", `{"namespace": "events", "name": "subscribe", "id": "e12", "args": ["job", {"entity-type": "pool", "ops": []}]}`,
 		errFrame("e12", `args[1]: unknown key "ops"; known: entity-type, operations, match`)},
 	{"subscribe unknown operation", `{"namespace": "events", "name": "subscribe", "id": "e13", "args": [{"entity-type": "pool", "operations": ["upsert"]}]}`,
@@ -170,7 +170,7 @@ var badRequests = []struct{ name, in, want string }{
 	{"unsubscribe unknown type", `{"namespace": "events", "name": "unsubscribe", "id": "e17", "args": ["pools"]}`,
 		errFrame("e17", `unknown entity type "pools"; known: `+knownTypes)},
 	{"unsubscribe object", `{"namespace": "events", "name": "unsubscribe", "id": "e18", "args": [{"entity-type": "pool"}]}`,
-		errFrame("e18", `args[0] must be an entity type name`)},
+		errFrame("e18", `args[0] must be an entity type name or "system-state"`)},
 	{"filter no args", `{"namespace": "events", "name": "filter", "id": "e19"}`,
 		errFrame("e19", `filter: "args" is required: a GARM filter object such as {"send-everything": true}`)},
 	{"filter bad args", `{"namespace": "events", "name": "filter", "id": "e20", "args": {"send-everything": true, "everything": 1}}`,
@@ -418,7 +418,7 @@ func FuzzParseEnvelope(f *testing.F) {
 						}
 					}
 				}
-				_ = encodeResponse(msg.id, nf, 1)
+				_ = encodeResponse(msg.id, nf, false, 1)
 			}
 		}
 	})

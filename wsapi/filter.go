@@ -55,16 +55,23 @@ func (s scope) allows(entityType string) bool {
 	return true
 }
 
-// allowedNames lists the registered types the scope allows, for error
-// messages.
+// allowedNames lists the types the scope allows, for error messages.
 func (s scope) allowedNames(reg *entities.Registry) []string {
 	var out []string
-	for _, n := range reg.Names() {
+	for _, n := range knownNames(reg) {
 		if s.allows(n) {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// knownNames lists every type a filter may name: the registry's and
+// system events, sorted.
+func knownNames(reg *entities.Registry) []string {
+	names := append(reg.Names(), entities.EventEntityType)
+	slices.Sort(names)
+	return names
 }
 
 // opMask is a set of operations. opAll is what a clause without
@@ -139,6 +146,8 @@ type parseCtx struct {
 	// secret reports whether a column may not be matched on (see
 	// Config.SecretField); nil means entities.EntityType.IsSecret only.
 	secret func(entities.EntityType, string) bool
+	// systemState reports whether the server offers system_state frames.
+	systemState bool
 }
 
 func (pc parseCtx) isSecret(et entities.EntityType, col string) bool {
@@ -257,9 +266,9 @@ func (pc parseCtx) parseClause(raw json.RawMessage, what string) (clause, error)
 
 // lookupType checks that name is a registered type the scope allows.
 func (pc parseCtx) lookupType(name string) (entities.EntityType, error) {
-	et, err := pc.reg.Lookup(name)
+	et, err := pc.knownType(name)
 	if err != nil {
-		return entities.EntityType{}, filterErrorf("unknown entity type %s; known: %s", quote(name), strings.Join(pc.reg.Names(), ", "))
+		return entities.EntityType{}, err
 	}
 	if !pc.sc.allows(name) {
 		allowed := pc.sc.allowedNames(pc.reg)
@@ -268,6 +277,19 @@ func (pc parseCtx) lookupType(name string) (entities.EntityType, error) {
 			list = "none"
 		}
 		return entities.EntityType{}, filterErrorf("entity type %s is not allowed for this token; allowed: %s", quote(name), list)
+	}
+	return et, nil
+}
+
+// knownType returns the entity type called name: a registered type, or
+// system events.
+func (pc parseCtx) knownType(name string) (entities.EntityType, error) {
+	if name == entities.EventEntityType {
+		return entities.EventType(), nil
+	}
+	et, err := pc.reg.Lookup(name)
+	if err != nil {
+		return entities.EntityType{}, filterErrorf("unknown entity type %s; known: %s", quote(name), strings.Join(knownNames(pc.reg), ", "))
 	}
 	return et, nil
 }

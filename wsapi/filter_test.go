@@ -12,7 +12,7 @@ import (
 )
 
 // knownTypes is the built-in registry's list as error messages print it.
-const knownTypes = "controller, enterprise, github_credentials, github_endpoint, instance, job, organization, pool, repository, user"
+const knownTypes = "controller, enterprise, event, github_credentials, github_endpoint, instance, job, organization, pool, repository, user"
 
 // expectError reads the next frame and checks it is exactly the error frame
 // carrying msg.
@@ -83,7 +83,7 @@ var badFilters = []struct {
 	{"missing entity type", `{"filters": [{"entity-type": "pool"}, {"operations": ["create"]}]}`, `filters[1]: "entity-type" is required`},
 	{"entity type number", `{"filters": [{"entity-type": 7}]}`, `filters[0]: "entity-type" must be a string`},
 	{"unknown entity type", `{"filters": [{"entity-type": "pools"}]}`, `unknown entity type "pools"; known: ` + knownTypes},
-	{"event not yet", `{"filters": [{"entity-type": "event"}]}`, `unknown entity type "event"; known: ` + knownTypes},
+	{"event match unknown field", `{"filters": [{"entity-type": "event", "match": {"sevrity": "error"}}]}`, `filters[0]: "match": unknown field "sevrity" for entity type "event"; known: id, user_id, system_id, acted_upon, category, action, severity, description, metadata, status, operation_id, created_at, updated_at`},
 	{"long entity type", `{"filters": [{"entity-type": "` + strings.Repeat("a", 100) + `"}]}`, `unknown entity type "` + strings.Repeat("a", 64) + `..."; known: ` + knownTypes},
 	{"operations string", `{"filters": [{"entity-type": "pool", "operations": "create"}]}`, `filters[0]: "operations" must be an array of strings`},
 	{"operation number", `{"filters": [{"entity-type": "pool", "operations": [1]}]}`, `filters[0]: "operations" must be an array of strings`},
@@ -157,7 +157,7 @@ func FuzzParseFilter(f *testing.F) {
 	}
 	reg := entities.DefaultRegistry()
 	known := map[string]bool{}
-	for _, n := range reg.Names() {
+	for _, n := range knownNames(reg) {
 		known[n] = true
 	}
 	scopes := []scope{{admin: true}, {}, {types: map[string]bool{"pool": true, "user": true}}}

@@ -139,3 +139,17 @@ func mustJSON(v any) []byte {
 // formatCommittedAt formats a commit time for the wire; REST endpoints will
 // share it.
 func formatCommittedAt(t time.Time) string { return t.UTC().Format(committedAtLayout) }
+
+// systemStateFrame is SysAdm's periodic subsystem status (DESIGN.md §3,
+// issue 5): {"namespace": "events", "name": "system_state", "id": "",
+// "args": {...}}.
+type systemStateFrame struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	Args      any    `json:"args"`
+}
+
+func encodeSystemState(args any) []byte {
+	return mustJSON(systemStateFrame{Namespace: envelopeNamespace, Name: "system_state", ID: "", Args: args})
+}

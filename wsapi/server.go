@@ -155,16 +155,36 @@ type Config struct {
 	// MaxConnections bounds concurrent WebSocket connections; an upgrade
 	// beyond it gets 503 with a JSON error. Default: 10,000.
 	MaxConnections int
+	// SystemState, when set, offers the system-state subscription: a
+	// client that subscribes to "system-state" gets a system_state frame
+	// whose args are SystemState's result right away and then every
+	// SystemStateInterval. It is called on client writer goroutines, so it
+	// must be safe for concurrent use and quick; its result must encode
+	// as a JSON object. nil: subscribing to system-state is an error.
+	SystemState func() any
+	// OnCursorExpired, when set, is told (subject of the client's token,
+	// its cursor, the retention horizon) each time a client is sent
+	// resync-required because retention removed changes it still needed.
+	// It runs on the client's writer goroutine and must return quickly.
+	OnCursorExpired func(subject string, cursor, horizon int64)
+	// SystemStateInterval is the period of system_state frames.
+	// Default: 5s.
+	SystemStateInterval time.Duration
 	// MaxFilters bounds the filter clauses one connection may hold; a
 	// message asking for more gets an error frame and changes nothing.
 	// Default: 100.
 	MaxFilters int
+	// Events serves the events REST API (/api/v1/events...) with the
+	// same authentication and authorization as the stream. nil: no such
+	// routes.
+	Events EventStore
 }
 
 // Defaults of the limits in Config.
 const (
-	DefaultMaxConnections = 10_000
-	DefaultMaxFilters     = 100
+	DefaultMaxConnections      = 10_000
+	DefaultMaxFilters          = 100
+	DefaultSystemStateInterval = 5 * time.Second
 )
 
 // Server serves the WebSocket event stream and the health endpoints, and
@@ -226,8 +246,11 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
-	if cfg.LoginTTL < 0 || cfg.MaxConnections < 0 || cfg.MaxFilters < 0 {
-		return nil, errors.New("new wsapi server: LoginTTL, MaxConnections and MaxFilters must not be negative")
+	if cfg.LoginTTL < 0 || cfg.MaxConnections < 0 || cfg.MaxFilters < 0 || cfg.SystemStateInterval < 0 {
+		return nil, errors.New("new wsapi server: LoginTTL, MaxConnections, MaxFilters and SystemStateInterval must not be negative")
+	}
+	if cfg.SystemStateInterval == 0 {
+		cfg.SystemStateInterval = DefaultSystemStateInterval
 	}
 	if cfg.LoginTTL == 0 {
 		cfg.LoginTTL = DefaultLoginTTL
@@ -273,6 +296,9 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST "+LogoutPath, s.serveLogout)
 	if cfg.Users != nil {
 		mux.HandleFunc("POST "+LoginPath, s.serveLogin)
+	}
+	if cfg.Events != nil {
+		s.registerEventRoutes(mux)
 	}
 	s.handler = mux
 	if cfg.Users != nil {

@@ -313,6 +313,7 @@ func TestLimits_MaxConnections(t *testing.T) {
 	tok := e.token(t, "u1", RoleAdmin)
 	a := e.dial(t, tok)
 	e.dial(t, tok)
+	waitFor(t, "both to register", func() bool { return e.srv.Clients() == 2 })
 	_, resp, body, err := e.dialRaw(t, e.wsURL(), bearer(tok))
 	if err == nil || resp == nil || resp.StatusCode != 503 || !strings.Contains(string(body), "connection limit reached (2 connections)") {
 		t.Fatalf("third connection: got %v %v %s, want 503 naming the limit", err, resp, body)
