@@ -41,6 +41,11 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "changecast: %v\n", err)
 		return 2
+	case errors.As(err, new(exitError)):
+		var ee exitError
+		errors.As(err, &ee)
+		fmt.Fprintf(stderr, "changecast: %v\n", err)
+		return ee.code
 	default:
 		fmt.Fprintf(stderr, "changecast: %v\n", err)
 		return 1
@@ -52,6 +57,9 @@ const usage = `changecast streams committed PostgreSQL changes to WebSocket clie
 Usage:
   changecast serve   [flags]   watch the database and serve /api/v1/ws/events
   changecast token   [flags]   mint a JWT for a user and role (prints only the token)
+  changecast tail    [flags]   follow committed changes live (colored lines, or JSON lines)
+  changecast demo    [flags]   serve the embedded PostgreSQL with a sample workload and a token
+  changecast user    ACTION    manage who can log in: add, passwd, disable, enable, list
   changecast secrets           print which columns are stripped from every entity type, and why
   changecast version           print the build version
 
@@ -70,6 +78,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "token":
 		return runToken(args[1:], stdout, stderr)
+	case "user":
+		return runUser(ctx, args[1:], stdout, stderr)
+	case "tail":
+		return runTail(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
 	case "secrets":
 		return runSecrets(args[1:], stdout, stderr)
 	case "version":
