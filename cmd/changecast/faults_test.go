@@ -53,12 +53,17 @@ func dialSince(t testing.TB, addr, token string, since int64) *websocket.Conn {
 }
 
 // readChange reads frames until an entity change, skipping control frames
-// it is told to expect; it returns the change and the control types seen.
+// it is told to expect and changecast's own system events (entity type
+// event, which send-everything includes); it returns the change and the
+// control types seen.
 func readChange(t testing.TB, c *websocket.Conn, within time.Duration) (frame, []string) {
 	t.Helper()
 	var controls []string
 	for {
 		f := readFrame(t, c, within)
+		if f.EntityType == "event" {
+			continue
+		}
 		if f.Namespace == "" {
 			return f, controls
 		}

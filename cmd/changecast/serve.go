@@ -34,6 +34,9 @@ type serveConfig struct {
 	retentionAge      time.Duration
 	retentionRows     int64
 	retentionInterval time.Duration
+	maxConnections    int
+	lagWarnBytes      uint64
+	loginTTL          time.Duration
 
 	// beforeWatch, when set (tests only), runs once the HTTP listener is up
 	// and before the watcher starts, with the listen address.
@@ -71,6 +74,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Int64Var(&cfg.retentionRows, "retention-rows", cfg.retentionRows, "keep at most this many journal rows; negative keeps all (env "+envRetentionRows+")")
 	fs.DurationVar(&cfg.retentionInterval, "retention-interval", time.Minute, "how often retention runs")
 	fs.IntVar(&cfg.chunkSize, "chunk-size", 1000, "changes per chunk of a large transaction: bounds memory per transaction")
+	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
+	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
+	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -143,22 +149,31 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	}
 
 	pipe := &pipeline{
-		db:    db,
-		reg:   reg,
-		san:   sanitize.New(reg),
-		url:   dbURL,
-		slot:  cfg.slot,
-		chunk: cfg.chunkSize,
-		log:   log,
+		db:      db,
+		reg:     reg,
+		san:     sanitize.New(reg),
+		url:     dbURL,
+		slot:    cfg.slot,
+		chunk:   cfg.chunkSize,
+		log:     log,
+		events:  newEmitter(cfg.slot, log.With("component", "events")),
+		lagWarn: cfg.lagWarnBytes,
 	}
+	pipe.lagMon.threshold = cfg.lagWarnBytes
 	hub, err := wsapi.NewServer(wsapi.Config{
 		Registry: reg,
 		Auth:     auth,
 		Journal:  journalReader{db},
 		// A filter may not test a field that sanitize would strip.
-		SecretField: sanitize.Stripped,
-		Logger:      log.With("component", "wsapi"),
-		Ready:       pipe.streaming,
+		SecretField:     sanitize.Stripped,
+		Logger:          log.With("component", "wsapi"),
+		Ready:           pipe.streaming,
+		Users:           users{db},
+		LoginTTL:        cfg.loginTTL,
+		MaxConnections:  cfg.maxConnections,
+		SystemState:     pipe.systemState,
+		OnCursorExpired: pipe.events.retentionGap,
+		Events:          eventStore{db: db, pipe: pipe},
 	})
 	if err != nil {
 		return err
@@ -231,6 +246,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
+		pipe.events.shutdown(hub.Head())
 	case cause = <-httpErr:
 		log.Error("http server stopped", "err", cause)
 	case cause = <-pipeDone:
@@ -286,9 +302,17 @@ type pipeline struct {
 	log   *slog.Logger
 
 	current   atomic.Pointer[watcher.Watcher] // the running watcher, for readiness and metrics
-	appender  atomic.Pointer[store.Appender]  // the running appender, for metrics
+	appender  atomic.Pointer[store.Appender]  // the running appender, for metrics and system writes
 	highWater atomic.Int64                    // most changes a finished appender held in memory at once
 	restarts  atomic.Uint64
+
+	events  *emitter    // changecast's own system events
+	lagWarn uint64      // lag_high threshold in bytes; 0 disables
+	standby atomic.Bool // waiting for another process's slot or journal
+	rate    rateMeter   // journal changes per second, for system-state
+	started bool        // the pipeline has streamed once (run's goroutine only)
+	downAt  time.Time   // when the running pipeline last failed (run's goroutine only)
+	lagMon  lagMonitor  // (once's lag goroutine only)
 }
 
 func (p *pipeline) streaming() bool {
@@ -341,18 +365,35 @@ func (p *pipeline) run(ctx context.Context) error {
 		if time.Since(started) > time.Minute {
 			backoff = minBackoff
 		}
+		if p.downAt.IsZero() {
+			p.downAt = time.Now()
+		}
+		kind := classify(err)
 		var now string
-		switch {
-		case errors.Is(err, watcher.ErrSlotInUse):
+		switch kind {
+		case "slot_in_use":
 			now = "replication slot " + p.slot + " is in use by another process; waiting for it to be released"
-		case errors.Is(err, store.ErrJournalLocked):
+		case "standby":
 			now = "the journal is held by another changecast process; waiting as a standby"
+		case "slot_invalidated":
+			now = "replication slot " + p.slot + " was invalidated by PostgreSQL; retrying"
 		default:
 			now = "replication interrupted; reconnecting"
 		}
+		p.standby.Store(kind == "slot_in_use" || kind == "standby")
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if now != state || now == "replication interrupted; reconnecting" {
+		if now != state || kind == "interrupted" {
 			p.log.Warn(now, "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		if now != state {
+			switch kind {
+			case "slot_in_use", "standby":
+				p.events.slotInUse(p.slot)
+			case "slot_invalidated":
+				p.events.slotInvalidated(p.slot, err)
+			default:
+				p.events.unreachable(p.slot, err, wait)
+			}
 		}
 		state = now
 		p.restarts.Add(1)
@@ -372,8 +413,9 @@ func (p *pipeline) run(ctx context.Context) error {
 func (p *pipeline) once(ctx context.Context) error {
 	var w *watcher.Watcher
 	app, err := p.db.NewAppender(ctx, store.AppenderConfig{
-		Slot:   p.slot,
-		Logger: p.log.With("component", "journal"),
+		Slot:          p.slot,
+		Logger:        p.log.With("component", "journal"),
+		SanitizeEvent: sanitize.Event,
 		OnCommit: func(c store.Committed) {
 			p.hub.Publish(c.Head, c.Changes)
 			if c.EndLSN > 0 {
@@ -409,7 +451,16 @@ func (p *pipeline) once(ctx context.Context) error {
 		return err
 	}
 	p.current.Store(w)
+	p.standby.Store(false)
 	p.log.Info("replication pipeline starting", "start_lsn", app.Offset().String(), "journal_head", app.Head())
+	if !p.started {
+		p.started = true
+		p.events.started(p.slot, app.Offset(), app.Head())
+	} else if !p.downAt.IsZero() {
+		p.log.Info("replication resumed", "start_lsn", app.Offset().String(), "downtime", time.Since(p.downAt).Round(time.Millisecond))
+		p.events.resumed(p.slot, app.Offset(), time.Since(p.downAt), p.restarts.Load())
+	}
+	p.downAt = time.Time{}
 
 	// gctx ends when a stage fails; ctx ends an orderly stop, which only the
 	// watcher sees directly: the later stages drain what it handed over.
@@ -427,8 +478,29 @@ func (p *pipeline) once(ctx context.Context) error {
 		defer close(raw)
 		return w.Run(wctx, raw)
 	})
+	// System events go through the same appender. On an orderly stop the
+	// queue is written out (the shutdown event last) before the appender's
+	// input closes.
+	eventsDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(eventsDone)
+		return p.events.persist(wctx, app)
+	})
+	g.Go(func() error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return nil
+			case <-t.C:
+				p.lagMon.observe(p.events, p.slot, w.Stats().LagBytes)
+			}
+		}
+	})
 	g.Go(func() error {
 		defer close(clean)
+		defer func() { <-eventsDone }()
 		for tx := range raw {
 			changes, err := p.san.Changes(tx.Changes)
 			if err != nil {

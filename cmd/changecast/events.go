@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/watcher"
+)
+
+// This file holds the system events changecast emits about itself (issue
+// 5; docs/events.md lists them) and the system-state snapshot.
+
+// docsBase is where the doc links of changecast's own events point.
+const docsBase = "https://github.com/changecast/changecast/blob/main/docs/"
+
+// eventQueueLen bounds the events waiting to be persisted (while the
+// pipeline is reconnecting, say).
+const eventQueueLen = 256
+
+// emitter queues changecast's own events; the running pipeline persists
+// them through the journal appender, in order. Emitting never blocks: when
+// the queue is full (PostgreSQL has been away for long) the event is
+// dropped, counted and logged.
+type emitter struct {
+	ch       chan entities.Event
+	systemID uuid.UUID // this changecast's identity: stable per slot
+	log      *slog.Logger
+	dropped  atomic.Uint64
+}
+
+func newEmitter(slot string, log *slog.Logger) *emitter {
+	return &emitter{
+		ch:       make(chan entities.Event, eventQueueLen),
+		systemID: uuid.NewSHA1(uuid.NameSpaceURL, []byte("changecast:slot:"+slot)),
+		log:      log,
+	}
+}
+
+// event starts an event from this changecast.
+func (e *emitter) event(category, action string, sev entities.Severity, description string, meta map[string]any) *entities.EventBuilder {
+	return entities.NewEvent().FromSystem(e.systemID).WithCategory(category).WithAction(action).
+		WithSeverity(sev).WithDescription(description).WithMetadata(meta)
+}
+
+// emit builds and queues an event. A build error is a bug in the caller's
+// constant parts; it is logged, not fatal.
+func (e *emitter) emit(b *entities.EventBuilder) {
+	ev, err := b.Build()
+	if err != nil {
+		e.log.Error("build system event", "err", err)
+		return
+	}
+	select {
+	case e.ch <- ev:
+	default:
+		e.dropped.Add(1)
+		e.log.Warn("system event queue full; event dropped", "category", ev.Category, "action", ev.Action)
+	}
+}
+
+// persist writes queued events through app until ctx ends, then writes
+// those still queued (the shutdown event among them) and returns. A failed
+// write ends it with the error (the pipeline restarts); the event is
+// re-queued first unless the queue is full.
+func (e *emitter) persist(ctx context.Context, app *store.Appender) error {
+	write := func(ev entities.Event) error {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := app.PersistEvent(wctx, ev); err != nil {
+			select {
+			case e.ch <- ev:
+			default:
+				e.dropped.Add(1)
+			}
+			return fmt.Errorf("persist system event %s/%s: %w", ev.Category, ev.Action, err)
+		}
+		return nil
+	}
+	for {
+		select {
+		case ev := <-e.ch:
+			if err := write(ev); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			for {
+				select {
+				case ev := <-e.ch:
+					if err := write(ev); err != nil {
+						return err
+					}
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+func doc(anchor string) string { return docsBase + "events.md#" + anchor }
+
+func (e *emitter) started(slot string, confirmed entities.LSN, head int64) {
+	e.emit(e.event("replication", "started", entities.Informational,
+		fmt.Sprintf("streaming changes from slot %s, resuming after %s", slot, confirmed),
+		map[string]any{"slot": slot, "confirmed_lsn": confirmed.String(), "journal_head": fmt.Sprint(head)}))
+}
+
+func (e *emitter) resumed(slot string, start entities.LSN, down time.Duration, attempts uint64) {
+	e.emit(e.event("replication", "resumed", entities.Success,
+		fmt.Sprintf("replication resumed from %s after %s; nothing was lost", start, down.Round(time.Millisecond)),
+		map[string]any{"slot": slot, "start_lsn": start.String(), "downtime_ms": down.Milliseconds(), "attempts": attempts}))
+}
+
+func (e *emitter) unreachable(slot string, err error, retryIn time.Duration) {
+	e.emit(e.event("replication", "postgres_unreachable", entities.Error,
+		"cannot stream from PostgreSQL; retrying with backoff. Clients stay connected and miss nothing.",
+		map[string]any{"err": err, "slot": slot, "retry_in_ms": retryIn.Milliseconds(), "doc": doc("postgres_unreachable")}))
+}
+
+func (e *emitter) slotInUse(slot string) {
+	e.emit(e.event("replication", "slot_in_use", entities.Warning,
+		fmt.Sprintf("replication slot %s is used by another process; this changecast waits as a standby", slot),
+		map[string]any{"slot": slot, "doc": doc("slot_in_use")}))
+}
+
+func (e *emitter) slotInvalidated(slot string, err error) {
+	e.emit(e.event("replication", "slot_invalidated", entities.Critical,
+		fmt.Sprintf("replication slot %s was invalidated by PostgreSQL: changes after its position are gone; drop the slot and resynchronise clients", slot),
+		map[string]any{"err": err, "slot": slot, "doc": doc("slot_invalidated")}))
+}
+
+func (e *emitter) lagHigh(slot string, lag, threshold uint64) {
+	e.emit(e.event("replication", "lag_high", entities.Warning,
+		fmt.Sprintf("replication lag is %d bytes, over the %d-byte threshold", lag, threshold),
+		map[string]any{"slot": slot, "lag_bytes": lag, "threshold_bytes": threshold, "doc": doc("lag_high")}))
+}
+
+func (e *emitter) lagRecovered(slot string, lag, threshold uint64) {
+	e.emit(e.event("replication", "lag_recovered", entities.Success,
+		fmt.Sprintf("replication lag is back to %d bytes, under the %d-byte threshold", lag, threshold),
+		map[string]any{"slot": slot, "lag_bytes": lag, "threshold_bytes": threshold}))
+}
+
+// retentionGap reports a client whose resume cursor retention removed. The
+// event concerns that client's user when its token names one.
+func (e *emitter) retentionGap(subject string, cursor, horizon int64) {
+	b := e.event("journal", "retention_gap", entities.Warning,
+		fmt.Sprintf("a client resumed after cursor %d, but retention had removed the journal up to %d; it was told to resynchronise", cursor, horizon),
+		map[string]any{"cursor": fmt.Sprint(cursor), "horizon": fmt.Sprint(horizon), "doc": doc("retention_gap")})
+	if id, err := uuid.Parse(subject); err == nil {
+		b = b.FromUser(id)
+	}
+	e.emit(b)
+}
+
+func (e *emitter) shutdown(head int64) {
+	e.emit(e.event("server", "shutdown", entities.Informational,
+		"changecast is shutting down; clients will be disconnected and can resume with their last cursor",
+		map[string]any{"journal_head": fmt.Sprint(head)}))
+}
+
+// slotInvalidatedErr reports whether err says PostgreSQL invalidated the
+// slot (max_slot_wal_keep_size exceeded: wal_status "lost").
+func slotInvalidatedErr(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "can no longer get changes from replication slot") ||
+		strings.Contains(msg, "has been invalidated") ||
+		strings.Contains(msg, "This slot has been invalidated")
+}
+
+// lagMonitor emits lag_high when the watcher's lag exceeds threshold and
+// lag_recovered once it is back under half of it (hysteresis, so a lag
+// hovering at the threshold does not flap).
+type lagMonitor struct {
+	threshold uint64
+	high      bool
+}
+
+func (m *lagMonitor) observe(e *emitter, slot string, lag uint64) {
+	switch {
+	case m.threshold == 0:
+	case !m.high && lag > m.threshold:
+		m.high = true
+		e.lagHigh(slot, lag, m.threshold)
+	case m.high && lag <= m.threshold/2:
+		m.high = false
+		e.lagRecovered(slot, lag, m.threshold)
+	}
+}
+
+// rateMeter turns the journal head into changes per second, measured over
+// at least a second.
+type rateMeter struct {
+	mu   sync.Mutex
+	at   time.Time
+	head int64
+	rate float64
+}
+
+func (r *rateMeter) observe(now time.Time, head int64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.at.IsZero() {
+		r.at, r.head = now, head
+		return 0
+	}
+	if dt := now.Sub(r.at); dt >= time.Second {
+		r.rate = float64(head-r.head) / dt.Seconds()
+		r.at, r.head = now, head
+	}
+	return r.rate
+}
+
+// systemState is the system_state frame's args (issue 5 item 5).
+func (p *pipeline) systemState() any {
+	st := p.stats()
+	health := "reconnecting"
+	switch {
+	case st.Streaming:
+		health = "streaming"
+	case p.standby.Load():
+		health = "standby"
+	}
+	head := p.hub.Head()
+	return map[string]any{
+		"slot":               p.slot,
+		"slot_health":        health,
+		"confirmed_lsn":      st.Confirmed.String(),
+		"lag_bytes":          st.LagBytes,
+		"journal_head":       fmt.Sprint(head),
+		"changes_per_second": p.rate.observe(time.Now(), head),
+		"connected_clients":  p.hub.Clients(),
+		"events_dropped":     p.events.dropped.Load(),
+	}
+}
+
+// classify names the state a pipeline failure leaves it in, for logs and
+// events.
+func classify(err error) string {
+	switch {
+	case errors.Is(err, watcher.ErrSlotInUse):
+		return "slot_in_use"
+	case errors.Is(err, store.ErrJournalLocked):
+		return "standby"
+	case slotInvalidatedErr(err):
+		return "slot_invalidated"
+	default:
+		return "interrupted"
+	}
+}
