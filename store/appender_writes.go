@@ -21,6 +21,13 @@ type write struct {
 	done chan error // cap 1: the appender never waits on it
 }
 
+// ErrJournalWriteFailed is returned (wrapped) by Submit when the journal
+// transaction itself failed or its commit is in doubt (the connection
+// broke): the appender stops, and whether the write committed is unknown.
+// A write made idempotent (PersistEvent is) can be retried on the next
+// appender.
+var ErrJournalWriteFailed = errors.New("journal write failed")
+
 // ErrAppenderStopped is returned (wrapped) by Submit and PersistEvent when
 // the appender's Run has returned: the write was not made. A new appender
 // (the pipeline rebuilds one) takes writes again.
@@ -52,6 +59,8 @@ func (a *Appender) Submit(ctx context.Context, fn WriteFunc) error {
 // (entity type "event", operation create) to the hub. The event first goes
 // through AppenderConfig.SanitizeEvent, so a secret-looking metadata key
 // reaches neither table; without a SanitizeEvent PersistEvent refuses.
+// PersistEvent is idempotent: an event already stored (same id) is not
+// written again, so it is safe to retry after ErrJournalWriteFailed.
 func (a *Appender) PersistEvent(ctx context.Context, ev entities.Event) error {
 	if a.cfg.SanitizeEvent == nil {
 		return errors.New("persist event: the appender has no SanitizeEvent; refusing to store unsanitized metadata")
@@ -60,13 +69,17 @@ func (a *Appender) PersistEvent(ctx context.Context, ev entities.Event) error {
 	if err != nil {
 		return fmt.Errorf("persist event: sanitize: %w", err)
 	}
-	return a.Submit(ctx, func(ctx context.Context, tx pgx.Tx) ([]entities.Change, error) {
+	err = a.Submit(ctx, func(ctx context.Context, tx pgx.Tx) ([]entities.Change, error) {
 		ch, err := InsertEventTx(ctx, tx, clean)
 		if err != nil {
 			return nil, err
 		}
 		return []entities.Change{ch}, nil
 	})
+	if errors.Is(err, ErrEventExists) {
+		return nil // persisted before: a retry after an unknown outcome
+	}
+	return err
 }
 
 // applyWrite runs one Submit on the appender goroutine. It returns an error
@@ -90,7 +103,7 @@ func (a *Appender) applyWrite(ctx context.Context, w write) error {
 		w.done <- fnErr // rolled back; the appender is fine
 		return nil
 	default:
-		w.done <- fmt.Errorf("journal write: %w", err)
+		w.done <- fmt.Errorf("%w: %w", ErrJournalWriteFailed, err)
 		return err
 	}
 	n := int64(len(changes))

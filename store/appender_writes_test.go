@@ -134,3 +134,41 @@ func TestAppender_SubmitFailure(t *testing.T) {
 		t.Fatalf("journal has %d rows, want 1", n)
 	}
 }
+
+// TestAppender_EventWaitsForChunkedTransaction checks that a system event
+// submitted while a chunked source transaction is open waits for it (the
+// journal keeps commit order) rather than failing, and that persisting the
+// same event again (a retry after an unknown outcome) is a no-op.
+func TestAppender_EventWaitsForChunkedTransaction(t *testing.T) {
+	db := migrated(t)
+	ctx := testCtx(t)
+	a, _ := newAppender(t, db, store.AppenderConfig{SanitizeEvent: stripPassword})
+	in := make(chan entities.Transaction)
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx, in) }()
+
+	in <- txn(0x9000, 0x9100, 9, 0, 3, false) // first chunk: the journal transaction is open
+	ev := entities.NewEvent().WithCategory("test").WithAction("during_chunk").WithSeverity(entities.Debug).MustBuild()
+	persisted := make(chan error, 1)
+	go func() { persisted <- a.PersistEvent(ctx, ev) }()
+	select {
+	case err := <-persisted:
+		t.Fatalf("PersistEvent returned %v inside an open source transaction", err)
+	default:
+	}
+	in <- txn(0x9000, 0x9100, 9, 3, 2, true) // final chunk
+	if err := <-persisted; err != nil {
+		t.Fatalf("PersistEvent: %v", err)
+	}
+	if err := a.PersistEvent(ctx, ev); err != nil {
+		t.Fatalf("PersistEvent again (a retry): %v", err)
+	}
+	close(in)
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got := readAll(t, db)
+	if len(got) != 6 || got[5].EntityType != entities.EventEntityType {
+		t.Fatalf("journal has %d rows (last %+v), want the 5 chunked changes then the event once", len(got), got[len(got)-1])
+	}
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
 	"github.com/changecast/changecast/entities"
@@ -300,17 +299,24 @@ func InsertEventTx(ctx context.Context, tx pgx.Tx, ev entities.Event) (entities.
 		args[i] = row[col]
 	}
 	var at time.Time
+	// ON CONFLICT DO NOTHING: persisting an event again (a retry after a
+	// commit whose outcome was unknown) is a no-op, not an error that
+	// would fail every retry.
 	stored, err := scanEvent(tx.QueryRow(ctx, "INSERT INTO changecast.events ("+eventSelect+") VALUES ("+
-		strings.Join(placeholders, ", ")+") RETURNING "+eventSelect+", now()", args...), &at)
+		strings.Join(placeholders, ", ")+") ON CONFLICT (id) DO NOTHING RETURNING "+eventSelect+", now()", args...), &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return entities.Change{}, fmt.Errorf("insert event %s: %w", ev.ID, ErrEventExists)
+	}
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-			return entities.Change{}, fmt.Errorf("insert event %s: an event with this id already exists (build each event with its own entities.NewEvent())", ev.ID)
-		}
 		return entities.Change{}, fmt.Errorf("insert event %s: %w", ev.ID, hintMigrate(err))
 	}
 	return eventChange(entities.OpCreate, stored, nil, at), nil
 }
+
+// ErrEventExists is returned (wrapped) by InsertEventTx for an event whose
+// id is already stored: it was persisted before (a retry), or two events
+// were built from one builder. Nothing is written.
+var ErrEventExists = errors.New("an event with this id already exists")
 
 // SetEventStatusTx sets the status of the events ids within tx, updating
 // updated_at to now(), and returns one update Change (with Previous) per

@@ -264,30 +264,38 @@ func newRevoker(s *Server) *revoker {
 // too large to hand over) or a truncate of user may have changed any user,
 // so every connection is re-checked.
 func (r *revoker) note(batch []entities.Change) {
-	changed := false
-	r.mu.Lock()
-	if batch == nil {
-		r.mu.all, changed = true, true
-	}
+	all := batch == nil
+	var subjects []string
 	for i := range batch {
 		ch := &batch[i]
 		if ch.EntityType != userEntityType || ch.Operation == entities.OpCreate {
 			continue
 		}
-		changed = true
 		if ch.Operation == entities.OpTruncate || ch.EntityID == "" {
-			r.mu.all = true
+			all = true
 		} else {
-			r.mu.subjects[ch.EntityID] = true
+			subjects = append(subjects, ch.EntityID)
 		}
 	}
+	if !all && len(subjects) == 0 {
+		return
+	}
+	// The epoch moves before the users are recorded: a connection that
+	// registers after the revoker took them still sees the epoch move
+	// (and asks for its own re-check), and one that registered before
+	// the move is in the snapshot the revoker takes after recording.
+	r.epoch.Add(1)
+	r.mu.Lock()
+	if all {
+		r.mu.all = true
+	}
+	for _, s := range subjects {
+		r.mu.subjects[s] = true
+	}
 	r.mu.Unlock()
-	if changed {
-		r.epoch.Add(1)
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -69,22 +69,31 @@ func (e *emitter) emit(b *entities.EventBuilder) {
 }
 
 // persist writes queued events through app until ctx ends, then writes
-// those still queued (the shutdown event among them) and returns. A failed
-// write ends it with the error (the pipeline restarts); the event is
-// re-queued first unless the queue is full.
+// those still queued (the shutdown event among them) and returns. Waiting
+// for the appender has no time limit: it may be journaling a large
+// transaction, and Submit returns as soon as the appender stops. When the
+// appender stops or its journal transaction fails, the event goes back in
+// the queue for the next pipeline (PersistEvent is idempotent) and persist
+// returns that error; any other failure is the event's own (it cannot be
+// stored), so it is logged and dropped rather than retried forever.
 func (e *emitter) persist(ctx context.Context, app *store.Appender) error {
 	write := func(ev entities.Event) error {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if err := app.PersistEvent(wctx, ev); err != nil {
+		err := app.PersistEvent(context.WithoutCancel(ctx), ev)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, store.ErrAppenderStopped), errors.Is(err, store.ErrJournalWriteFailed):
 			select {
 			case e.ch <- ev:
 			default:
 				e.dropped.Add(1)
 			}
 			return fmt.Errorf("persist system event %s/%s: %w", ev.Category, ev.Action, err)
+		default:
+			e.dropped.Add(1)
+			e.log.Error("system event cannot be stored; dropped", "category", ev.Category, "action", ev.Action, "err", err)
+			return nil
 		}
-		return nil
 	}
 	for {
 		select {

@@ -499,8 +499,18 @@ func (p *pipeline) once(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error {
+		// The appender takes system writes only between source
+		// transactions. If the watcher stopped in the middle of a
+		// chunked one, the appender must see its input close (and roll
+		// that back) before a queued event can be written; otherwise
+		// the queued events are written first.
+		inside := false // the last transaction forwarded was a non-final chunk
 		defer close(clean)
-		defer func() { <-eventsDone }()
+		defer func() {
+			if !inside {
+				<-eventsDone
+			}
+		}()
 		for tx := range raw {
 			changes, err := p.san.Changes(tx.Changes)
 			if err != nil {
@@ -511,6 +521,7 @@ func (p *pipeline) once(ctx context.Context) error {
 			tx.Changes = changes
 			select {
 			case clean <- tx:
+				inside = !tx.Final
 			case <-gctx.Done():
 				return nil
 			}

@@ -456,9 +456,9 @@ func formatPretty(ch entities.Change, st tailStyle) string {
 		sev := rowText(ch.Payload, "severity")
 		b.WriteString(padPainted(st, severityColor(sev), sev, 8))
 		b.WriteString("  " + pad(ch.EntityType, 12) + "  ")
-		b.WriteString(rowText(ch.Payload, "category") + "/" + rowText(ch.Payload, "action"))
+		b.WriteString(safeText(rowText(ch.Payload, "category")) + "/" + safeText(rowText(ch.Payload, "action")))
 		if d := rowText(ch.Payload, "description"); d != "" {
-			b.WriteString("  " + d)
+			b.WriteString("  " + safeText(d))
 		}
 	} else {
 		b.WriteString(padPainted(st, operationColor(ch.Operation), string(ch.Operation), 8))
@@ -467,7 +467,7 @@ func formatPretty(ch entities.Change, st tailStyle) string {
 		case ch.Operation == entities.OpTruncate:
 			b.WriteString("  (all rows)")
 		case ch.EntityID != "":
-			b.WriteString("  " + ch.EntityID)
+			b.WriteString("  " + safeText(ch.EntityID))
 		}
 	}
 	if ch.Operation == entities.OpUpdate {
@@ -543,7 +543,7 @@ func diffFields(prev, cur entities.Row) []string {
 		if bytes.Equal(was, now) {
 			continue
 		}
-		out = append(out, k+": "+showValue(was)+" → "+showValue(now))
+		out = append(out, safeText(k)+": "+showValue(was)+" → "+showValue(now))
 	}
 	return out
 }
@@ -578,6 +578,18 @@ func showValue(raw []byte) string {
 	if utf8.RuneCountInString(s) > maxValueRunes {
 		r := []rune(s)
 		s = string(r[:maxValueRunes-1]) + "…"
+	}
+	return s
+}
+
+// safeText returns s as is when every rune is printable, else quoted with
+// Go escapes: row values reach the terminal, and an escape sequence in a
+// key or description must not drive it.
+func safeText(s string) string {
+	for _, r := range s {
+		if r != ' ' && !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
 	}
 	return s
 }

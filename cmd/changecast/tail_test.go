@@ -423,3 +423,14 @@ func TestTail_MatchValues(t *testing.T) {
 		t.Fatalf("got %s, want %s", got, want)
 	}
 }
+
+// TestTail_PrettyEscapesControlCharacters checks that row text cannot send
+// escape sequences to the terminal.
+func TestTail_PrettyEscapesControlCharacters(t *testing.T) {
+	if got := safeText("ghes\x1b]0;pwned\x07"); got != `"ghes\x1b]0;pwned\a"` {
+		t.Errorf("safeText = %s, want the Go-quoted form", got)
+	}
+	if got := safeText("on-prem GitHub, rack 4"); got != "on-prem GitHub, rack 4" {
+		t.Errorf("safeText changed printable text: %s", got)
+	}
+}

@@ -861,7 +861,7 @@ func (s *Subscription) deliver(ctx context.Context, ch entities.Change) error {
 	}
 	if s.opts.Handler != nil {
 		if err := s.opts.Handler(ch); err != nil {
-			return &Error{Op: "handle", URL: s.url, Cursor: s.st.last, Err: fmt.Errorf("%s %s %s (cursor %d): %w", ch.EntityType, ch.Operation, ch.EntityID, ch.Cursor, err), retryable: Retryable(err)}
+			return &Error{Op: "handle", URL: s.url, Cursor: s.st.last, Err: fmt.Errorf("%s %s %s (cursor %d): %w", ch.EntityType, ch.Operation, ch.EntityID, ch.Cursor, err), retryable: false}
 		}
 	} else {
 		select {
