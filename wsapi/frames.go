@@ -31,6 +31,11 @@ const (
 // PostgreSQL's timestamp precision.
 const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 
+// EncodeChange encodes c as the entity-change frame the server sends (see
+// encodeChange). Clients that re-emit frames (changecast tail --output
+// json) use it to produce exactly the server's bytes.
+func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
+
 // encodeChange encodes c as an entity-change frame. Keys are written in a
 // fixed order, the first three exactly GARM's: entity-type, operation,
 // payload, then cursor (only once journaled), committed-at and previous (only

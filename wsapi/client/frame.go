@@ -9,14 +9,12 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wsapi"
 )
 
 // This file converts between the wire frames of docs/protocol.md and
 // entities.Change.
 
-// committedAtLayout is the server's committed-at format: RFC 3339 in UTC
-// with six fractional digits.
-const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 
 // wireFrame is any server frame, decoded once.
 type wireFrame struct {
@@ -203,35 +201,7 @@ func parseCursor(s string) (int64, error) {
 // Payload keys come out sorted, as the server writes them, so a change a
 // Subscription delivered encodes back to the bytes received.
 func MarshalFrame(ch entities.Change) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString(`{"entity-type":`)
-	if err := writeJSON(&b, ch.EntityType); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"operation":`)
-	if err := writeJSON(&b, string(ch.Operation)); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"payload":`)
-	if ch.Payload == nil {
-		b.WriteString(`{}`)
-	} else if err := writeJSON(&b, ch.Payload); err != nil {
-		return nil, fmt.Errorf("encode %s payload: %w", ch.EntityType, err)
-	}
-	if ch.Cursor != 0 {
-		b.WriteString(`,"cursor":"` + strconv.FormatInt(ch.Cursor, 10) + `"`)
-	}
-	if !ch.CommitTime.IsZero() {
-		b.WriteString(`,"committed-at":"` + ch.CommitTime.UTC().Format(committedAtLayout) + `"`)
-	}
-	if ch.Operation == entities.OpUpdate && ch.Previous != nil {
-		b.WriteString(`,"previous":`)
-		if err := writeJSON(&b, ch.Previous); err != nil {
-			return nil, fmt.Errorf("encode %s previous: %w", ch.EntityType, err)
-		}
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return wsapi.EncodeChange(ch)
 }
 
 // writeJSON appends v's JSON without HTML escaping and without the
