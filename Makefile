@@ -7,9 +7,9 @@ FUZZTIME  ?= 60s
 BRIEFFUZZ ?= 4s
 PKGS      := ./...
 # Parsers of untrusted input and their fuzz targets (package:target).
-FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON
+FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVerifyToken ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON ./wsapi/client:FuzzParseFrame
 
-.PHONY: run test build vet fmt-check fuzz fuzz-brief postgres clean
+.PHONY: run test build vet fmt-check fuzz fuzz-brief postgres clean bench bench-quick bench-harness
 
 run: build postgres
 	./$(BIN) serve
@@ -46,6 +46,42 @@ fuzz:
 		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s; \
 	done
+
+# Benchmarks (docs/benchmarks.md); not part of make test. changecast-bench
+# starts its own PostgreSQL and runs a freshly built changecast against it,
+# printing every figure next to its target; then the hot paths run as go
+# test benchmarks. BENCH_FLAGS adds harness flags, e.g.
+#   make bench BENCH_FLAGS='--out /tmp/results.md --server-profile /tmp/prof'
+BENCH_FLAGS ?=
+BENCH_PKGS  := ./watcher ./sanitize ./wsapi
+# In-process load benchmarks (wsapi), run with a fixed count: their cost
+# per operation is a connection or a 1,000-way fan-out.
+LOAD_BENCH  := Hub_1000Connections|Server_IdleConnections
+
+bench: postgres
+	@$(MAKE) --no-print-directory bench-harness BENCH_MODE=
+	@echo; echo "== 5. Hot paths (go test -bench -benchmem; no targets: time and allocations per operation) =="
+	$(GO) test -run '^$$' -bench . -skip '$(LOAD_BENCH)' -benchmem $(BENCH_PKGS)
+	@echo; echo "== In-process load: 1,000 connections with mixed filters (issue 4), and memory per idle connection =="
+	$(GO) test -run '^$$' -bench 'Hub_1000Connections' -benchtime 5000x -benchmem ./wsapi
+	$(GO) test -run '^$$' -bench 'Server_IdleConnections' -benchtime 2000x -benchmem ./wsapi
+
+# The same in under two minutes: small scenarios, one run each, short
+# benchmark times.
+bench-quick: postgres
+	@$(MAKE) --no-print-directory bench-harness BENCH_MODE=--quick
+	@echo; echo "== 5. Hot paths (go test -bench -benchmem, short; no targets) =="
+	$(GO) test -run '^$$' -bench . -skip '$(LOAD_BENCH)' -benchtime 50ms -benchmem $(BENCH_PKGS)
+	$(GO) test -run '^$$' -bench 'Hub_1000Connections' -benchtime 500x -benchmem ./wsapi
+	$(GO) test -run '^$$' -bench 'Server_IdleConnections' -benchtime 500x -benchmem ./wsapi
+
+# Builds changecast and the harness into a temporary directory, removed
+# afterwards (also on Ctrl-C; the harness stops its own processes).
+bench-harness:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; trap 'exit 130' INT TERM; \
+	$(GO) build -o "$$tmp/changecast" ./cmd/changecast; \
+	$(GO) build -o "$$tmp/changecast-bench" ./cmd/changecast-bench; \
+	"$$tmp/changecast-bench" --changecast "$$tmp/changecast" $(BENCH_MODE) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin
