@@ -15,7 +15,6 @@ import (
 // This file converts between the wire frames of docs/protocol.md and
 // entities.Change.
 
-
 // wireFrame is any server frame, decoded once.
 type wireFrame struct {
 	EntityType  *string         `json:"entity-type"`
