@@ -56,10 +56,10 @@ type client struct {
 	// stops the frames when it writes that response.
 	systemState atomic.Bool
 
-	send    chan outFrame // live change frames; bounded (QueueLen), filled only by Publish, never blocking
-	replies chan reply    // responses and error frames from the reader, who waits for room (back-pressure on its own client)
-	pong    chan string   // pong payloads the writer owes; cap 1, extras dropped
-	wake    chan struct{} // cap 1: "re-check catch-up" (switched to catch-up, filter set)
+	send    chan *outFrame // live change frames, shared by every client they go to; bounded (QueueLen), filled only by Publish, never blocking
+	replies chan reply     // responses and error frames from the reader, who waits for room (back-pressure on its own client)
+	pong    chan string    // pong payloads the writer owes; cap 1, extras dropped
+	wake    chan struct{}  // cap 1: "re-check catch-up" (switched to catch-up, filter set)
 
 	// ctx ends when the connection does (kick or either loop exiting); it
 	// bounds the writer's journal reads.
@@ -121,7 +121,9 @@ type writerState struct {
 	state      *time.Ticker  // system_state frames; nil when not subscribed
 }
 
-// outFrame is one queued change frame and its journal cursor.
+// outFrame is one queued change frame and its journal cursor. Publish makes
+// one per change and every client's queue holds a pointer to it, so a
+// queue slot costs 8 bytes per connection.
 type outFrame struct {
 	msg    *websocket.PreparedMessage
 	cursor int64
@@ -158,7 +160,7 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 		scope:      newScope(claims),
 		expiry:     claims.ExpiresAt.Time,
 		start:      time.Now(),
-		send:       make(chan outFrame, srv.cfg.QueueLen),
+		send:       make(chan *outFrame, srv.cfg.QueueLen),
 		replies:    make(chan reply, 4),
 		pong:       make(chan string, 1),
 		wake:       make(chan struct{}, 1),
@@ -193,7 +195,7 @@ func (c *client) maySee(ch *entities.Change) bool {
 }
 
 // tryEnqueue queues f without blocking and reports whether there was room.
-func (c *client) tryEnqueue(f outFrame) bool {
+func (c *client) tryEnqueue(f *outFrame) bool {
 	select {
 	case c.send <- f:
 		h := &c.srv.hub.queueHigh

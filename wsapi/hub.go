@@ -337,7 +337,7 @@ func (h *hub) publishLocked(head int64, batch []entities.Change) []*client {
 	}
 	fan := fanout{before: prev}
 	for i := range batch {
-		fan.ch, fan.pm, fan.bad = &batch[i], nil, false
+		fan.ch, fan.frame, fan.bad = &batch[i], nil, false
 		for c := range h.mu.everything {
 			h.visitLocked(c, &fan)
 		}
@@ -352,9 +352,9 @@ func (h *hub) publishLocked(head int64, batch []entities.Change) []*client {
 // fanout is publish's state while it hands one change to the clients.
 type fanout struct {
 	ch     *entities.Change
-	pm     *websocket.PreparedMessage // ch's frame, encoded on first need
-	bad    bool                       // ch cannot be encoded: skipped for everyone
-	before int64                      // cursor of the change before ch (or the previous head)
+	frame  *outFrame // ch's frame, encoded on first need
+	bad    bool      // ch cannot be encoded: skipped for everyone
+	before int64     // cursor of the change before ch (or the previous head)
 }
 
 // visitLocked hands f.ch to c if c is live, has not had it, and wants it.
@@ -365,9 +365,9 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 	if c.feed.catchingUp || f.ch.Cursor <= c.feed.pos || f.bad || !c.wants(f.ch) {
 		return
 	}
-	if f.pm == nil {
-		var err error
-		if f.pm, err = prepareChange(f.ch); err != nil {
+	if f.frame == nil {
+		pm, err := prepareChange(f.ch)
+		if err != nil {
 			// A payload that cannot be encoded is a bug upstream
 			// (sanitize hands us typed values); skip the change
 			// rather than stall the stream. The payload is not logged.
@@ -375,8 +375,9 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 			f.bad = true
 			return
 		}
+		f.frame = &outFrame{msg: pm, cursor: f.ch.Cursor}
 	}
-	if !c.tryEnqueue(outFrame{msg: f.pm, cursor: f.ch.Cursor}) {
+	if !c.tryEnqueue(f.frame) {
 		// Everything before ch was delivered or unwanted.
 		c.feed.pos = max(c.feed.pos, f.before)
 		h.fallBehindLocked(c, true)
