@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -133,6 +134,7 @@ type outFrame struct {
 // frame, then a close frame.
 type stopReason struct {
 	control   ControlType // "" = no control frame
+	frame     []byte      // a frame to send instead of a control frame (an error frame); nil = none
 	message   string
 	closeCode int
 	closeText string
@@ -247,7 +249,11 @@ func (c *client) readLoop() {
 	defer c.cancel()
 
 	cfg := &c.srv.cfg
-	c.conn.SetReadLimit(cfg.MaxMessageBytes)
+	// The size limit is enforced below, while reading (never more than
+	// the limit plus one byte is read), so the client gets an error frame
+	// saying why before the close; gorilla's own limit would close with
+	// no explanation, so it is left off (0).
+	c.conn.SetReadLimit(0)
 	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	c.conn.SetPongHandler(func(string) error {
 		return c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
@@ -264,9 +270,28 @@ func (c *client) readLoop() {
 	c.conn.SetCloseHandler(func(int, string) error { return nil })
 
 	for {
-		mt, data, err := c.conn.ReadMessage()
+		mt, r, err := c.conn.NextReader()
 		if err != nil {
 			c.readErr = err
+			return
+		}
+		// Read at most one byte past the limit: never more than that
+		// is buffered, however large the message.
+		data, err := io.ReadAll(io.LimitReader(r, cfg.MaxMessageBytes+1))
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		if int64(len(data)) > cfg.MaxMessageBytes {
+			c.log.Info("websocket message too large; closing", "limit_bytes", cfg.MaxMessageBytes)
+			msg := fmt.Sprintf("message too large: more than %d bytes; send smaller messages (a filter message is at most %d bytes)", cfg.MaxMessageBytes, cfg.MaxMessageBytes)
+			c.kick(stopReason{
+				frame:     encodeError("", 400, msg),
+				closeCode: websocket.CloseMessageTooBig,
+				closeText: "message too big",
+				why:       "message too large",
+			})
+			c.readErr = websocket.ErrReadLimit
 			return
 		}
 		c.handleMessage(mt, data)
@@ -646,9 +671,13 @@ func (c *client) finish(lastCursor int64) {
 	r := c.reason
 	deadline := time.Now().Add(c.srv.cfg.WriteWait)
 	wait := min(closeGrace, c.srv.cfg.WriteWait)
+	frame := r.frame
 	if r.control != "" {
+		frame = encodeControl(r.control, lastCursor, r.message)
+	}
+	if frame != nil {
 		_ = c.conn.SetWriteDeadline(deadline)
-		if err := c.conn.WriteMessage(websocket.TextMessage, encodeControl(r.control, lastCursor, r.message)); err != nil {
+		if err := c.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
 			return
 		}
 	}

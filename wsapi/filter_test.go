@@ -2,6 +2,7 @@ package wsapi
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -129,14 +130,21 @@ func TestServer_FilterErrors(t *testing.T) {
 	expectKeys(t, conn, "pool/create/p1")
 }
 
-// TestServer_MessageTooLarge checks the read limit closes the connection
-// with 1009 (message too big).
+// TestServer_MessageTooLarge checks the size limit: an error frame saying
+// so, then a close with 1009 (message too big). A message of exactly the
+// limit is accepted.
 func TestServer_MessageTooLarge(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.MaxMessageBytes = 64 })
 	conn := e.dial(t, e.token(t, "u1", RoleAdmin))
+	exact := `{"send-everything": true}` + strings.Repeat(" ", 64-len(`{"send-everything": true}`))
+	e.sendFilter(t, conn, exact)
 	msg := `{"send-everything": true, "filters": [` + strings.Repeat(`{"entity-type": "pool"},`, 10) + `{"entity-type": "pool"}]}`
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 		t.Fatalf("write: %v", err)
+	}
+	f := readFrame(t, conn)
+	if f.key() != "error.error" || !strings.Contains(fmt.Sprint(f.Args["message"]), "message too large: more than 64 bytes") {
+		t.Fatalf("got %+v, want an error frame naming the limit", f)
 	}
 	if code := expectClose(t, conn); code != websocket.CloseMessageTooBig {
 		t.Fatalf("got close code %d, want %d", code, websocket.CloseMessageTooBig)

@@ -126,7 +126,9 @@ type Config struct {
 	// reply. Default: 10s.
 	WriteWait time.Duration
 	// MaxMessageBytes is the largest client message accepted; a larger
-	// one closes the connection (1009). Default: 1 MiB.
+	// one gets an error frame saying so and the connection is closed
+	// (1009). At most MaxMessageBytes+1 bytes of a message are read.
+	// Default: 1 MiB.
 	MaxMessageBytes int64
 	// Ready reports whether the pipeline feeding Publish is streaming.
 	// /readyz answers 200 only when it returns true and the server is not
@@ -285,7 +287,7 @@ func NewServer(cfg Config) (*Server, error) {
 		// Write buffers are taken from a pool for each write and given
 		// back, instead of 4 KiB held by every idle connection.
 		WriteBufferPool: &sync.Pool{},
-		Subprotocols:     []string{Subprotocol},
+		Subprotocols:    []string{Subprotocol},
 		// Origin is checked before authentication, in serveEvents.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
