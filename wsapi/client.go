@@ -126,7 +126,7 @@ type writerState struct {
 // one per change and every client's queue holds a pointer to it, so a
 // queue slot costs 8 bytes per connection.
 type outFrame struct {
-	msg    *websocket.PreparedMessage
+	wire   []byte // the complete WebSocket frame (wireFrame); shared, never modified
 	cursor int64
 }
 
@@ -361,15 +361,13 @@ func (c *client) parseCtx() parseCtx {
 // frame after the response has a cursor above the response's.
 func (c *client) writeResponse(r *pendingResponse) error {
 	pos := c.srv.hub.position(c)
-	for n := len(c.send); n > 0; n-- {
-		f := <-c.send
-		if err := c.write(f.msg, nil); err != nil {
+	if n := len(c.send); n > 0 {
+		if err := c.writeFrames(<-c.send, n-1); err != nil {
 			return err
 		}
-		c.w.lastCursor = f.cursor
 	}
 	on := c.systemState.Load()
-	if err := c.write(nil, encodeResponse(r.id, r.filter, on, pos)); err != nil {
+	if err := c.writeText(encodeResponse(r.id, r.filter, on, pos)); err != nil {
 		return err
 	}
 	switch {
@@ -385,7 +383,7 @@ func (c *client) writeResponse(r *pendingResponse) error {
 
 // writeSystemState writes one system_state frame.
 func (c *client) writeSystemState() error {
-	return c.write(nil, encodeSystemState(c.srv.cfg.SystemState()))
+	return c.writeText(encodeSystemState(c.srv.cfg.SystemState()))
 }
 
 // closedChan is always ready: the writer selects on it when it has
@@ -440,15 +438,12 @@ func (c *client) writeLoop() {
 		var err error
 		select {
 		case f := <-c.send:
-			err = c.write(f.msg, nil)
-			if err == nil {
-				c.w.lastCursor = f.cursor
-			}
+			err = c.writeFrames(f, len(c.send))
 		case r := <-c.replies:
 			if r.resp != nil {
 				err = c.writeResponse(r.resp)
 			} else {
-				err = c.write(nil, r.data)
+				err = c.writeText(r.data)
 			}
 		case data := <-c.pong:
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
@@ -488,14 +483,61 @@ func (c *client) writeLoop() {
 	}
 }
 
-// write writes a prepared message, or data as a text message, with the
-// write deadline.
-func (c *client) write(pm *websocket.PreparedMessage, data []byte) error {
+// writeText writes data as a text message, with the write deadline.
+func (c *client) writeText(data []byte) error {
 	_ = c.conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
-	if pm != nil {
-		return c.conn.WritePreparedMessage(pm)
-	}
 	return c.conn.WriteMessage(websocket.TextMessage, data)
+}
+
+// maxBatchBytes bounds how many bytes of queued frames one write sends.
+const maxBatchBytes = 64 << 10
+
+// batchPool holds the buffers writeFrames gathers frames in, so an idle
+// connection holds none.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBytes); return &b }}
+
+// writeFrames writes first and then up to more further queued frames, in
+// as few writes as maxBatchBytes allows: a client that has fallen behind
+// costs one syscall per batch instead of one per change. The frames are
+// complete WebSocket frames (wireFrame) written to the connection directly;
+// gorilla keeps nothing buffered between its own writes, all of which
+// happen on this goroutine too, so frames never interleave.
+func (c *client) writeFrames(first *outFrame, more int) error {
+	if more == 0 {
+		return c.writeWire(first.wire, first.cursor)
+	}
+	bp := batchPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 2*maxBatchBytes {
+			batchPool.Put(bp)
+		}
+	}()
+	buf := append((*bp)[:0], first.wire...)
+	last := first.cursor
+	for ; more > 0; more-- {
+		f := <-c.send
+		if len(buf)+len(f.wire) > maxBatchBytes {
+			if err := c.writeWire(buf, last); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		buf = append(buf, f.wire...)
+		last = f.cursor
+	}
+	*bp = buf[:0]
+	return c.writeWire(buf, last)
+}
+
+// writeWire writes complete frames ending with the change at cursor.
+func (c *client) writeWire(b []byte, cursor int64) error {
+	nc := c.conn.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+	if _, err := nc.Write(b); err != nil {
+		return err
+	}
+	c.w.lastCursor = cursor
+	return nil
 }
 
 // Backoff between failed journal reads: doubling from catchUpRetryMin to
@@ -518,7 +560,7 @@ func (c *client) catchUpPage() error {
 	h := c.srv.hub
 	pos, head, lagging := h.startPage(c)
 	if lagging {
-		if err := c.write(nil, encodeControl(ControlLagging, pos, fmt.Sprintf(
+		if err := c.writeText(encodeControl(ControlLagging, pos, fmt.Sprintf(
 			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
 			return err
 		}
@@ -572,7 +614,7 @@ func (c *client) catchUpPage() error {
 			logUnencodable(c.log, ch, err)
 			continue
 		}
-		if err := c.write(nil, data); err != nil {
+		if err := c.writeText(data); err != nil {
 			return err
 		}
 		c.w.lastCursor = ch.Cursor
@@ -584,7 +626,7 @@ func (c *client) catchUpPage() error {
 	if h.endPage(c, next, short) && c.w.lagSent {
 		c.w.lagSent = false
 		c.log.Info("websocket client caught up", "cursor", next)
-		return c.write(nil, encodeControl(ControlCaughtUp, next, "caught up; changes are live again"))
+		return c.writeText(encodeControl(ControlCaughtUp, next, "caught up; changes are live again"))
 	}
 	return nil
 }

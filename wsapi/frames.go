@@ -2,6 +2,7 @@ package wsapi
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -11,8 +12,8 @@ import (
 )
 
 // This file encodes what the server sends (DESIGN.md §3, server → client).
-// Encoders return bytes; hub.go wraps them in websocket.PreparedMessage so
-// one encoding is shared by every client that receives the frame.
+// Encoders return bytes; for change frames hub.go builds the complete
+// WebSocket frame once (wireFrame), shared by every client that receives it.
 
 // ControlType is the type of a control frame.
 type ControlType string
@@ -157,4 +158,29 @@ type systemStateFrame struct {
 
 func encodeSystemState(args any) []byte {
 	return mustJSON(systemStateFrame{Namespace: envelopeNamespace, Name: "system_state", ID: "", Args: args})
+}
+
+// wireFrame returns payload as one complete WebSocket text frame as a
+// server sends it (RFC 6455 §5.2: FIN, opcode 1, unmasked, no extension;
+// the server never negotiates compression). Publish builds it once per
+// change and every client's writer sends the same bytes, several queued
+// frames in one write when a client is behind.
+func wireFrame(payload []byte) []byte {
+	n := len(payload)
+	var b []byte
+	switch {
+	case n < 126:
+		b = make([]byte, 2, 2+n)
+		b[1] = byte(n)
+	case n <= 0xFFFF:
+		b = make([]byte, 4, 4+n)
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b = make([]byte, 10, 10+n)
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	b[0] = 0x80 | 0x1 // FIN, text
+	return append(b, payload...)
 }

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/changecast/changecast/entities"
 )
 
@@ -366,7 +364,7 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 		return
 	}
 	if f.frame == nil {
-		pm, err := prepareChange(f.ch)
+		wire, err := prepareChange(f.ch)
 		if err != nil {
 			// A payload that cannot be encoded is a bug upstream
 			// (sanitize hands us typed values); skip the change
@@ -375,7 +373,7 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 			f.bad = true
 			return
 		}
-		f.frame = &outFrame{msg: pm, cursor: f.ch.Cursor}
+		f.frame = &outFrame{wire: wire, cursor: f.ch.Cursor}
 	}
 	if !c.tryEnqueue(f.frame) {
 		// Everything before ch was delivered or unwanted.
@@ -470,12 +468,14 @@ func (h *hub) endPage(c *client, pos int64, short bool) bool {
 	return true
 }
 
-func prepareChange(ch *entities.Change) (*websocket.PreparedMessage, error) {
+// prepareChange encodes ch once as the complete wire frame every client it
+// goes to is sent.
+func prepareChange(ch *entities.Change) ([]byte, error) {
 	data, err := encodeChange(ch)
 	if err != nil {
 		return nil, err
 	}
-	return websocket.NewPreparedMessage(websocket.TextMessage, data)
+	return wireFrame(data), nil
 }
 
 // logUnencodable reports a change that could not be encoded. encoding/json's
