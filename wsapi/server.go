@@ -287,7 +287,10 @@ func NewServer(cfg Config) (*Server, error) {
 		// Write buffers are taken from a pool for each write and given
 		// back, instead of 4 KiB held by every idle connection.
 		WriteBufferPool: &sync.Pool{},
-		Subprotocols:    []string{Subprotocol},
+		// A small read buffer of its own instead of keeping the HTTP
+		// server's 4 KiB one: client messages are small and rare.
+		ReadBufferSize: 512,
+		Subprotocols:   []string{Subprotocol},
 		// Origin is checked before authentication, in serveEvents.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
