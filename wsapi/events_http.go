@@ -281,97 +281,88 @@ type idsBody struct {
 	IDs *[]string `json:"ids"`
 }
 
-func (s *Server) serveSetEventStatus(w http.ResponseWriter, r *http.Request) {
+// eventWrite is a parsed status change or delete: the events and, for a
+// status change, the status.
+type eventWrite struct {
+	ids    []uuid.UUID
+	status entities.EventStatus
+}
+
+// serveEventWrite runs a status or delete route: authorize, parse (an
+// error is a 400 naming the problem), apply through the store (its errors
+// as eventStoreError), answer 204.
+func (s *Server) serveEventWrite(w http.ResponseWriter, r *http.Request, op string,
+	parse func() (eventWrite, error), apply func(ctx context.Context, owner *uuid.UUID, ew eventWrite) error) {
 	owner, ok := s.eventAccess(w, r)
 	if !ok {
 		return
 	}
-	id, err := pathEventID(r)
+	ew, err := parse()
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	var body statusBody
-	if err := decodeEventBody(w, r, &body, `{"status": "read"|"unread"}`); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	status, err := parseStatusField(body.Status)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if err := s.cfg.Events.SetEventStatus(r.Context(), owner, []uuid.UUID{id}, status); err != nil {
-		s.eventStoreError(w, r, "set event status", err)
+	if err := apply(r.Context(), owner, ew); err != nil {
+		s.eventStoreError(w, r, op, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) setStatus(ctx context.Context, owner *uuid.UUID, ew eventWrite) error {
+	return s.cfg.Events.SetEventStatus(ctx, owner, ew.ids, ew.status)
+}
+
+func (s *Server) deleteEvents(ctx context.Context, owner *uuid.UUID, ew eventWrite) error {
+	return s.cfg.Events.DeleteEvents(ctx, owner, ew.ids)
+}
+
+func (s *Server) serveSetEventStatus(w http.ResponseWriter, r *http.Request) {
+	s.serveEventWrite(w, r, "set event status", func() (eventWrite, error) {
+		id, err := pathEventID(r)
+		if err != nil {
+			return eventWrite{}, err
+		}
+		var body statusBody
+		if err := decodeEventBody(w, r, &body, `{"status": "read"|"unread"}`); err != nil {
+			return eventWrite{}, err
+		}
+		status, err := parseStatusField(body.Status)
+		return eventWrite{ids: []uuid.UUID{id}, status: status}, err
+	}, s.setStatus)
 }
 
 func (s *Server) serveSetEventsStatus(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.eventAccess(w, r)
-	if !ok {
-		return
-	}
-	var body bulkBody
-	if err := decodeEventBody(w, r, &body, `{"status": "read"|"unread", "ids": ["<event id>", ...]}`); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	status, err := parseStatusField(body.Status)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	ids, err := parseIDs(body.IDs)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if err := s.cfg.Events.SetEventStatus(r.Context(), owner, ids, status); err != nil {
-		s.eventStoreError(w, r, "set event status", err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.serveEventWrite(w, r, "set event status", func() (eventWrite, error) {
+		var body bulkBody
+		if err := decodeEventBody(w, r, &body, `{"status": "read"|"unread", "ids": ["<event id>", ...]}`); err != nil {
+			return eventWrite{}, err
+		}
+		status, err := parseStatusField(body.Status)
+		if err != nil {
+			return eventWrite{}, err
+		}
+		ids, err := parseIDs(body.IDs)
+		return eventWrite{ids: ids, status: status}, err
+	}, s.setStatus)
 }
 
 func (s *Server) serveDeleteEvent(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.eventAccess(w, r)
-	if !ok {
-		return
-	}
-	id, err := pathEventID(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if err := s.cfg.Events.DeleteEvents(r.Context(), owner, []uuid.UUID{id}); err != nil {
-		s.eventStoreError(w, r, "delete event", err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.serveEventWrite(w, r, "delete event", func() (eventWrite, error) {
+		id, err := pathEventID(r)
+		return eventWrite{ids: []uuid.UUID{id}}, err
+	}, s.deleteEvents)
 }
 
 func (s *Server) serveDeleteEvents(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.eventAccess(w, r)
-	if !ok {
-		return
-	}
-	var body idsBody
-	if err := decodeEventBody(w, r, &body, `{"ids": ["<event id>", ...]}`); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	ids, err := parseIDs(body.IDs)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if err := s.cfg.Events.DeleteEvents(r.Context(), owner, ids); err != nil {
-		s.eventStoreError(w, r, "delete events", err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.serveEventWrite(w, r, "delete events", func() (eventWrite, error) {
+		var body idsBody
+		if err := decodeEventBody(w, r, &body, `{"ids": ["<event id>", ...]}`); err != nil {
+			return eventWrite{}, err
+		}
+		ids, err := parseIDs(body.IDs)
+		return eventWrite{ids: ids}, err
+	}, s.deleteEvents)
 }
 
 // ErrUnavailable is what an EventStore returns (wrapped) when it cannot
