@@ -518,13 +518,23 @@ func TestSubscription_ResyncRequiredMidStream(t *testing.T) {
 	// A server without a journal cannot catch a lagging client up: it
 	// sends resync-required, which no reconnection can fix.
 	srv := clienttest.New(t, clienttest.WithConfig(func(c *wsapi.Config) { c.Journal = nil; c.QueueLen = 1 }))
-	sub := dial(t, srv, srv.Token("slow", wsapi.RoleAdmin), fast(client.Options{SendEverything: true, Handler: func(entities.Change) error { return nil }}))
-	// One commit of 50 changes overflows a queue of one at once.
+	// The handler holds the first change until everything is published,
+	// so the client stops reading, the socket fills and the server's
+	// queue of one overflows, whatever the scheduling.
+	release := make(chan struct{})
+	sub := dial(t, srv, srv.Token("slow", wsapi.RoleAdmin), fast(client.Options{SendEverything: true, Handler: func(entities.Change) error {
+		<-release
+		return nil
+	}}))
 	var batch []entities.Change
-	for i := range 50 {
-		batch = append(batch, pool(entities.OpCreate, i))
+	big := strings.Repeat("x", 1024)
+	for i := range 10_000 {
+		ch := pool(entities.OpCreate, i)
+		ch.Payload["image"] = big
+		batch = append(batch, ch)
 	}
 	srv.Publish(batch...)
+	close(release)
 	select {
 	case <-sub.Done():
 	case <-time.After(waitTimeout):
