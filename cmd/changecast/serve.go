@@ -336,6 +336,46 @@ func (p *pipeline) stats() watcher.Stats {
 	return watcher.Stats{}
 }
 
+// relay passes transactions from src to dst in order, holding up to budget
+// changes (and always at least one transaction) in between, so the
+// appender finds what arrived while it was committing and takes it in one
+// journal commit. It closes dst once src is closed and everything held has
+// been passed on, or when ctx ends.
+func relay(ctx context.Context, src <-chan entities.Transaction, dst chan<- entities.Transaction, budget int) error {
+	defer close(dst)
+	var q []entities.Transaction
+	held := 0
+	for {
+		var out chan<- entities.Transaction
+		var next entities.Transaction
+		if len(q) > 0 {
+			out, next = dst, q[0]
+		}
+		in := src
+		if len(q) > 0 && held >= budget {
+			in = nil // full: wait for the appender
+		}
+		if in == nil && out == nil {
+			return nil // src closed and everything passed on
+		}
+		select {
+		case tx, ok := <-in:
+			if !ok {
+				src = nil
+				continue
+			}
+			q = append(q, tx)
+			held += len(tx.Changes)
+		case out <- next:
+			q[0] = entities.Transaction{}
+			q = q[1:]
+			held -= len(next.Changes)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 // fatalError marks a failure that rebuilding the pipeline cannot fix.
 type fatalError struct{ err error }
 
@@ -470,10 +510,18 @@ func (p *pipeline) once(ctx context.Context) error {
 	unhook := context.AfterFunc(ctx, stopWatch)
 	defer unhook()
 
-	// Small buffers: each item can be a whole chunk (--chunk-size changes),
-	// and the pipeline's memory is about (buffers+stages) × chunk.
+	// Small buffers: each item can be a whole chunk (--chunk-size changes);
+	// with the relay's budget the pipeline holds about 16 × chunk changes.
 	raw := make(chan entities.Transaction, 4)
 	clean := make(chan entities.Transaction, 4)
+	// Between sanitize and the appender, a queue bounded by changes, not
+	// transactions: under load many small transactions wait there and one
+	// journal commit takes them all (group commit), while a large
+	// transaction still holds only a few chunks. The appender's channel
+	// keeps a few items buffered so its non-blocking collection finds the
+	// next one while the relay refills it.
+	toJournal := make(chan entities.Transaction, 4)
+	g.Go(func() error { return relay(gctx, clean, toJournal, 4*max(p.chunk, 1)) })
 	g.Go(func() error {
 		defer close(raw)
 		return w.Run(wctx, raw)
@@ -528,6 +576,6 @@ func (p *pipeline) once(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return app.Run(gctx, clean) })
+	g.Go(func() error { return app.Run(gctx, toJournal) })
 	return g.Wait()
 }
