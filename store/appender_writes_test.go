@@ -35,7 +35,9 @@ func TestAppender_PersistEvent(t *testing.T) {
 	db := migrated(t)
 	ctx := testCtx(t)
 	a, rec := newAppender(t, db, store.AppenderConfig{SanitizeEvent: stripPassword})
-	in := make(chan entities.Transaction, 4)
+	// Unbuffered: a send returns once the appender has taken the
+	// transaction, so the event below is submitted after it.
+	in := make(chan entities.Transaction)
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(ctx, in) }()
 
