@@ -61,10 +61,8 @@ type wsClient struct {
 	closing atomic.Bool   // the harness is closing the connection
 
 	received  atomic.Int64 // change frames of the workload's entity types
-	others    atomic.Int64 // change frames of other types (system events)
 	target    int64        // when received reaches it, reachedAt is set (0: never)
 	reachedAt atomic.Int64 // unix nanoseconds
-	controls  atomic.Int64 // control frames (lagging, caught-up)
 
 	mu  sync.Mutex
 	lat []int32 // microseconds, changes committed within the window
@@ -190,7 +188,6 @@ func (c *wsClient) read() {
 				c.fail(fmt.Errorf("cursor %d after %d: out of order or repeated", f.cursor, last))
 			}
 			last = f.cursor
-			c.others.Add(1)
 			continue
 		}
 		switch {
@@ -235,7 +232,6 @@ func (c *wsClient) other(data []byte) {
 	case bytes.HasPrefix(data, []byte(`{"namespace":"events","name":"response"`)):
 		c.ackOnce.Do(func() { close(c.acked) })
 	case bytes.HasPrefix(data, []byte(`{"namespace":"events","name":"control"`)):
-		c.controls.Add(1)
 		for _, fatal := range []string{`"resync-required"`, `"shutdown"`, `"token-expired"`} {
 			if bytes.Contains(data, []byte(fatal)) && !c.closing.Load() {
 				c.fail(fmt.Errorf("control frame %s", data))

@@ -83,9 +83,7 @@ func newHarness(ctx context.Context, cfg config, log io.Writer) (h *harness, err
 	if h.token, err = mintToken(ctx, bin, h.dataDir); err != nil {
 		return h, err
 	}
-	if serveHasFlag(ctx, bin, "max-connections") {
-		h.serveArgs = append(h.serveArgs, "--max-connections", strconv.Itoa(max(cfg.conns, cfg.fanoutClients, cfg.latencyClients)+1000))
-	}
+	h.serveArgs = append(h.serveArgs, "--max-connections", strconv.Itoa(max(cfg.conns, cfg.fanoutClients, cfg.latencyClients)+1000))
 	h.machineV = append(machineInfo(), "PostgreSQL: "+h.cl.version(ctx)+" (fsync and synchronous_commit on, other settings default)")
 	return h, nil
 }

@@ -253,15 +253,6 @@ func mintToken(ctx context.Context, bin, dataDir string) (string, error) {
 	return tok, nil
 }
 
-// serveHasFlag reports whether `changecast serve -h` lists flag name.
-func serveHasFlag(ctx context.Context, bin, name string) bool {
-	cmd := exec.CommandContext(ctx, bin, "serve", "-h")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	_ = cmd.Run() // -h exits 0 or 2 depending on the flag package; the text is what matters
-	return bytes.Contains(out.Bytes(), []byte("-"+name+" ")) || bytes.Contains(out.Bytes(), []byte("-"+name+"\n"))
-}
-
 // tailFile returns the last n lines of a file, for error messages.
 func tailFile(path string, n int) string {
 	b, err := os.ReadFile(path)

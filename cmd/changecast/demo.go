@@ -72,22 +72,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func parseDemoFlags(args []string, stderr io.Writer) (demoConfig, error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := demoConfig{serve: serveConfig{
-		slot:              "changecast",
-		chunkSize:         1000,
-		retentionInterval: time.Minute,
-	}}
-	cfg.serve.common.register(fs)
-	fs.StringVar(&cfg.serve.listen, "listen", envOr(envListen, defaultListen), "HTTP listen address (env "+envListen+")")
+	var cfg demoConfig
+	if err := cfg.serve.register(fs); err != nil { // serve's own flags and defaults
+		return cfg, err
+	}
 	fs.IntVar(&cfg.rate, "rate", defaultDemoRate, fmt.Sprintf("changes per second the workload writes, 1 to %d", maxDemoRate))
 	fs.Uint64Var(&cfg.seed, "seed", defaultDemoSeed, "seed of the workload's choices: the same seed on an empty data dir writes the same sequence")
-	var err error
-	if cfg.serve.retentionAge, err = envDuration(envRetentionAge, 7*24*time.Hour); err != nil {
-		return cfg, err
-	}
-	if cfg.serve.retentionRows, err = envInt(envRetentionRows, 1_000_000); err != nil {
-		return cfg, err
-	}
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
 	}
@@ -215,7 +205,6 @@ type workload struct {
 	queue   []demoAction // run in order, before any random action; popped on success
 	changes int64        // rows written
 
-	endpoint  string
 	creds     []*demoCreds
 	owners    []*demoOwner
 	pools     []*demoPool
@@ -546,9 +535,6 @@ func (w *workload) createEndpoint(ctx context.Context) error {
 		 VALUES ($1, 'GitHub Enterprise Server of the changecast demo', 'https://ghes.demo.example', 'https://ghes.demo.example/api/v3', 'https://ghes.demo.example/uploads', $2)
 		 ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, updated_at = now()`,
 		name, []byte("-----BEGIN CERTIFICATE-----\n(demo)\n-----END CERTIFICATE-----\n"))
-	if err == nil {
-		w.endpoint = name
-	}
 	return err
 }
 

@@ -59,8 +59,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg serveConfig
-	cfg.common.register(fs)
 	fs.StringVar(&cfg.databaseURL, "database-url", envOr(envDatabaseURL, ""), "PostgreSQL URL to watch; empty starts the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
+	if err := cfg.register(fs); err != nil {
+		return err
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, stdout, log)
+}
+
+// register adds serve's flags (all but --database-url) to fs, with their
+// CHANGECAST_* environment defaults; demo runs serve with the same ones.
+func (cfg *serveConfig) register(fs *flag.FlagSet) error {
+	cfg.common.register(fs)
 	fs.StringVar(&cfg.listen, "listen", envOr(envListen, defaultListen), "HTTP listen address (env "+envListen+")")
 	fs.StringVar(&cfg.slot, "slot", envOr(envSlot, "changecast"), "replication slot name (env "+envSlot+")")
 	var err error
@@ -77,14 +93,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
 	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
 	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
-	if err != nil {
-		return err
-	}
-	return serve(ctx, cfg, stdout, log)
+	return nil
 }
 
 // serve runs changecast: the replication pipeline (watcher → sanitize →
@@ -149,15 +158,14 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	}
 
 	pipe := &pipeline{
-		db:      db,
-		reg:     reg,
-		san:     sanitize.New(reg),
-		url:     dbURL,
-		slot:    cfg.slot,
-		chunk:   cfg.chunkSize,
-		log:     log,
-		events:  newEmitter(cfg.slot, log.With("component", "events")),
-		lagWarn: cfg.lagWarnBytes,
+		db:     db,
+		reg:    reg,
+		san:    sanitize.New(reg),
+		url:    dbURL,
+		slot:   cfg.slot,
+		chunk:  cfg.chunkSize,
+		log:    log,
+		events: newEmitter(cfg.slot, log.With("component", "events")),
 	}
 	pipe.lagMon.threshold = cfg.lagWarnBytes
 	hub, err := wsapi.NewServer(wsapi.Config{
@@ -307,7 +315,6 @@ type pipeline struct {
 	restarts  atomic.Uint64
 
 	events  *emitter    // changecast's own system events
-	lagWarn uint64      // lag_high threshold in bytes; 0 disables
 	standby atomic.Bool // waiting for another process's slot or journal
 	rate    rateMeter   // journal changes per second, for system-state
 	started bool        // the pipeline has streamed once (run's goroutine only)

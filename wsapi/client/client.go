@@ -53,11 +53,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wsapi"
 )
 
 // EventsPath is the server's WebSocket endpoint, appended to the URL given
 // to Dial.
-const EventsPath = "/api/v1/ws/events"
+const EventsPath = wsapi.EventsPath
 
 // Defaults for Options fields left zero.
 const (
@@ -578,7 +579,7 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 			case f.kind == kindError:
 				s.drop(c)
 				return nil, s.filterError(f)
-			case f.kind == kindControl && f.ctl != "lagging" && f.ctl != "caught-up":
+			case f.kind == kindControl && f.ctl != string(wsapi.ControlLagging) && f.ctl != string(wsapi.ControlCaughtUp):
 				s.drop(c)
 				if err := s.controlError(f); err != nil {
 					return nil, err
@@ -666,11 +667,11 @@ func (s *Subscription) filterError(f frame) error {
 // nil for the others.
 func (s *Subscription) controlError(f frame) error {
 	switch f.ctl {
-	case "resync-required":
+	case string(wsapi.ControlResyncRequired):
 		return &Error{Op: "stream", URL: s.url, Kind: ErrResyncRequired, Message: f.msg, Cursor: s.st.last}
-	case "token-expired":
+	case string(wsapi.ControlTokenExpired):
 		return &Error{Op: "stream", URL: s.url, Kind: ErrTokenExpired, Message: f.msg, Cursor: s.st.last}
-	case "shutdown":
+	case string(wsapi.ControlShutdown):
 		return &Error{Op: "stream", URL: s.url, Message: f.msg, Cursor: s.st.last, Err: errShutdown, retryable: true}
 	}
 	return nil
@@ -836,10 +837,10 @@ func (s *Subscription) process(ctx context.Context, f frame) error {
 		s.log.Warn("changecast server refused a request", "message", f.msg)
 	case kindControl:
 		switch f.ctl {
-		case "lagging":
+		case string(wsapi.ControlLagging):
 			s.log.Info("changecast client lagging; the server is catching it up from the journal", "cursor", f.cursor)
 			s.emit(Event{Type: EventLagging, Cursor: f.cursor, Message: f.msg})
-		case "caught-up":
+		case string(wsapi.ControlCaughtUp):
 			s.log.Info("changecast client caught up", "cursor", f.cursor)
 			s.emit(Event{Type: EventCaughtUp, Cursor: f.cursor, Message: f.msg})
 		default:

@@ -545,12 +545,6 @@ func TestSubscription_ResyncRequiredMidStream(t *testing.T) {
 	}
 }
 
-func TestEventsPath(t *testing.T) {
-	if client.EventsPath != wsapi.EventsPath {
-		t.Fatalf("client.EventsPath %q, server %q", client.EventsPath, wsapi.EventsPath)
-	}
-}
-
 func readCursorFile(t testing.TB, path string) int64 {
 	t.Helper()
 	n, ok, err := client.FileCursorStore(path).Load()
