@@ -128,8 +128,7 @@ func BenchmarkEncodeChange(b *testing.B) {
 }
 
 // BenchmarkPrepareChange measures what Publish pays once per delivered
-// change: encoding plus wrapping in a websocket.PreparedMessage (the frame
-// bytes are built lazily, on the first write).
+// change: encoding plus building the complete wire frame (wireFrame).
 func BenchmarkPrepareChange(b *testing.B) {
 	ch := benchInstanceChange(entities.OpUpdate)
 	b.ReportAllocs()

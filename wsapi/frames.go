@@ -18,8 +18,7 @@ import (
 // ControlType is the type of a control frame.
 type ControlType string
 
-// The control frame types of DESIGN.md §3. Not all are sent yet: lagging and
-// caught-up come with journal catch-up.
+// The control frame types of DESIGN.md §3.
 const (
 	ControlResyncRequired ControlType = "resync-required"
 	ControlLagging        ControlType = "lagging"
@@ -142,8 +141,7 @@ func mustJSON(v any) []byte {
 	return b.Bytes()
 }
 
-// formatCommittedAt formats a commit time for the wire; REST endpoints will
-// share it.
+// formatCommittedAt formats a commit time for the wire (committedAtLayout).
 func formatCommittedAt(t time.Time) string { return t.UTC().Format(committedAtLayout) }
 
 // systemStateFrame is SysAdm's periodic subsystem status (DESIGN.md §3,

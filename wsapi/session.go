@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"runtime"
@@ -89,7 +90,10 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, loginBodyError(err))
 		return
 	}
-	if dec.More() {
+	// Anything after the object (another value, a stray "}") is an error;
+	// dec.More would miss a closing bracket.
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
 		writeError(w, http.StatusBadRequest, `login body must be one JSON object {"username": "...", "password": "..."}`)
 		return
 	}
@@ -108,17 +112,19 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	claims, err := s.cfg.Users.Authenticate(r.Context(), req.Username, req.Password)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		s.log.Info("login refused", "username", req.Username, "remote_addr", r.RemoteAddr)
+		// No username: a password typed into the username field must
+		// not reach the log.
+		s.log.Info("login refused", "remote_addr", r.RemoteAddr)
 		writeUnauthorized(w, ErrBadCredentials.Error())
 		return
 	case err != nil:
-		s.log.Error("login: check credentials", "username", req.Username, "err", err)
+		s.log.Error("login: check credentials", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "cannot check credentials right now; try again")
 		return
 	}
 	tok, err := s.cfg.Auth.Mint(claims, s.cfg.LoginTTL)
 	if err != nil {
-		s.log.Error("login: mint token", "username", req.Username, "err", err)
+		s.log.Error("login: mint token", "user_id", claims.Subject, "err", err)
 		writeError(w, http.StatusInternalServerError, "cannot issue a token")
 		return
 	}
@@ -373,11 +379,24 @@ func (r *revoker) run(ctx context.Context) {
 // and the first error returned.
 func (r *revoker) check(ctx context.Context, subs map[string]bool, all bool) error {
 	var firstErr error
+	// One check per distinct session, not per socket: CheckSession's
+	// answer depends only on these claims.
+	type session struct {
+		sub  string
+		gen  int64
+		role Role
+	}
+	checked := map[session]error{}
 	for _, c := range r.srv.hub.snapshot() {
 		if c.stopped.Load() || (!all && !subs[c.claims.Subject]) {
 			continue
 		}
-		err := r.srv.cfg.Users.CheckSession(ctx, c.claims)
+		key := session{c.claims.Subject, c.claims.Gen, c.claims.Role}
+		err, ok := checked[key]
+		if !ok {
+			err = r.srv.cfg.Users.CheckSession(ctx, c.claims)
+			checked[key] = err
+		}
 		switch {
 		case errors.Is(err, ErrSessionRevoked):
 			c.log.Info("session revoked; closing connection", "reason", err.Error())

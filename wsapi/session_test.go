@@ -27,6 +27,7 @@ type testUsers struct {
 	revoked  map[string]string // subject → reason
 	failing  error             // CheckSession fails with this when set
 	checks   int
+	checksBy map[string]int // subject → checks
 }
 
 const testPassword = "correct horse battery staple"
@@ -35,6 +36,7 @@ func newTestUsers() *testUsers {
 	return &testUsers{
 		password: map[string]string{"alice": testPassword, "bob": testPassword},
 		revoked:  map[string]string{},
+		checksBy: map[string]int{},
 	}
 }
 
@@ -58,6 +60,7 @@ func (u *testUsers) CheckSession(_ context.Context, c *Claims) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.checks++
+	u.checksBy[c.Subject]++
 	if u.failing != nil {
 		return u.failing
 	}
@@ -65,6 +68,12 @@ func (u *testUsers) CheckSession(_ context.Context, c *Claims) error {
 		return fmt.Errorf("%w: %s", ErrSessionRevoked, why)
 	}
 	return nil
+}
+
+func (u *testUsers) checksOf(sub string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.checksBy[sub]
 }
 
 func (u *testUsers) revoke(sub, why string) {
@@ -158,6 +167,7 @@ func TestLogin(t *testing.T) {
 		{"unknown field", `{"username": "alice", "password": "x", "otp": "1"}`, 400, `unknown field "otp"`},
 		{"wrong type", `{"username": "alice", "password": 12345678}`, 400, `"password" must be a string`},
 		{"two objects", `{"username": "a", "password": "b"} {}`, 400, "one JSON object"},
+		{"stray bracket", `{"username": "a", "password": "b"}}`, 400, "one JSON object"},
 		{"too large", `{"username": "alice", "password": "` + strings.Repeat("x", 70<<10) + `"}`, 400, "larger than"},
 	}
 	for _, c := range cases {
@@ -245,12 +255,24 @@ func TestSession_RevokedByUserChange(t *testing.T) {
 	alice := e.dialFilter(t, e.token(t, "id-alice", RoleAdmin), `{"filters": [{"entity-type": "pool"}]}`)
 
 	// A change to another user re-checks nobody of bob's.
+	waitFor(t, "bob's sockets to register", func() bool { return e.srv.Clients() == 3 })
+	bobChecks := users.checksOf("id-bob") // at connect
 	users.revoke("id-bob", "password changed")
 	u := chg("user", update, "id-carol")
 	b := e.publish([]entities.Change{u, chg("pool", update, "p0")})
 	expectCursors(t, alice, []int64{b[1].Cursor})
 	// bob, a viewer, never sees user changes, only the pool one.
 	expectCursors(t, bob1, []int64{b[1].Cursor})
+	// Two changes to alice, each awaited: the revoker has finished the
+	// pass that handled carol's change by the time it checks alice twice.
+	for i := 1; i <= 2; i++ {
+		before := users.checksOf("id-alice")
+		e.publish([]entities.Change{chg("user", update, "id-alice")})
+		waitFor(t, "alice's re-check", func() bool { return users.checksOf("id-alice") > before })
+	}
+	if got := users.checksOf("id-bob"); got != bobChecks {
+		t.Fatalf("changes to other users re-checked bob %d times", got-bobChecks)
+	}
 
 	start := time.Now()
 	u = chg("user", update, "id-bob")

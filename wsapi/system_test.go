@@ -135,3 +135,22 @@ func TestSystemState_Unavailable(t *testing.T) {
 		t.Fatalf("got %+v, want an error frame", f)
 	}
 }
+
+// TestSystemState_FirstFrameAtOnce checks that subscribing sends a
+// system_state frame right after the response, not one interval later.
+func TestSystemState_FirstFrameAtOnce(t *testing.T) {
+	e := newTestEnv(t, func(c *Config) {
+		c.SystemStateInterval = time.Hour
+		c.SystemState = func() any { return map[string]any{"journal_head": "1"} }
+	})
+	conn := e.dial(t, e.token(t, "u1", RoleAdmin))
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"namespace": "events", "name": "subscribe", "id": "s", "args": ["system-state"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if f := readFrame(t, conn); f.Name != "response" {
+		t.Fatalf("got %+v, want the response", f)
+	}
+	if f := readFrame(t, conn); f.Name != "system_state" {
+		t.Fatalf("got %+v, want a system_state frame at once", f)
+	}
+}
