@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -162,11 +163,9 @@ func (a *Appender) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var lsn int64
-	switch err := a.conn.QueryRow(ctx, "SELECT lsn FROM changecast.offsets WHERE slot = $1", a.cfg.Slot).Scan(&lsn); {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("load offset of slot %s: %w", a.cfg.Slot, hintMigrate(err))
+	lsn, err := loadOffset(ctx, a.conn, a.cfg.Slot)
+	if err != nil {
+		return err
 	}
 	a.head.Store(head)
 	a.offset.Store(uint64(lsn))
@@ -535,15 +534,38 @@ func (a *Appender) saveOffset(ctx context.Context, tx pgx.Tx, end entities.LSN) 
 	if end == 0 {
 		return nil
 	}
-	if uint64(end) > math.MaxInt64 {
-		return fmt.Errorf("save offset: LSN %s out of range", end)
+	return storeOffset(ctx, tx, a.cfg.Slot, end)
+}
+
+// execer runs a statement: a pgx connection, transaction or pool.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// storeOffset stores lsn as slot's replication position; it never moves
+// backwards. The appender runs it inside its journal transactions.
+func storeOffset(ctx context.Context, e execer, slot string, lsn entities.LSN) error {
+	if uint64(lsn) > math.MaxInt64 {
+		return fmt.Errorf("save offset of slot %s: LSN %s out of range", slot, lsn)
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO changecast.offsets (slot, lsn, updated_at) VALUES ($1, $2, now())
-		ON CONFLICT (slot) DO UPDATE SET lsn = GREATEST(offsets.lsn, EXCLUDED.lsn), updated_at = now()`, a.cfg.Slot, int64(end))
+	_, err := e.Exec(ctx, `INSERT INTO changecast.offsets (slot, lsn, updated_at) VALUES ($1, $2, now())
+		ON CONFLICT (slot) DO UPDATE SET lsn = GREATEST(offsets.lsn, EXCLUDED.lsn), updated_at = now()`, slot, int64(lsn))
 	if err != nil {
-		return fmt.Errorf("save offset of slot %s: %w", a.cfg.Slot, hintMigrate(err))
+		return fmt.Errorf("save offset of slot %s: %w", slot, hintMigrate(err))
 	}
 	return nil
+}
+
+// loadOffset returns slot's stored replication position, 0 if none.
+func loadOffset(ctx context.Context, q querier, slot string) (entities.LSN, error) {
+	var lsn int64
+	switch err := q.QueryRow(ctx, "SELECT lsn FROM changecast.offsets WHERE slot = $1", slot).Scan(&lsn); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("load offset of slot %s: %w", slot, hintMigrate(err))
+	}
+	return entities.LSN(lsn), nil
 }
 
 // journalColumns are the columns COPY fills; journaled_at takes its default.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -153,10 +154,13 @@ func TestAppender_EventWaitsForChunkedTransaction(t *testing.T) {
 	ev := entities.NewEvent().WithCategory("test").WithAction("during_chunk").WithSeverity(entities.Debug).MustBuild()
 	persisted := make(chan error, 1)
 	go func() { persisted <- a.PersistEvent(ctx, ev) }()
+	// While the source transaction is open the event must wait: for a
+	// while nothing may come back (an immediate check would pass before
+	// the goroutine even ran).
 	select {
 	case err := <-persisted:
 		t.Fatalf("PersistEvent returned %v inside an open source transaction", err)
-	default:
+	case <-time.After(300 * time.Millisecond):
 	}
 	in <- txn(0x9000, 0x9100, 9, 3, 2, true) // final chunk
 	if err := <-persisted; err != nil {

@@ -114,10 +114,6 @@ func AttachLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
 // from it. It reports whether the server is ready for connections, or
 // ErrLocalNotRunning when no live server owns the directory.
 func (l *Local) readPidFile() (ready bool, err error) {
-	pid, ok := l.pidFromFile()
-	if !ok || !processIsPostgres(pid) {
-		return false, ErrLocalNotRunning
-	}
 	b, err := os.ReadFile(filepath.Join(l.pgdata, "postmaster.pid"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -131,6 +127,10 @@ func (l *Local) readPidFile() (ready bool, err error) {
 			return strings.TrimSpace(lines[n-1])
 		}
 		return ""
+	}
+	// One read of the file: line 1 is the postmaster's pid.
+	if pid, err := strconv.Atoi(line(1)); err != nil || pid <= 0 || !processIsPostgres(pid) {
+		return false, ErrLocalNotRunning
 	}
 	// The postmaster writes the file in steps while it starts; a line
 	// still missing means "not yet".

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 	"sort"
 	"strings"
@@ -379,30 +378,14 @@ func publicationDiffers(tx *gorm.DB, oid uint32, want map[string]bool, serverVer
 // LoadOffset returns the replication position stored for slot, or 0 when
 // none is stored.
 func (db *DB) LoadOffset(ctx context.Context, slot string) (entities.LSN, error) {
-	var lsn int64
-	err := db.gdb.WithContext(ctx).Raw("SELECT lsn FROM changecast.offsets WHERE slot = ?", slot).Row().Scan(&lsn)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("load offset of slot %s: %w", slot, hintMigrate(err))
-	}
-	return entities.LSN(lsn), nil
+	return loadOffset(ctx, db.pool, slot)
 }
 
 // SaveOffset stores lsn as slot's replication position. The stored
 // position never moves backwards: saving an older LSN leaves the newer one.
+// It is the statement the appender runs in its journal transactions.
 func (db *DB) SaveOffset(ctx context.Context, slot string, lsn entities.LSN) error {
-	tx := db.gdb.WithContext(ctx)
-	if uint64(lsn) > math.MaxInt64 {
-		return fmt.Errorf("save offset of slot %s: LSN %s out of range", slot, lsn)
-	}
-	err := tx.Exec(`INSERT INTO changecast.offsets (slot, lsn, updated_at) VALUES (?, ?, now())
-		ON CONFLICT (slot) DO UPDATE SET lsn = GREATEST(offsets.lsn, EXCLUDED.lsn), updated_at = now()`, slot, int64(lsn)).Error
-	if err != nil {
-		return fmt.Errorf("save offset of slot %s: %w", slot, hintMigrate(err))
-	}
-	return nil
+	return storeOffset(ctx, db.pool, slot, lsn)
 }
 
 // hintMigrate adds what to do when changecast's tables are missing.
