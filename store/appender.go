@@ -225,12 +225,10 @@ func (a *Appender) Offset() entities.LSN { return entities.LSN(a.offset.Load()) 
 func (a *Appender) HighWater() int { return int(a.highWater.Load()) }
 
 // hold records that the appender now holds n changes.
+// Only the Run goroutine writes highWater, so a load and a store suffice.
 func (a *Appender) hold(n int) {
-	for {
-		hw := a.highWater.Load()
-		if int64(n) <= hw || a.highWater.CompareAndSwap(hw, int64(n)) {
-			return
-		}
+	if int64(n) > a.highWater.Load() {
+		a.highWater.Store(int64(n))
 	}
 }
 

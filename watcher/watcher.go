@@ -171,10 +171,13 @@ func New(cfg Config) (*Watcher, error) {
 // (journaled). The next standby status update reports it
 // to the server, which may then recycle the WAL before it. Acks never move
 // the position backwards. Safe to call from any goroutine.
-func (w *Watcher) Ack(lsn entities.LSN) {
+func (w *Watcher) Ack(lsn entities.LSN) { storeMax(&w.acked, uint64(lsn)) }
+
+// storeMax raises p to v; it never lowers it, whoever else writes p.
+func storeMax(p *atomic.Uint64, v uint64) {
 	for {
-		cur := w.acked.Load()
-		if uint64(lsn) <= cur || w.acked.CompareAndSwap(cur, uint64(lsn)) {
+		cur := p.Load()
+		if v <= cur || p.CompareAndSwap(cur, v) {
 			return
 		}
 	}
@@ -204,14 +207,7 @@ func (w *Watcher) Stats() Stats {
 }
 
 // sawWALEnd records a server WAL end position; it never moves back.
-func (w *Watcher) sawWALEnd(lsn entities.LSN) {
-	for {
-		cur := w.walEnd.Load()
-		if uint64(lsn) <= cur || w.walEnd.CompareAndSwap(cur, uint64(lsn)) {
-			return
-		}
-	}
-}
+func (w *Watcher) sawWALEnd(lsn entities.LSN) { storeMax(&w.walEnd, uint64(lsn)) }
 
 // redactedURL returns cfg.URL without its password, for logs and errors.
 func (w *Watcher) redactedURL() string {
