@@ -220,6 +220,12 @@ func TestCatchUp_SlowClient(t *testing.T) {
 	if reads == 0 || maxLimit > page || maxReturned > page {
 		t.Errorf("got %d reads, max limit %d, max returned %d; want reads of at most %d", reads, maxLimit, maxReturned, page)
 	}
+	e.journal.mu.Lock()
+	horizons := e.journal.horizons
+	e.journal.mu.Unlock()
+	if horizons != 0 {
+		t.Errorf("catch-up asked for the horizon %d times with no failed read; one query per page is enough", horizons)
+	}
 	if got := e.srv.CatchingUp(); got != 0 {
 		t.Errorf("got %d clients catching up, want 0", got)
 	}

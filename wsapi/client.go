@@ -576,32 +576,29 @@ func (c *client) catchUpPage() error {
 	if !none {
 		rows, readErr = h.journal.ReadAfter(c.ctx, pos, h.page, types)
 	}
-	// Checked after the read: retention only moves forward, so if the
-	// horizon is still at or below pos now, nothing after pos had been
-	// removed when the read ran. Checked after a failed read too: a
-	// journal may refuse a cursor that has expired, and retrying that
-	// would never end.
-	horizon, err := h.journal.Horizon(c.ctx)
-	switch {
-	case err == nil && pos < horizon:
-		// handled below
-	case readErr != nil:
-		c.journalFailed("read journal", readErr)
-		return nil
-	case err != nil:
-		c.journalFailed("read journal horizon", err)
+	// A successful read saw no gap (Journal.ReadAfter fails for an
+	// expired cursor), so the horizon is read only after a failure, to
+	// tell an expired cursor (resync) from a journal that is unavailable
+	// (retry).
+	if readErr != nil {
+		horizon, err := h.journal.Horizon(c.ctx)
+		switch {
+		case err == nil && pos < horizon:
+			c.journalRecovered()
+			c.log.Warn("websocket client's cursor fell out of journal retention", "cursor", pos, "horizon", horizon)
+			if hook := c.srv.cfg.OnCursorExpired; hook != nil {
+				hook(c.claims.Subject, pos, horizon)
+			}
+			c.kick(resyncReason(fmt.Sprintf(
+				"cursor %d is no longer in the journal (retention removed everything up to %d); re-read the state and reconnect without since", pos, horizon)))
+		case err != nil:
+			c.journalFailed("read journal horizon", err)
+		default:
+			c.journalFailed("read journal", readErr)
+		}
 		return nil
 	}
 	c.journalRecovered()
-	if pos < horizon {
-		c.log.Warn("websocket client's cursor fell out of journal retention", "cursor", pos, "horizon", horizon)
-		if hook := c.srv.cfg.OnCursorExpired; hook != nil {
-			hook(c.claims.Subject, pos, horizon)
-		}
-		c.kick(resyncReason(fmt.Sprintf(
-			"cursor %d is no longer in the journal (retention removed everything up to %d); re-read the state and reconnect without since", pos, horizon)))
-		return nil
-	}
 	next := pos
 	for i := range rows {
 		ch := &rows[i]

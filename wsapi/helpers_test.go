@@ -131,6 +131,7 @@ type memJournal struct {
 	failNext    int // fail this many coming reads
 	failed      int // reads failed
 	typesSeen   [][]string
+	horizons    int // Horizon calls
 }
 
 // append assigns cursors to changes, stores them and returns the new head
@@ -176,6 +177,11 @@ func (j *memJournal) ReadAfter(ctx context.Context, after int64, limit int, type
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if after < j.horizon {
+		// As store does (and the Journal contract requires): an expired
+		// cursor is an error, whatever is left after it.
+		return nil, fmt.Errorf("read journal after cursor %d: cursor expired (%d)", after, j.horizon)
+	}
 	i, _ := slices.BinarySearchFunc(j.rows, after+1, func(c entities.Change, cur int64) int { return cmp.Compare(c.Cursor, cur) })
 	var out []entities.Change
 	for ; i < len(j.rows) && len(out) < limit; i++ {
@@ -184,17 +190,13 @@ func (j *memJournal) ReadAfter(ctx context.Context, after int64, limit int, type
 		}
 	}
 	j.maxReturned = max(j.maxReturned, len(out))
-	if len(out) == 0 && after < j.horizon {
-		// As store does: an expired cursor is an error when nothing
-		// newer is left to return.
-		return nil, fmt.Errorf("read journal after cursor %d: cursor expired (%d)", after, j.horizon)
-	}
 	return out, nil
 }
 
 func (j *memJournal) Horizon(context.Context) (int64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.horizons++
 	return j.horizon, nil
 }
 

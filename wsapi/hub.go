@@ -20,10 +20,12 @@ type Journal interface {
 	// ReadAfter returns up to limit changes with Cursor > after, in
 	// ascending cursor order, of the given entity types (nil = all; the hub
 	// never passes an empty non-nil slice). It must see every change whose
-	// cursor is at or below a head already given to Server.Publish. It may
-	// fail when after < Horizon: after any error the hub reads Horizon and
-	// ends the client's stream with resync-required if the cursor has
-	// expired, or retries otherwise.
+	// cursor is at or below a head already given to Server.Publish. It
+	// must fail when after < Horizon at the time of the read (checked in
+	// the same snapshot as the rows, as store's query does), so a
+	// successful read never hides a gap and the hub asks for Horizon only
+	// after an error: then it ends the client's stream with
+	// resync-required if the cursor has expired, or retries otherwise.
 	ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error)
 	// Horizon returns the highest cursor removed by retention: resuming
 	// after c is possible iff c >= Horizon. It must never decrease, and must
