@@ -83,3 +83,20 @@ func Retryable(err error) bool {
 	}
 	return true
 }
+
+// SlotInvalidated reports whether err is PostgreSQL refusing to stream from
+// a slot it has invalidated (wal_status "lost": the slot fell further
+// behind than max_slot_wal_keep_size allows). The changes after the slot's
+// position are gone; retrying cannot bring them back.
+func SlotInvalidated(err error) bool {
+	if err == nil {
+		return false
+	}
+	text := err.Error() // also for messages the server sent outside an error response
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		text += "\n" + pgErr.Detail // PostgreSQL says "invalidated" in the detail
+	}
+	return strings.Contains(text, "can no longer get changes from replication slot") ||
+		strings.Contains(text, "has been invalidated")
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,18 +177,6 @@ func (e *emitter) shutdown(head int64) {
 		map[string]any{"journal_head": fmt.Sprint(head)}))
 }
 
-// slotInvalidatedErr reports whether err says PostgreSQL invalidated the
-// slot (max_slot_wal_keep_size exceeded: wal_status "lost").
-func slotInvalidatedErr(err error) bool {
-	if err == nil {
-		return false
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "can no longer get changes from replication slot") ||
-		strings.Contains(msg, "has been invalidated") ||
-		strings.Contains(msg, "This slot has been invalidated")
-}
-
 // lagMonitor emits lag_high when the watcher's lag exceeds threshold and
 // lag_recovered once it is back under half of it (hysteresis, so a lag
 // hovering at the threshold does not flap).
@@ -264,7 +251,7 @@ func classify(err error) string {
 		return "slot_in_use"
 	case errors.Is(err, store.ErrJournalLocked):
 		return "standby"
-	case slotInvalidatedErr(err):
+	case watcher.SlotInvalidated(err):
 		return "slot_invalidated"
 	default:
 		return "interrupted"

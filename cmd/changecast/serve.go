@@ -150,8 +150,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	// Prerequisites first, so a misconfigured server gets Check's one clear
 	// message rather than the error of whatever step trips over it. A slot
 	// in use means another changecast runs: this one will wait as standby.
-	if err := probe.Check(ctx); err != nil && !errors.Is(err, watcher.ErrSlotInUse) {
-		return err
+	checkErr := probe.Check(ctx)
+	if checkErr != nil && !errors.Is(checkErr, watcher.ErrSlotInUse) {
+		return checkErr
 	}
 	if err := probe.EnsureSlot(ctx); err != nil {
 		return fmt.Errorf("replication slot: %w", err)
@@ -168,6 +169,8 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		events: newEmitter(cfg.slot, log.With("component", "events")),
 	}
 	pipe.lagMon.threshold = cfg.lagWarnBytes
+	// The first pipeline need not repeat the check that just passed.
+	pipe.checked = checkErr == nil
 	hub, err := wsapi.NewServer(wsapi.Config{
 		Registry: reg,
 		Auth:     auth,
@@ -320,6 +323,7 @@ type pipeline struct {
 	started bool        // the pipeline has streamed once (run's goroutine only)
 	downAt  time.Time   // when the running pipeline last failed (run's goroutine only)
 	lagMon  lagMonitor  // (once's lag goroutine only)
+	checked bool        // prerequisites checked just before the first once; then false
 }
 
 func (p *pipeline) streaming() bool {
@@ -494,9 +498,12 @@ func (p *pipeline) once(ctx context.Context) error {
 	if err != nil {
 		return fatalError{err}
 	}
-	if err := w.Check(ctx); err != nil {
-		return err
+	if !p.checked {
+		if err := w.Check(ctx); err != nil {
+			return err
+		}
 	}
+	p.checked = false // every rebuild checks again: the server may have changed
 	p.current.Store(w)
 	p.standby.Store(false)
 	p.log.Info("replication pipeline starting", "start_lsn", app.Offset().String(), "journal_head", app.Head())
