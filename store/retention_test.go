@@ -1,15 +1,14 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/changecast/changecast/internal/testutil"
 	"github.com/changecast/changecast/store"
 )
 
@@ -111,22 +110,7 @@ func TestPruneJournal_Age(t *testing.T) {
 }
 
 // syncBuffer is a log sink safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package wsapi
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/testutil"
 )
 
 // testSecret is a 38-byte HMAC secret used only by tests.
@@ -37,22 +37,8 @@ type testEnv struct {
 	journal *memJournal // nil unless the config has one
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is safe to read while other goroutines write to it.
+type syncBuffer = testutil.SyncBuffer
 
 // newTestEnv starts a server; mod, if non-nil, adjusts the config first.
 // Cleanup closes the server (waiting for its goroutines) and the listener.

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,28 +19,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/testutil"
 	"github.com/changecast/changecast/store/storetest"
 )
 
 func TestMain(m *testing.M) { storetest.Main(m) }
 
-// syncBuffer is an io.Writer safe to read while serve writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is safe to read while other goroutines write to it.
+type syncBuffer = testutil.SyncBuffer
 
 // instance is one running "changecast serve".
 type instance struct {

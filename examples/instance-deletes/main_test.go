@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/testutil"
 	"github.com/changecast/changecast/wsapi"
 	"github.com/changecast/changecast/wsapi/client"
 	"github.com/changecast/changecast/wsapi/client/clienttest"
@@ -222,19 +222,5 @@ func readRecords(t testing.TB, path string) []record {
 	return out
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is safe to read while other goroutines write to it.
+type syncBuffer = testutil.SyncBuffer

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/testutil"
 	"github.com/changecast/changecast/wsapi"
 	"github.com/changecast/changecast/wsapi/client"
 	"github.com/changecast/changecast/wsapi/client/clienttest"
@@ -554,19 +554,5 @@ func readCursorFile(t testing.TB, path string) int64 {
 	return n
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is safe to read while other goroutines write to it.
+type syncBuffer = testutil.SyncBuffer
