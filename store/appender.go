@@ -521,8 +521,17 @@ func (a *Appender) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // committed publishes a successful commit's head and offset.
 func (a *Appender) committed(head int64, end entities.LSN) {
 	a.head.Store(head)
-	if uint64(end) > a.offset.Load() {
-		a.offset.Store(uint64(end))
+	storeMaxOffset(&a.offset, end)
+}
+
+// storeMaxOffset raises p to lsn, never lowering it: the Run goroutine
+// and SavePosition's caller both move the offset.
+func storeMaxOffset(p *atomic.Uint64, lsn entities.LSN) {
+	for {
+		cur := p.Load()
+		if uint64(lsn) <= cur || p.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
 	}
 }
 

@@ -23,6 +23,9 @@
 //   - Bounded retention (PruneJournal, RunRetention): rows go oldest first
 //     and the horizon records the highest removed seq; a reader resuming
 //     after a cursor below it gets ErrCursorExpired, never a silent gap.
+//   - Lost slots are recorded, never hidden: RecordGap journals a marker
+//     and the lost LSN range together, and a reader resuming from before
+//     the marker gets a *GapError (gaps.go).
 //
 // Other guarantees: Migrate and EnsurePublication are idempotent and
 // serialised between processes by an advisory lock; SaveOffset never moves

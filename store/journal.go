@@ -21,10 +21,12 @@ const (
 	readJournalAll = `SELECT seq, commit_lsn, tx_index, xid, committed_at, entity_type, operation, entity_id, payload, previous, unchanged
 		FROM changecast.journal
 		WHERE seq > $1 AND $1 >= (SELECT horizon FROM changecast.journal_meta)
+			AND $1 >= (SELECT coalesce(max(seq), 0) FROM changecast.journal_gaps)
 		ORDER BY seq LIMIT $2`
 	readJournalTypes = `SELECT seq, commit_lsn, tx_index, xid, committed_at, entity_type, operation, entity_id, payload, previous, unchanged
 		FROM changecast.journal
-		WHERE seq > $1 AND $1 >= (SELECT horizon FROM changecast.journal_meta) AND entity_type = ANY($3)
+		WHERE seq > $1 AND $1 >= (SELECT horizon FROM changecast.journal_meta)
+			AND $1 >= (SELECT coalesce(max(seq), 0) FROM changecast.journal_gaps) AND entity_type = ANY($3)
 		ORDER BY seq LIMIT $2`
 )
 
@@ -40,9 +42,11 @@ const (
 // that inspects values must accept json.RawMessage as well as the typed
 // values of a live Row.
 //
-// When retention has removed rows after after (after < JournalHorizon),
-// ReadJournal returns an error wrapping ErrCursorExpired; the check and the
-// read see one snapshot, so a reader never skips rows silently.
+// When a gap was recorded after after (see RecordGap), ReadJournal returns
+// a *GapError (wrapping ErrJournalGap) naming the lost range; when
+// retention has removed rows after after, an error wrapping
+// ErrCursorExpired. The checks and the read see one snapshot, so a reader
+// never skips rows silently.
 func (db *DB) ReadJournal(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -89,9 +93,17 @@ func (db *DB) ReadJournal(ctx context.Context, after int64, limit int, types []s
 		return nil, redactErr(fmt.Errorf("read journal: %w", hintMigrate(err)), db.url)
 	}
 	if len(out) == 0 {
-		// Nothing newer, or the horizon check excluded everything.
-		// The horizon only grows, so reading it now is conclusive.
-		horizon, err := db.JournalHorizon(ctx)
+		// Nothing newer, or the horizon or gap check excluded
+		// everything. Both only grow, so reading them now is
+		// conclusive; a gap explains more than retention does.
+		gap, found, err := db.firstGapAfter(ctx, after)
+		if err != nil {
+			return nil, redactErr(fmt.Errorf("read journal: %w", err), db.url)
+		}
+		if found {
+			return nil, fmt.Errorf("read journal: %w", &GapError{After: after, Gap: gap})
+		}
+		horizon, err := db.retentionHorizon(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("read journal: %w", err)
 		}
@@ -133,10 +145,22 @@ func (db *DB) JournalHead(ctx context.Context) (int64, error) {
 	return head, nil
 }
 
-// JournalHorizon returns the highest seq retention has removed (0 if
-// none). Resuming after cursor c is possible if and only if c >= the
-// horizon.
+// JournalHorizon returns the lowest cursor a reader can resume after: the
+// highest seq retention has removed, or the marker of the latest gap
+// (see RecordGap) if that is higher; 0 if neither. Resuming after cursor c
+// is possible if and only if c >= the horizon. It never decreases.
 func (db *DB) JournalHorizon(ctx context.Context) (int64, error) {
+	var horizon int64
+	if err := db.pool.QueryRow(ctx, `SELECT GREATEST(
+			(SELECT coalesce(max(horizon), 0) FROM changecast.journal_meta),
+			(SELECT coalesce(max(seq), 0) FROM changecast.journal_gaps))`).Scan(&horizon); err != nil {
+		return 0, redactErr(fmt.Errorf("journal horizon: %w", hintMigrate(err)), db.url)
+	}
+	return horizon, nil
+}
+
+// retentionHorizon returns the highest seq retention has removed.
+func (db *DB) retentionHorizon(ctx context.Context) (int64, error) {
 	var horizon int64
 	if err := db.pool.QueryRow(ctx, "SELECT coalesce(max(horizon), 0) FROM changecast.journal_meta").Scan(&horizon); err != nil {
 		return 0, redactErr(fmt.Errorf("journal horizon: %w", hintMigrate(err)), db.url)

@@ -61,6 +61,16 @@ var ownMigrations = []string{
 		horizon bigint NOT NULL DEFAULT 0
 	)`,
 	`INSERT INTO changecast.journal_meta (id) VALUES (true) ON CONFLICT (id) DO NOTHING`,
+	// Gaps (see gaps.go): stretches of source history the journal can
+	// never hold because the replication slot was lost. seq is the
+	// cursor of the gap's marker row; no reader resumes across it.
+	`CREATE TABLE IF NOT EXISTS changecast.journal_gaps (
+		seq bigint PRIMARY KEY,
+		from_lsn bigint NOT NULL,
+		to_lsn bigint NOT NULL,
+		reason text NOT NULL,
+		recorded_at timestamptz NOT NULL DEFAULT now()
+	)`,
 }
 
 // Migrate brings the database to the shape changecast needs: schema
