@@ -3,8 +3,10 @@ package watcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
+	"github.com/changecast/changecast/entities"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -34,7 +36,62 @@ var (
 	// ErrRunning: Run was called while another Run of the same Watcher
 	// was still going.
 	ErrRunning = errors.New("watcher is already running")
+	// ErrSlotLost: the slot that kept the changes after the stored
+	// position is gone (see SlotLostError).
+	ErrSlotLost = errors.New("replication slot was lost")
 )
+
+// How a slot was lost (SlotLostError.Kind).
+const (
+	// SlotMissing: the slot does not exist although a position was
+	// stored (someone dropped it).
+	SlotMissing = "missing"
+	// SlotInvalidated: PostgreSQL invalidated the slot (wal_status
+	// "lost": it fell further behind than max_slot_wal_keep_size) and
+	// removed WAL it still needed.
+	SlotInvalidated = "invalidated"
+	// SlotMoved: the slot's confirmed position is beyond anything this
+	// consumer stored, so it is not the slot we streamed from (dropped
+	// and created again, or advanced with pg_replication_slot_advance).
+	SlotMoved = "moved"
+)
+
+// SlotLostError reports that the changes committed after the stored
+// position can no longer be streamed: retrying cannot bring them back. Run
+// returns it instead of silently starting over on a new slot. The caller
+// decides: record the loss and call RecoverSlot, or stop. Its text names
+// the lost range and what to do.
+type SlotLostError struct {
+	Slot string
+	Kind string // SlotMissing, SlotInvalidated or SlotMoved
+	// From is the stored position (Config.StartLSN, or later Acks):
+	// everything up to it was handled.
+	From entities.LSN
+	// SlotAt is the slot's confirmed position for SlotMoved, 0 otherwise.
+	SlotAt entities.LSN
+	// Detail is what PostgreSQL said, when it said something.
+	Detail string
+}
+
+// Error says what was lost and how to avoid it next time.
+func (e *SlotLostError) Error() string {
+	var what string
+	switch e.Kind {
+	case SlotMissing:
+		what = fmt.Sprintf("replication slot %q no longer exists (it was dropped)", e.Slot)
+	case SlotInvalidated:
+		what = fmt.Sprintf("replication slot %q was invalidated by PostgreSQL: it fell further behind than max_slot_wal_keep_size allows and the WAL it needed was removed", e.Slot)
+	default:
+		what = fmt.Sprintf("replication slot %q is at %s, beyond the stored position %s: it was dropped and created again, or advanced, by someone else", e.Slot, e.SlotAt, e.From)
+	}
+	if e.Detail != "" {
+		what += " (" + e.Detail + ")"
+	}
+	return what + fmt.Sprintf("; changes committed after %s cannot be streamed. To avoid this, do not drop the slot while changecast is stopped, and keep max_slot_wal_keep_size large enough (or -1) for the longest downtime", e.From)
+}
+
+// Unwrap returns ErrSlotLost.
+func (e *SlotLostError) Unwrap() error { return ErrSlotLost }
 
 // PrerequisiteError is a missing or wrong server setup. Its text is meant
 // for the person running changecast and says what to do; Err is one of the
@@ -68,7 +125,7 @@ func Retryable(err error) bool {
 		return true
 	}
 	var pre *PrerequisiteError
-	if errors.As(err, &pre) || errors.Is(err, ErrRunning) ||
+	if errors.As(err, &pre) || errors.Is(err, ErrRunning) || errors.Is(err, ErrSlotLost) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
@@ -84,11 +141,13 @@ func Retryable(err error) bool {
 	return true
 }
 
-// SlotInvalidated reports whether err is PostgreSQL refusing to stream from
-// a slot it has invalidated (wal_status "lost": the slot fell further
-// behind than max_slot_wal_keep_size allows). The changes after the slot's
-// position are gone; retrying cannot bring them back.
-func SlotInvalidated(err error) bool {
+// invalidatedByServer reports whether err is PostgreSQL refusing to
+// stream from a slot it has invalidated (wal_status "lost": the slot fell
+// further behind than max_slot_wal_keep_size allows). The changes after the
+// slot's position are gone; retrying cannot bring them back. prepare
+// normally sees wal_status first; this covers an invalidation between the
+// two.
+func invalidatedByServer(err error) bool {
 	if err == nil {
 		return false
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-func TestSlotInvalidated(t *testing.T) {
+func TestInvalidatedByServer(t *testing.T) {
 	invalidated := &pgconn.PgError{Severity: "ERROR", Code: "55000", Message: `cannot read from logical replication slot "changecast"`,
 		Detail: "This slot has been invalidated because it exceeded the maximum reserved size."}
 	for _, tc := range []struct {
@@ -21,8 +21,8 @@ func TestSlotInvalidated(t *testing.T) {
 		{errors.New("connection refused"), false},
 		{nil, false},
 	} {
-		if got := SlotInvalidated(tc.err); got != tc.want {
-			t.Errorf("SlotInvalidated(%v) = %t, want %t", tc.err, got, tc.want)
+		if got := invalidatedByServer(tc.err); got != tc.want {
+			t.Errorf("invalidatedByServer(%v) = %t, want %t", tc.err, got, tc.want)
 		}
 	}
 }

@@ -13,7 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// Run connects, creates the slot if it is missing (permanent, pgoutput),
+// Run connects, creates the slot if it is missing on a first start
+// (permanent, pgoutput; see Config.ExpectSlot, and *SlotLostError for a
+// slot lost after that),
 // starts replication (protocol 1, no streaming of in-progress transactions,
 // no two-phase) and sends each committed transaction that touched a
 // registered table on out, in chunks of at most Config.ChunkSize changes
@@ -87,6 +89,9 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 	w.streaming.Store(true)
 	defer w.streaming.Store(false)
 	w.logger.Info("replication started", "start_lsn", start.String(), "publication", w.cfg.Publication)
+	if w.cfg.Started != nil {
+		w.cfg.Started(start)
+	}
 
 	s := &session{
 		w:          w,
@@ -105,9 +110,12 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 	return s.loop(ctx)
 }
 
-// prepare checks the publication and makes sure the slot exists, using
-// SQL on the replication connection (allowed with replication=database).
-// It returns the slot's confirmed_flush_lsn (0 for a new slot).
+// prepare checks the publication and makes sure the slot exists and is
+// the one this consumer streamed from, using SQL on the replication
+// connection (allowed with replication=database). It returns the slot's
+// confirmed_flush_lsn (the start of a new slot). A lost slot (missing
+// after a first start, invalidated, or moved; see SlotLostError) is
+// reported, never replaced.
 func (w *Watcher) prepare(ctx context.Context, conn *pgconn.PgConn) (entities.LSN, error) {
 	rows, err := simpleQuery(ctx, conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = "+quoteLiteral(w.cfg.Publication))
 	if err != nil {
@@ -116,43 +124,101 @@ func (w *Watcher) prepare(ctx context.Context, conn *pgconn.PgConn) (entities.LS
 	if len(rows) == 0 {
 		return 0, publicationMissing(w.cfg.Publication)
 	}
-	rows, err = simpleQuery(ctx, conn, `SELECT plugin, slot_type, coalesce(database, ''), temporary::text, current_database(),
-			coalesce(confirmed_flush_lsn, '0/0')::text, CASE WHEN active THEN coalesce(active_pid, 0)::text ELSE '' END
-		FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(w.cfg.Slot))
+	st, err := w.slotState(ctx, conn)
 	if err != nil {
-		return 0, fmt.Errorf("look up replication slot: %w", err)
+		return 0, err
 	}
-	if len(rows) > 0 {
-		r := rows[0]
-		if err := slotFits(w.cfg.Slot, r[0], r[1], r[2], r[3] == "true", r[4]); err != nil {
+	// Everything up to here is handled and stored: the slot must not be
+	// ahead of it, and must not have vanished.
+	known := max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))
+	if st.found {
+		if err := slotFits(w.cfg.Slot, st.plugin, st.slotType, st.database, st.temporary, st.currentDB); err != nil {
 			return 0, err
 		}
-		if r[6] != "" {
+		if st.walStatus == "lost" {
+			return 0, &SlotLostError{Slot: w.cfg.Slot, Kind: SlotInvalidated, From: known}
+		}
+		if st.activePID != "" {
 			// Say so before trying: START_REPLICATION would fail the
 			// same way (55006), but this names the holder.
-			return 0, slotInUse(w.cfg.Slot, fmt.Sprintf("replication slot %q is active for PID %s", w.cfg.Slot, r[6]))
+			return 0, slotInUse(w.cfg.Slot, fmt.Sprintf("replication slot %q is active for PID %s", w.cfg.Slot, st.activePID))
 		}
-		lsn, err := pglogrepl.ParseLSN(r[5])
-		if err != nil {
-			return 0, fmt.Errorf("replication slot's confirmed_flush_lsn %q: %w", r[5], err)
+		if w.cfg.SavePosition != nil && known > 0 && st.confirmed > known {
+			return 0, &SlotLostError{Slot: w.cfg.Slot, Kind: SlotMoved, From: known, SlotAt: st.confirmed}
 		}
-		return entities.LSN(lsn), nil
+		return st.confirmed, nil
 	}
-	_, err = pglogrepl.CreateReplicationSlot(ctx, conn, w.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+	if known > 0 || w.cfg.ExpectSlot {
+		return 0, &SlotLostError{Slot: w.cfg.Slot, Kind: SlotMissing, From: known}
+	}
+	start, created, err := w.createSlot(ctx, conn)
+	if err != nil || !created {
+		return 0, err
+	}
+	if w.cfg.SavePosition != nil {
+		// The new slot's start is its confirmed position: store it, so
+		// that a later start can tell this slot from a replacement.
+		if err := w.cfg.SavePosition(ctx, start); err != nil {
+			return 0, fmt.Errorf("store the new slot's start position: %w", err)
+		}
+	}
+	return start, nil
+}
+
+// slotInfo is a row of pg_replication_slots, as prepare needs it.
+type slotInfo struct {
+	found                                 bool
+	plugin, slotType, database, walStatus string
+	temporary                             bool
+	currentDB                             string
+	confirmed                             entities.LSN
+	activePID                             string // empty: not active
+}
+
+// slotState reads the slot's row of pg_replication_slots.
+func (w *Watcher) slotState(ctx context.Context, conn *pgconn.PgConn) (slotInfo, error) {
+	rows, err := simpleQuery(ctx, conn, `SELECT plugin, slot_type, coalesce(database, ''), temporary::text, current_database(),
+			coalesce(confirmed_flush_lsn, '0/0')::text, CASE WHEN active THEN coalesce(active_pid, 0)::text ELSE '' END,
+			coalesce(wal_status, '')
+		FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(w.cfg.Slot))
+	if err != nil {
+		return slotInfo{}, fmt.Errorf("look up replication slot: %w", err)
+	}
+	if len(rows) == 0 {
+		return slotInfo{}, nil
+	}
+	r := rows[0]
+	lsn, err := pglogrepl.ParseLSN(r[5])
+	if err != nil {
+		return slotInfo{}, fmt.Errorf("replication slot's confirmed_flush_lsn %q: %w", r[5], err)
+	}
+	return slotInfo{found: true, plugin: r[0], slotType: r[1], database: r[2], temporary: r[3] == "true",
+		currentDB: r[4], confirmed: entities.LSN(lsn), activePID: r[6], walStatus: r[7]}, nil
+}
+
+// createSlot creates the slot (permanent, pgoutput) and returns its start
+// (consistent point). created is false when another process created it
+// first.
+func (w *Watcher) createSlot(ctx context.Context, conn *pgconn.PgConn) (start entities.LSN, created bool, err error) {
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, w.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
 		Mode:           pglogrepl.LogicalReplication,
 		SnapshotAction: "NOEXPORT_SNAPSHOT",
 	})
 	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
-		w.logger.Info("created replication slot", "plugin", "pgoutput")
-		return 0, nil
+		lsn, perr := pglogrepl.ParseLSN(res.ConsistentPoint)
+		if perr != nil {
+			return 0, false, fmt.Errorf("new replication slot's consistent point %q: %w", res.ConsistentPoint, perr)
+		}
+		w.logger.Info("created replication slot", "plugin", "pgoutput", "start_lsn", entities.LSN(lsn).String())
+		return entities.LSN(lsn), true, nil
 	case errors.As(err, &pgErr) && pgErr.Code == "42710": // duplicate_object: created meanwhile
-		return 0, nil
+		return 0, false, nil
 	case errors.As(err, &pgErr) && pgErr.Code == "53400": // configuration_limit_exceeded
-		return 0, prerequisite(ErrNoFreeSlot, fmt.Sprintf("cannot create replication slot %q: %s; raise max_replication_slots in postgresql.conf and restart PostgreSQL, or drop an unused slot with SELECT pg_drop_replication_slot('name')", w.cfg.Slot, pgErr.Message))
+		return 0, false, prerequisite(ErrNoFreeSlot, fmt.Sprintf("cannot create replication slot %q: %s; raise max_replication_slots in postgresql.conf and restart PostgreSQL, or drop an unused slot with SELECT pg_drop_replication_slot('name')", w.cfg.Slot, pgErr.Message))
 	default:
-		return 0, fmt.Errorf("create replication slot %q: %w", w.cfg.Slot, err)
+		return 0, false, fmt.Errorf("create replication slot %q: %w", w.cfg.Slot, err)
 	}
 }
 
@@ -165,6 +231,10 @@ func (w *Watcher) startError(err error) error {
 			return slotInUse(w.cfg.Slot, pgErr.Message)
 		case "53300": // too_many_connections: max_wal_senders
 			return prerequisite(ErrNoFreeWALSender, fmt.Sprintf("start replication: %s; raise max_wal_senders in postgresql.conf and restart PostgreSQL", pgErr.Message))
+		}
+		if invalidatedByServer(err) {
+			return &SlotLostError{Slot: w.cfg.Slot, Kind: SlotInvalidated, Detail: pgErr.Message,
+				From: max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))}
 		}
 	}
 	return fmt.Errorf("start replication: %w", err)
@@ -179,6 +249,7 @@ type session struct {
 	asm  *assembler
 
 	floor      entities.LSN // the slot's confirmed_flush_lsn at start: never report less
+	saved      entities.LSN // highest position Config.SavePosition stored
 	sending    bool         // a chunk is waiting for room on out
 	lastStatus time.Time
 	nextStatus time.Time
@@ -314,14 +385,33 @@ func (s *session) send(tx *entities.Transaction) error {
 // before it (the slot's position at start): a position once safe stays
 // safe, and PostgreSQL 15 would move confirmed_flush_lsn back, letting a
 // later start decode from before the slot's restart_lsn.
+//
+// With Config.SavePosition, a position beyond the highest Ack is
+// confirmable only once it is stored; until then, and when storing fails,
+// the Acked position is what gets confirmed.
 func (s *session) confirmable() entities.LSN {
 	acked := entities.LSN(s.w.acked.Load())
-	pos := acked
+	floor := max(acked, s.floor, entities.LSN(s.w.confirmed.Load()))
+	pos := floor
 	if !s.asm.inTransaction() && !s.sending && acked >= s.w.lastEmitted {
 		pos = max(pos, s.w.handled)
 	}
-	return max(pos, s.floor, entities.LSN(s.w.confirmed.Load()))
+	if pos > floor && s.w.cfg.SavePosition != nil && pos > s.saved {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), savePositionTimeout)
+		err := s.w.cfg.SavePosition(ctx, pos)
+		cancel()
+		if err != nil {
+			s.w.logger.Debug("store position before confirming it", "lsn", pos.String(), "err", err)
+			return floor
+		}
+		s.saved = pos
+	}
+	return pos
 }
+
+// savePositionTimeout bounds one Config.SavePosition call, so that a stuck
+// store cannot hold the replication connection past wal_sender_timeout.
+const savePositionTimeout = 5 * time.Second
 
 // status sends a standby status update when forced (the server asked),
 // when StatusInterval has passed, or when the confirmable position moved

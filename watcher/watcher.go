@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -63,6 +64,26 @@ type Config struct {
 	StatusInterval time.Duration
 	// Logger receives the watcher's logs. Default: slog.Default().
 	Logger *slog.Logger
+
+	// ExpectSlot says the caller has handled changes before (its journal
+	// is not empty) even if StartLSN is 0. The slot may be created only
+	// on a first start: when StartLSN is not 0 or ExpectSlot is set, a
+	// missing slot is a *SlotLostError, never silently replaced.
+	ExpectSlot bool
+	// SavePosition, if set, durably stores a position before the watcher
+	// confirms it to the server when no Ack covers it (WAL that touched
+	// no registered table, idle keepalives, a newly created slot's start).
+	// A position is confirmed only if SavePosition returned nil for it (or
+	// it was Acked). Then every position the server holds as confirmed is
+	// one the caller stored, so a slot whose confirmed position is beyond
+	// StartLSN was moved by someone else, and Run reports it as a
+	// *SlotLostError (SlotMoved). Without SavePosition that check is off.
+	// It is called on Run's goroutine and should return within seconds.
+	SavePosition func(ctx context.Context, lsn entities.LSN) error
+	// Started, if set, is called on Run's goroutine once replication has
+	// started, with the position it started from: the moment the
+	// watcher is really streaming again.
+	Started func(start entities.LSN)
 }
 
 // Transaction is one committed source transaction, or one chunk of a large
@@ -253,6 +274,9 @@ func (w *Watcher) replicationConfig() (*pgconn.Config, error) {
 // this slot, even before Run first starts; changes committed before the
 // slot exists are never streamed. A slot that exists and is in use by
 // another process is not an error here: it exists.
+//
+// Like Run, EnsureSlot creates the slot only on a first start (see
+// Config.ExpectSlot) and reports a lost slot as a *SlotLostError.
 func (w *Watcher) EnsureSlot(ctx context.Context) error {
 	conn, closeConn, err := w.connect(ctx)
 	if err != nil {
@@ -263,4 +287,50 @@ func (w *Watcher) EnsureSlot(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// RecoverSlot makes the slot usable again after Run or EnsureSlot
+// reported lost: an invalidated slot is dropped and created again, a
+// missing one is created, and a moved one is kept. It returns the position
+// the slot now streams from; transactions that committed between
+// lost.From and that position are lost, and the caller is expected to
+// have recorded that (or to record it before streaming). RecoverSlot does
+// not call Config.SavePosition: recording the loss stores the new
+// position. Do not call it while Run is running.
+func (w *Watcher) RecoverSlot(ctx context.Context, lost *SlotLostError) (entities.LSN, error) {
+	conn, closeConn, err := w.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer closeConn()
+	if lost.Kind == SlotMoved {
+		return lost.SlotAt, nil
+	}
+	if lost.Kind == SlotInvalidated {
+		err := pglogrepl.DropReplicationSlot(ctx, conn, w.cfg.Slot, pglogrepl.DropReplicationSlotOptions{})
+		var pgErr *pgconn.PgError
+		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42704") { // undefined_object: gone already
+			return 0, fmt.Errorf("drop invalidated replication slot %q: %w", w.cfg.Slot, err)
+		}
+		w.logger.Warn("dropped invalidated replication slot")
+	}
+	start, created, err := w.createSlot(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	if !created {
+		// Created meanwhile by another process: stream from where it is.
+		st, err := w.slotState(ctx, conn)
+		if err != nil {
+			return 0, err
+		}
+		if !st.found {
+			return 0, fmt.Errorf("replication slot %q vanished while being created", w.cfg.Slot)
+		}
+		if err := slotFits(w.cfg.Slot, st.plugin, st.slotType, st.database, st.temporary, st.currentDB); err != nil {
+			return 0, err
+		}
+		start = st.confirmed
+	}
+	return start, nil
 }
