@@ -49,6 +49,9 @@ type client struct {
 	// feed is the client's place in the stream. Guarded by srv.hub.mu
 	// (see hub's lock rules), not by a mutex of its own.
 	feed feed
+	// startPos is where the client's stream began (the head, or its
+	// since cursor), for Resync. Set by register under srv.hub.mu.
+	startPos int64
 	// catchingUp mirrors feed.catchingUp for the writer's lock-free
 	// check; stored under hub.mu together with it.
 	catchingUp atomic.Bool
@@ -581,6 +584,13 @@ func (c *client) catchUpPage() error {
 	// tell an expired cursor (resync) from a journal that is unavailable
 	// (retry).
 	if readErr != nil {
+		var lost *CursorLostError
+		if errors.As(readErr, &lost) {
+			c.journalRecovered()
+			c.log.Warn("websocket client's cursor cannot be resumed", "cursor", pos, "reason", lost.Reason)
+			c.kick(resyncReason(lost.Reason))
+			return nil
+		}
 		horizon, err := h.journal.Horizon(c.ctx)
 		switch {
 		case err == nil && pos < horizon:

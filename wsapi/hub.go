@@ -185,6 +185,7 @@ func (h *hub) register(c *client, r resume) bool {
 			h.catchUps.Add(1)
 		}
 	}
+	c.startPos = c.feed.pos
 	h.mu.clients[c] = struct{}{}
 	h.indexLocked(c, c.filter.Load())
 	h.wg.Add(2)

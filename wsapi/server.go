@@ -206,8 +206,10 @@ type Server struct {
 	// know a filter has been applied (a GARM filter gets no reply).
 	messagesHandled atomic.Uint64
 
-	conns      atomic.Int64  // connections admitted (reserved before upgrade, released on exit)
-	loginSlots chan struct{} // bounds concurrent password checks
+	conns atomic.Int64 // connections admitted (reserved before upgrade, released on exit)
+	// unavailable, when set, is why new connections get 503 (SetUnavailable).
+	unavailable atomic.Pointer[string]
+	loginSlots  chan struct{} // bounds concurrent password checks
 
 	revoker     *revoker // nil without Config.Users
 	stopRevoker context.CancelFunc
@@ -420,7 +422,7 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
-	if s.closing() || (s.cfg.Ready != nil && !s.cfg.Ready()) {
+	if s.closing() || s.unavailable.Load() != nil || (s.cfg.Ready != nil && !s.cfg.Ready()) {
 		writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 		return
 	}
@@ -440,6 +442,9 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if q.Has("token") || q.Has("access_token") {
 		// Never in the URL: URLs end up in proxy and access logs.
 		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or log in at "+LoginPath+" for a cookie)")
+		return
+	}
+	if s.refuseUnavailable(w) {
 		return
 	}
 	res, err := parseSince(q)

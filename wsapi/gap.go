@@ -1,0 +1,76 @@
+package wsapi
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// This file is how the hub tells clients that the stream has a gap it can
+// never fill: the replication slot that kept the source's changes was lost
+// (docs/guarantees.md, "When a replication slot is lost").
+
+// CursorLostError is what a Journal's ReadAfter returns (wrapped or not)
+// when resuming after Cursor is impossible for a reason the client should
+// hear, such as a recorded gap in the journal. The reader is stopped with
+// resync-required carrying Reason, without asking Journal.Horizon.
+type CursorLostError struct {
+	Cursor int64
+	Reason string // for the client: what happened and what to do
+}
+
+func (e *CursorLostError) Error() string {
+	return fmt.Sprintf("cursor %d cannot be resumed: %s", e.Cursor, e.Reason)
+}
+
+// Resync stops, with a resync-required control frame carrying message,
+// every connected client that started (live or from its since cursor)
+// before cursor: the stream it was given cannot continue without the gap
+// that ends at cursor. Call it after Publish has published cursor (the
+// gap's marker); clients that connect from then on start at or after it
+// and are left alone.
+func (s *Server) Resync(cursor int64, message string) int {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for c := range h.mu.clients {
+		if c.startPos < cursor {
+			c.kick(resyncReason(message))
+			n++
+		}
+	}
+	return n
+}
+
+// SetUnavailable makes the server refuse new WebSocket connections with
+// 503 and reason (the stream cannot be served: the replication slot is
+// unusable), and sends every connected client a lagging control frame
+// saying so; connected clients keep their sockets. An empty reason makes
+// the server accept connections again.
+func (s *Server) SetUnavailable(reason string) {
+	if reason == "" {
+		s.unavailable.Store(nil)
+		return
+	}
+	if prev := s.unavailable.Swap(&reason); prev != nil && *prev == reason {
+		return // said already
+	}
+	data := encodeControl(ControlLagging, s.Head(), reason)
+	for _, c := range s.hub.snapshot() {
+		select {
+		case c.replies <- reply{data: data}:
+		default: // its reader's replies are pending; the next lagging frame will do
+		}
+	}
+}
+
+// refuseUnavailable answers 503 with the reason while SetUnavailable holds.
+func (s *Server) refuseUnavailable(w http.ResponseWriter) bool {
+	p := s.unavailable.Load()
+	if p == nil {
+		return false
+	}
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, *p)
+	return true
+}
