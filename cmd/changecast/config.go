@@ -25,6 +25,7 @@ const (
 	envLogLevel      = "CHANGECAST_LOG_LEVEL"
 	envLogFormat     = "CHANGECAST_LOG_FORMAT"
 	envSlot          = "CHANGECAST_SLOT"
+	envOnSlotLoss    = "CHANGECAST_ON_SLOT_LOSS"
 	envRetentionAge  = "CHANGECAST_RETENTION_AGE"
 	envRetentionRows = "CHANGECAST_RETENTION_ROWS"
 

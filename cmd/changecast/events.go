@@ -117,10 +117,20 @@ func (e *emitter) persist(ctx context.Context, app *store.Appender) error {
 
 func doc(anchor string) string { return docsBase + "events.md#" + anchor }
 
-func (e *emitter) started(slot string, confirmed entities.LSN, head int64) {
-	e.emit(e.event("replication", "started", entities.Informational,
-		fmt.Sprintf("streaming changes from slot %s, resuming after %s", slot, confirmed),
-		map[string]any{"slot": slot, "confirmed_lsn": confirmed.String(), "journal_head": fmt.Sprint(head)}))
+// started is the first stream of this process; gaps are those it had to
+// record before it could stream.
+func (e *emitter) started(slot string, confirmed entities.LSN, head int64, gaps []store.Gap) {
+	meta := map[string]any{"slot": slot, "confirmed_lsn": confirmed.String(), "journal_head": fmt.Sprint(head)}
+	if len(gaps) == 0 {
+		e.emit(e.event("replication", "started", entities.Informational,
+			fmt.Sprintf("streaming changes from slot %s, resuming after %s", slot, confirmed), meta))
+		return
+	}
+	g := gaps[len(gaps)-1]
+	meta["lost_from_lsn"], meta["lost_to_lsn"], meta["gap_cursor"] = gaps[0].FromLSN.String(), g.ToLSN.String(), fmt.Sprint(g.Seq)
+	e.emit(e.event("replication", "started", entities.Warning,
+		fmt.Sprintf("streaming changes from a new slot %s after %s; changes committed between %s and %s were lost (gap at cursor %d, see the slot_lost event)",
+			slot, confirmed, gaps[0].FromLSN, g.ToLSN, g.Seq), meta))
 }
 
 func (e *emitter) resumed(slot string, start entities.LSN, down time.Duration, attempts uint64) {
@@ -131,7 +141,7 @@ func (e *emitter) resumed(slot string, start entities.LSN, down time.Duration, a
 
 func (e *emitter) unreachable(slot string, err error, retryIn time.Duration) {
 	e.emit(e.event("replication", "postgres_unreachable", entities.Error,
-		"cannot stream from PostgreSQL; retrying with backoff. Clients stay connected and miss nothing.",
+		"cannot stream from PostgreSQL; retrying with backoff. Clients stay connected; what is committed meanwhile is delivered once streaming resumes, unless the replication slot is lost (a slot_lost event would say so).",
 		map[string]any{"err": err, "slot": slot, "retry_in_ms": retryIn.Milliseconds(), "doc": doc("postgres_unreachable")}))
 }
 
@@ -141,10 +151,34 @@ func (e *emitter) slotInUse(slot string) {
 		map[string]any{"slot": slot, "doc": doc("slot_in_use")}))
 }
 
-func (e *emitter) slotInvalidated(slot string, err error) {
-	e.emit(e.event("replication", "slot_invalidated", entities.Critical,
-		fmt.Sprintf("replication slot %s was invalidated by PostgreSQL: changes after its position are gone; drop the slot and resynchronise clients", slot),
-		map[string]any{"err": err, "slot": slot, "doc": doc("slot_invalidated")}))
+// slotLost builds (does not queue) the critical event that marks a gap in
+// the journal: the pipeline records it together with the gap.
+func (e *emitter) slotLost(slot string, lost *watcher.SlotLostError, from, to entities.LSN) (entities.Event, error) {
+	return e.event("replication", "slot_lost", entities.Critical,
+		fmt.Sprintf("replication slot %s was %s: changes committed between %s and %s were lost. Every client was told to resync (resync-required) and streaming continues on a new slot. To prevent this, never drop the slot while changecast is stopped and keep max_slot_wal_keep_size at -1 or above the WAL of your longest downtime",
+			slot, lostVerb(lost.Kind), from, to),
+		map[string]any{"err": lost, "slot": slot, "kind": lost.Kind, "from_lsn": from.String(), "to_lsn": to.String(), "doc": doc("slot_lost")}).Build()
+}
+
+func lostVerb(kind string) string {
+	switch kind {
+	case watcher.SlotMissing:
+		return "dropped"
+	case watcher.SlotInvalidated:
+		return "invalidated by PostgreSQL"
+	default:
+		return "replaced or advanced by someone else"
+	}
+}
+
+// resumedAfterGap ends an outage in which a slot was lost.
+func (e *emitter) resumedAfterGap(slot string, start entities.LSN, down time.Duration, gaps []store.Gap) {
+	g := gaps[len(gaps)-1]
+	e.emit(e.event("replication", "resumed", entities.Warning,
+		fmt.Sprintf("replication resumed on a new slot from %s after %s; changes committed between %s and %s were lost (gap at cursor %d, see the slot_lost event)",
+			start, down.Round(time.Millisecond), gaps[0].FromLSN, g.ToLSN, g.Seq),
+		map[string]any{"slot": slot, "start_lsn": start.String(), "downtime_ms": down.Milliseconds(),
+			"lost_from_lsn": gaps[0].FromLSN.String(), "lost_to_lsn": g.ToLSN.String(), "gap_cursor": fmt.Sprint(g.Seq)}))
 }
 
 func (e *emitter) lagHigh(slot string, lag, threshold uint64) {
@@ -251,8 +285,8 @@ func classify(err error) string {
 		return "slot_in_use"
 	case errors.Is(err, store.ErrJournalLocked):
 		return "standby"
-	case watcher.SlotInvalidated(err):
-		return "slot_invalidated"
+	case errors.Is(err, watcher.ErrSlotLost):
+		return "slot_lost"
 	default:
 		return "interrupted"
 	}

@@ -37,6 +37,7 @@ type serveConfig struct {
 	maxConnections    int
 	lagWarnBytes      uint64
 	loginTTL          time.Duration
+	onSlotLoss        string // slotLossResync or slotLossStop
 
 	// beforeWatch, when set (tests only), runs once the HTTP listener is up
 	// and before the watcher starts, with the listen address.
@@ -45,6 +46,9 @@ type serveConfig struct {
 	// and the pipeline is starting, with what a caller needs to drive the
 	// server: its address, the database URL it watches and its Auth.
 	started func(serveInfo)
+	// slotLost, when set (tests only), runs when the pipeline starts to
+	// recover a lost slot, after new connections are refused.
+	slotLost func()
 }
 
 // serveInfo describes a running serve, for the started hook.
@@ -93,6 +97,21 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
 	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
 	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
+	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, slotLossResync), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
+	return nil
+}
+
+// What serve does when the replication slot is lost (--on-slot-loss).
+const (
+	slotLossResync = "resync"
+	slotLossStop   = "stop"
+)
+
+// check validates the flags that parsing alone cannot.
+func (cfg *serveConfig) check() error {
+	if cfg.onSlotLoss != slotLossResync && cfg.onSlotLoss != slotLossStop {
+		return fmt.Errorf("--on-slot-loss %q: use %q or %q", cfg.onSlotLoss, slotLossResync, slotLossStop)
+	}
 	return nil
 }
 
@@ -100,6 +119,12 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 // journal → hub), the HTTP server, and journal retention. It returns when
 // ctx ends (orderly shutdown) or a part fails in a way retrying cannot fix.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Logger) (err error) {
+	if cfg.onSlotLoss == "" {
+		cfg.onSlotLoss = slotLossResync
+	}
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	if err := ensureDataDir(cfg.dataDir); err != nil {
 		return err
 	}
@@ -142,8 +167,23 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 
 	// Create the slot before announcing anything: from here on PostgreSQL
 	// keeps every committed change for us, even before the pipeline runs.
-	// (Changes committed before the slot existed are never streamed.)
-	probe, err := watcher.New(watcher.Config{URL: dbURL, Slot: cfg.slot, Publication: publicationName, Registry: reg, Logger: log})
+	// (Changes committed before the slot existed are never streamed.) The
+	// slot is created only on a first start: nothing stored, nothing
+	// journaled. After that a missing slot is a loss, which the pipeline
+	// records (or, with --on-slot-loss stop, serve reports) rather than
+	// hides.
+	offset, err := db.LoadOffset(ctx, cfg.slot)
+	if err != nil {
+		return err
+	}
+	journalHead, err := db.JournalHead(ctx)
+	if err != nil {
+		return fmt.Errorf("read journal head: %w", err)
+	}
+	probe, err := watcher.New(watcher.Config{URL: dbURL, Slot: cfg.slot, Publication: publicationName, Registry: reg, Logger: log,
+		StartLSN: offset, ExpectSlot: journalHead > 0,
+		SavePosition: func(ctx context.Context, lsn entities.LSN) error { return db.SaveOffset(ctx, cfg.slot, lsn) },
+	})
 	if err != nil {
 		return err
 	}
@@ -154,7 +194,13 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if checkErr != nil && !errors.Is(checkErr, watcher.ErrSlotInUse) {
 		return checkErr
 	}
-	if err := probe.EnsureSlot(ctx); err != nil {
+	var lost *watcher.SlotLostError
+	if err := probe.EnsureSlot(ctx); errors.As(err, &lost) {
+		if cfg.onSlotLoss == slotLossStop {
+			return slotLossStopError(lost)
+		}
+		// The pipeline records the gap before it streams.
+	} else if err != nil {
 		return fmt.Errorf("replication slot: %w", err)
 	}
 
@@ -167,6 +213,8 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		chunk:  cfg.chunkSize,
 		log:    log,
 		events: newEmitter(cfg.slot, log.With("component", "events")),
+		onLoss: cfg.onSlotLoss,
+		onLost: cfg.slotLost,
 	}
 	pipe.lagMon.threshold = cfg.lagWarnBytes
 	// The first pipeline need not repeat the check that just passed.
@@ -193,11 +241,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	// The hub knows the journal's head before the first client can
 	// connect: a client resuming with since=<cursor> must not be told its
 	// cursor is unknown just because the pipeline has not started yet.
-	head, err := db.JournalHead(ctx)
-	if err != nil {
-		return fmt.Errorf("read journal head: %w", err)
-	}
-	hub.Publish(head, nil)
+	hub.Publish(journalHead, nil)
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(pipe, hub))
@@ -289,7 +333,13 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 type journalReader struct{ db *store.DB }
 
 func (j journalReader) ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error) {
-	return j.db.ReadJournal(ctx, after, limit, types)
+	changes, err := j.db.ReadJournal(ctx, after, limit, types)
+	var gap *store.GapError
+	if errors.As(err, &gap) {
+		// A gap tells the client why it must resync.
+		return nil, &wsapi.CursorLostError{Cursor: after, Reason: gapMessage(gap.Gap)}
+	}
+	return changes, err
 }
 
 func (j journalReader) Horizon(ctx context.Context) (int64, error) {
@@ -320,10 +370,18 @@ type pipeline struct {
 	events  *emitter    // changecast's own system events
 	standby atomic.Bool // waiting for another process's slot or journal
 	rate    rateMeter   // journal changes per second, for system-state
-	started bool        // the pipeline has streamed once (run's goroutine only)
-	downAt  time.Time   // when the running pipeline last failed (run's goroutine only)
 	lagMon  lagMonitor  // (once's lag goroutine only)
 	checked bool        // prerequisites checked just before the first once; then false
+	onLoss  string      // slotLossResync or slotLossStop
+	onLost  func()      // serveConfig.slotLost
+
+	// Owned by run's goroutine, and by the watcher's Started callback
+	// while once runs (once starts after run writes them and returns
+	// after the callback).
+	started bool                   // the pipeline has streamed once
+	downAt  time.Time              // when the running pipeline last failed; zero while streaming
+	gaps    []store.Gap            // gaps recorded during the current outage
+	lostErr *watcher.SlotLostError // the loss being recovered, for retries
 }
 
 func (p *pipeline) streaming() bool {
@@ -419,6 +477,19 @@ func (p *pipeline) run(ctx context.Context) error {
 		if p.downAt.IsZero() {
 			p.downAt = time.Now()
 		}
+		var lost *watcher.SlotLostError
+		if errors.As(err, &lost) {
+			if p.onLoss == slotLossStop {
+				return slotLossStopError(lost)
+			}
+			if err = p.recoverSlot(ctx, lost); err == nil {
+				backoff = minBackoff
+				continue // stream from the new slot at once
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
 		kind := classify(err)
 		var now string
 		switch kind {
@@ -426,8 +497,8 @@ func (p *pipeline) run(ctx context.Context) error {
 			now = "replication slot " + p.slot + " is in use by another process; waiting for it to be released"
 		case "standby":
 			now = "the journal is held by another changecast process; waiting as a standby"
-		case "slot_invalidated":
-			now = "replication slot " + p.slot + " was invalidated by PostgreSQL; retrying"
+		case "slot_lost":
+			now = "replication slot " + p.slot + " was lost; recording the gap failed, retrying"
 		default:
 			now = "replication interrupted; reconnecting"
 		}
@@ -437,11 +508,14 @@ func (p *pipeline) run(ctx context.Context) error {
 			p.log.Warn(now, "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		if now != state {
+			// One event when a fault begins; the end is the
+			// resumed event, raised once streaming really restarts.
 			switch kind {
 			case "slot_in_use", "standby":
 				p.events.slotInUse(p.slot)
-			case "slot_invalidated":
-				p.events.slotInvalidated(p.slot, err)
+			case "slot_lost":
+				// The slot_lost event is the gap's marker, raised
+				// once the gap is recorded.
 			default:
 				p.events.unreachable(p.slot, err, wait)
 			}
@@ -455,6 +529,90 @@ func (p *pipeline) run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// slotLossStopError is serve's answer to a lost slot under
+// --on-slot-loss stop: what was lost and how to continue.
+func slotLossStopError(lost *watcher.SlotLostError) error {
+	return fatalError{fmt.Errorf("%w. Stopped (--on-slot-loss stop); nothing was recorded. To continue, restart with --on-slot-loss resync: changecast records the gap, tells every client to resync and streams on from a new slot", lost)}
+}
+
+// recoverSlot handles a lost slot under --on-slot-loss resync: it makes
+// the slot usable again (watcher.RecoverSlot), records the gap in the
+// journal with its marker event (store.Appender.RecordGap), and stops
+// every client that started before the gap with resync-required. New
+// connections get 503 from the moment the loss is seen until streaming
+// resumes. An error leaves the loss to be found again by the next once.
+func (p *pipeline) recoverSlot(ctx context.Context, lost *watcher.SlotLostError) error {
+	p.hub.SetUnavailable(fmt.Sprintf("replication slot %s was lost (%s); changecast is recording the gap and will continue on a new slot: connect again shortly and resynchronise", p.slot, lost.Kind))
+	p.log.Error("replication slot lost; recording the gap and continuing on a new slot (--on-slot-loss resync)", "err", lost)
+	if p.onLost != nil {
+		p.onLost()
+	}
+	app, err := p.db.NewAppender(ctx, store.AppenderConfig{
+		Slot:          p.slot,
+		Logger:        p.log.With("component", "journal"),
+		SanitizeEvent: sanitize.Event,
+		OnCommit:      func(c store.Committed) { p.hub.Publish(c.Head, c.Changes) },
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := app.Close(); cerr != nil {
+			p.log.Debug("close appender", "err", cerr)
+		}
+	}()
+	w, err := watcher.New(watcher.Config{URL: p.url, Slot: p.slot, Publication: publicationName, Registry: p.reg,
+		Logger: p.log.With("component", "watcher")})
+	if err != nil {
+		return fatalError{err}
+	}
+	start, err := w.RecoverSlot(ctx, lost)
+	if err != nil {
+		return fmt.Errorf("recover replication slot: %w", err)
+	}
+	from := max(lost.From, app.Offset())
+	marker, err := p.events.slotLost(p.slot, lost, from, start)
+	if err != nil {
+		return fatalError{err}
+	}
+	gap, err := app.RecordGap(ctx, store.Gap{FromLSN: from, ToLSN: start, Reason: "replication slot " + lost.Kind}, marker)
+	if err != nil {
+		return err
+	}
+	n := p.hub.Resync(gap.Seq, gapMessage(gap))
+	p.log.Error("recorded a gap in the journal: changes committed in the lost range were not streamed",
+		"from_lsn", from.String(), "to_lsn", start.String(), "gap_cursor", gap.Seq, "clients_told_to_resync", n)
+	p.gaps = append(p.gaps, gap)
+	return nil
+}
+
+// gapMessage is what a client stopped by a gap reads in resync-required.
+func gapMessage(g store.Gap) string {
+	return fmt.Sprintf("changes committed between LSN %s and %s were lost (%s) and the journal has a gap at cursor %d; re-read the state and reconnect without since (or with since=%d)",
+		g.FromLSN, g.ToLSN, g.Reason, g.Seq, g.Seq)
+}
+
+// streamingFrom is the watcher's Started callback: replication really runs
+// again, from start. It raises the event that ends an outage, with its
+// real outcome, and accepts connections again.
+func (p *pipeline) streamingFrom(start entities.LSN) {
+	p.hub.SetUnavailable("")
+	p.standby.Store(false)
+	switch {
+	case !p.started:
+		p.started = true
+		p.events.started(p.slot, start, p.hub.Head(), p.gaps)
+	case !p.downAt.IsZero() && len(p.gaps) == 0:
+		p.log.Info("replication resumed", "start_lsn", start.String(), "downtime", time.Since(p.downAt).Round(time.Millisecond))
+		p.events.resumed(p.slot, start, time.Since(p.downAt), p.restarts.Load())
+	case !p.downAt.IsZero():
+		p.log.Warn("replication resumed on a new slot after a gap", "start_lsn", start.String(), "downtime", time.Since(p.downAt).Round(time.Millisecond))
+		p.events.resumedAfterGap(p.slot, start, time.Since(p.downAt), p.gaps)
+	}
+	p.downAt = time.Time{}
+	p.gaps = nil
 }
 
 // once runs one instance of the pipeline until ctx ends (orderly: the
@@ -494,6 +652,13 @@ func (p *pipeline) once(ctx context.Context) error {
 		StartLSN:    app.Offset(),
 		ChunkSize:   p.chunk,
 		Logger:      p.log.With("component", "watcher"),
+		// The slot may be created only on a first start, and every
+		// position it confirms is stored first, so a dropped, moved
+		// or invalidated slot is noticed (SlotLostError), never
+		// silently replaced.
+		ExpectSlot:   app.Head() > 0,
+		SavePosition: app.SavePosition,
+		Started:      p.streamingFrom,
 	})
 	if err != nil {
 		return fatalError{err}
@@ -505,16 +670,7 @@ func (p *pipeline) once(ctx context.Context) error {
 	}
 	p.checked = false // every rebuild checks again: the server may have changed
 	p.current.Store(w)
-	p.standby.Store(false)
 	p.log.Info("replication pipeline starting", "start_lsn", app.Offset().String(), "journal_head", app.Head())
-	if !p.started {
-		p.started = true
-		p.events.started(p.slot, app.Offset(), app.Head())
-	} else if !p.downAt.IsZero() {
-		p.log.Info("replication resumed", "start_lsn", app.Offset().String(), "downtime", time.Since(p.downAt).Round(time.Millisecond))
-		p.events.resumed(p.slot, app.Offset(), time.Since(p.downAt), p.restarts.Load())
-	}
-	p.downAt = time.Time{}
 
 	// gctx ends when a stage fails; ctx ends an orderly stop, which only the
 	// watcher sees directly: the later stages drain what it handed over.
