@@ -48,6 +48,11 @@
 //     disabled or has a new password is refused at connect, and the
 //     user's open sockets get token-expired and are closed once the user
 //     change reaches Publish.
+//   - Login (with Config.Users) is throttled per username and per remote
+//     address (Config.LoginFailuresPerUser and friends): a locked-out
+//     attempt gets 429 with Retry-After before any password check, with
+//     the same answer for known and unknown usernames, in bounded memory
+//     and without a goroutine of its own.
 //
 // Concurrency: Server's methods are safe for concurrent use, except that
 // Publish must be called from one goroutine (the journal appender), in
