@@ -320,12 +320,12 @@ func (c *client) handleMessage(mt int, data []byte) {
 	cur := c.filter.Load()
 	msg, err := c.parseCtx().applyMessage(cur, data)
 	if err != nil {
-		text := "invalid message"
+		code, text := codeBadRequest, "invalid message"
 		var fe *filterError
 		if errors.As(err, &fe) {
-			text = fe.msg
+			code, text = fe.code, fe.msg
 		}
-		c.reply(reply{data: encodeError(msg.id, 400, text)})
+		c.reply(reply{data: encodeError(msg.id, code, text)})
 		return
 	}
 	if f := msg.next; f != nil && !f.all && len(f.clauses) > c.srv.cfg.MaxFilters {

@@ -31,7 +31,9 @@ func response(id, args string) string {
 	return `{"namespace":"events","name":"response","id":"` + id + `","args":` + args + `}`
 }
 
-func errFrame(id, msg string) string { return string(encodeError(id, 400, msg)) }
+func errFrame(id, msg string) string { return string(encodeError(id, codeBadRequest, msg)) }
+
+func forbiddenFrame(id, msg string) string { return string(encodeError(id, codeForbidden, msg)) }
 
 // TestEnvelope_Requests runs every request kind over the wire and checks
 // each reply echoes the id and carries the current filters and cursor.
@@ -198,14 +200,19 @@ func TestEnvelope_Errors(t *testing.T) {
 }
 
 // TestEnvelope_Scope checks a viewer cannot subscribe to user or to a type
-// outside its token's scope.
+// outside its token's scope, and is told so with code 403 (a malformed
+// request stays 400).
 func TestEnvelope_Scope(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dial(t, e.token(t, "v1", RoleViewer, "pool", "job"))
 	expectFrame(t, request(t, conn, `{"namespace": "events", "name": "subscribe", "id": "1", "args": ["user"]}`),
-		errFrame("1", `entity type "user" is not allowed for this token; allowed: job, pool`))
+		forbiddenFrame("1", `entity type "user" is not allowed for this token; allowed: job, pool`))
 	expectFrame(t, request(t, conn, `{"namespace": "events", "name": "subscribe", "id": "2", "args": [{"entity-type": "instance"}]}`),
-		errFrame("2", `entity type "instance" is not allowed for this token; allowed: job, pool`))
+		forbiddenFrame("2", `entity type "instance" is not allowed for this token; allowed: job, pool`))
+	expectFrame(t, request(t, conn, `{"namespace": "events", "name": "filter", "id": "4", "args": {"filters": [{"entity-type": "user"}]}}`),
+		forbiddenFrame("4", `entity type "user" is not allowed for this token; allowed: job, pool`))
+	expectFrame(t, request(t, conn, `{"namespace": "events", "name": "subscribe", "id": "5", "args": ["pools"]}`),
+		errFrame("5", `unknown entity type "pools"; known: `+knownTypes))
 	expectFrame(t, request(t, conn, `{"namespace": "events", "name": "subscribe", "id": "3", "args": ["pool"]}`),
 		response("3", `{"send-everything":false,"filters":[{"entity-type":"pool"}],"cursor":"0"}`))
 }

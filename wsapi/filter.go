@@ -154,14 +154,31 @@ func (pc parseCtx) isSecret(et entities.EntityType, col string) bool {
 	return et.IsSecret(col) || (pc.secret != nil && pc.secret(et, col))
 }
 
+// Error frame codes (args.code). A client tells a message it must fix
+// (400) from a request its token can never make (403) by the code alone.
+const (
+	codeBadRequest = 400
+	codeForbidden  = 403
+)
+
 // filterError is a problem with a client message; its text goes back to the
-// client in an error frame.
-type filterError struct{ msg string }
+// client in an error frame with its code.
+type filterError struct {
+	code int // codeBadRequest or codeForbidden
+	msg  string
+}
 
 func (e *filterError) Error() string { return e.msg }
 
+// filterErrorf reports a malformed or unknown request (code 400).
 func filterErrorf(format string, args ...any) error {
-	return &filterError{msg: fmt.Sprintf(format, args...)}
+	return &filterError{code: codeBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+// forbiddenf reports a well-formed request the token may not make (code
+// 403): an entity type outside its role or scope.
+func forbiddenf(format string, args ...any) error {
+	return &filterError{code: codeForbidden, msg: fmt.Sprintf(format, args...)}
 }
 
 // maxEchoLen bounds how much of a client's value an error message quotes
@@ -276,7 +293,7 @@ func (pc parseCtx) lookupType(name string) (entities.EntityType, error) {
 		if len(allowed) == 0 {
 			list = "none"
 		}
-		return entities.EntityType{}, filterErrorf("entity type %s is not allowed for this token; allowed: %s", quote(name), list)
+		return entities.EntityType{}, forbiddenf("entity type %s is not allowed for this token; allowed: %s", quote(name), list)
 	}
 	return et, nil
 }

@@ -15,12 +15,19 @@ import (
 // knownTypes is the built-in registry's list as error messages print it.
 const knownTypes = "controller, enterprise, event, github_credentials, github_endpoint, instance, job, organization, pool, repository, user"
 
-// expectError reads the next frame and checks it is exactly the error frame
-// carrying msg.
+// expectError reads the next frame and checks it is exactly the 400 error
+// frame carrying msg.
 func expectError(t testing.TB, conn *websocket.Conn, msg string) {
 	t.Helper()
+	expectErrorCode(t, conn, codeBadRequest, msg)
+}
+
+// expectErrorCode reads the next frame and checks it is exactly the error
+// frame carrying code and msg.
+func expectErrorCode(t testing.TB, conn *websocket.Conn, code int, msg string) {
+	t.Helper()
 	got := readRaw(t, conn)
-	want := encodeError("", 400, msg)
+	want := encodeError("", code, msg)
 	if string(got) != string(want) {
 		t.Fatalf("got frame\n  %s\nwant\n  %s", got, want)
 	}
@@ -105,6 +112,40 @@ func TestParseFilter_Errors(t *testing.T) {
 			}
 			if err.Error() != tc.want {
 				t.Fatalf("got %q, want %q", err, tc.want)
+			}
+			if fe.code != codeBadRequest {
+				t.Fatalf("got code %d, want %d: a malformed message is a bad request", fe.code, codeBadRequest)
+			}
+		})
+	}
+}
+
+// TestParseFilter_ForbiddenCode checks a well-formed filter naming a type the
+// token may not see is told apart by its code (403), not by its text.
+func TestParseFilter_ForbiddenCode(t *testing.T) {
+	reg := entities.DefaultRegistry()
+	viewer := newScope(&Claims{Role: RoleViewer})
+	scoped := newScope(&Claims{Role: RoleViewer, Scope: []string{"pool"}})
+	cases := []struct {
+		name string
+		sc   scope
+		in   string
+		code int
+	}{
+		{"viewer asks for user", viewer, `{"filters": [{"entity-type": "user"}]}`, codeForbidden},
+		{"type outside scope", scoped, `{"filters": [{"entity-type": "job"}]}`, codeForbidden},
+		{"unknown type", viewer, `{"filters": [{"entity-type": "users"}]}`, codeBadRequest},
+		{"malformed", viewer, `{"filters": [{"entity-type": 7}]}`, codeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseFilter([]byte(tc.in), reg, tc.sc)
+			var fe *filterError
+			if !errors.As(err, &fe) {
+				t.Fatalf("got %v, want a *filterError", err)
+			}
+			if fe.code != tc.code {
+				t.Fatalf("got code %d (%s), want %d", fe.code, fe.msg, tc.code)
 			}
 		})
 	}

@@ -133,9 +133,16 @@ func TestServer_ViewerFilterOutOfScope(t *testing.T) {
 			if err := conn.WriteMessage(websocket.TextMessage, []byte(c.msg)); err != nil {
 				t.Fatalf("write: %v", err)
 			}
-			expectError(t, conn, c.want)
+			// Refused by authorization, not malformed: 403 (issue 17).
+			expectErrorCode(t, conn, codeForbidden, c.want)
 		})
 	}
+	// A malformed filter from the same kind of token stays 400.
+	conn := e.dial(t, e.token(t, "v1", RoleViewer))
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"filters": [{"entity-type": "pools"}]}`)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	expectError(t, conn, `unknown entity type "pools"; known: `+knownTypes)
 }
 
 // TestClient_WantsEnforcesScope checks delivery re-checks the token even for

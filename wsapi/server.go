@@ -48,6 +48,11 @@
 //     disabled or has a new password is refused at connect, and the
 //     user's open sockets get token-expired and are closed once the user
 //     change reaches Publish.
+//   - Login (with Config.Users) is throttled per username and per remote
+//     address (Config.LoginFailuresPerUser and friends): a locked-out
+//     attempt gets 429 with Retry-After before any password check, with
+//     the same answer for known and unknown usernames, in bounded memory
+//     and without a goroutine of its own.
 //
 // Concurrency: Server's methods are safe for concurrent use, except that
 // Publish must be called from one goroutine (the journal appender), in
@@ -154,6 +159,28 @@ type Config struct {
 	Users Users
 	// LoginTTL is the lifetime of tokens issued by login. Default: 12h.
 	LoginTTL time.Duration
+	// LoginFailuresPerUser is how many failed logins for one username
+	// (known or not, counted alike) are free within LoginWindow; after
+	// them, every further attempt for that username must wait a
+	// lock-out of 1s doubling with each failure, up to LoginMaxDelay,
+	// and is refused meanwhile with 429 and Retry-After, before any
+	// password check. A successful login clears the username's count.
+	// Default: 5. Negative: no per-username limit.
+	LoginFailuresPerUser int
+	// LoginFailuresPerAddr is the same allowance per remote address:
+	// the host of the connection's remote address (IPv6 by /64),
+	// whatever username is tried. X-Forwarded-For is not trusted: behind
+	// a reverse proxy every client shares the proxy's address, so raise
+	// this or disable it there. A successful login does not clear it.
+	// Default: 20. Negative: no per-address limit.
+	LoginFailuresPerAddr int
+	// LoginWindow is how long failures are remembered: a key is
+	// forgotten once it has seen no failure, and been under no
+	// lock-out, for this long. Default: 15m. Negative is an error.
+	LoginWindow time.Duration
+	// LoginMaxDelay caps one lock-out. Default: 5m. Negative is an
+	// error.
+	LoginMaxDelay time.Duration
 	// MaxConnections bounds concurrent WebSocket connections; an upgrade
 	// beyond it gets 503 with a JSON error. Default: 10,000.
 	MaxConnections int
@@ -180,6 +207,9 @@ type Config struct {
 	// same authentication and authorization as the stream. nil: no such
 	// routes.
 	Events EventStore
+
+	// now is the login throttle's clock (tests). nil: time.Now.
+	now func() time.Time
 }
 
 // Defaults of the limits in Config.
@@ -206,10 +236,13 @@ type Server struct {
 	// know a filter has been applied (a GARM filter gets no reply).
 	messagesHandled atomic.Uint64
 
-	conns atomic.Int64 // connections admitted (reserved before upgrade, released on exit)
+	conns      atomic.Int64  // connections admitted (reserved before upgrade, released on exit)
+	loginSlots chan struct{} // bounds concurrent password checks
+	logins     *loginLimiter // throttles failed logins per username and address
+	// loginsThrottled counts logins refused with 429.
+	loginsThrottled atomic.Uint64
 	// unavailable, when set, is why new connections get 503 (SetUnavailable).
 	unavailable atomic.Pointer[string]
-	loginSlots  chan struct{} // bounds concurrent password checks
 
 	revoker     *revoker // nil without Config.Users
 	stopRevoker context.CancelFunc
@@ -265,6 +298,24 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxFilters == 0 {
 		cfg.MaxFilters = DefaultMaxFilters
 	}
+	if cfg.LoginWindow < 0 || cfg.LoginMaxDelay < 0 {
+		return nil, errors.New("new wsapi server: LoginWindow and LoginMaxDelay must not be negative")
+	}
+	if cfg.LoginFailuresPerUser == 0 {
+		cfg.LoginFailuresPerUser = DefaultLoginFailuresPerUser
+	}
+	if cfg.LoginFailuresPerAddr == 0 {
+		cfg.LoginFailuresPerAddr = DefaultLoginFailuresPerAddr
+	}
+	if cfg.LoginWindow == 0 {
+		cfg.LoginWindow = DefaultLoginWindow
+	}
+	if cfg.LoginMaxDelay == 0 {
+		cfg.LoginMaxDelay = DefaultLoginMaxDelay
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
 	if cfg.PingInterval >= cfg.PongWait {
 		return nil, fmt.Errorf("new wsapi server: PingInterval (%s) must be less than PongWait (%s)", cfg.PingInterval, cfg.PongWait)
 	}
@@ -276,6 +327,7 @@ func NewServer(cfg Config) (*Server, error) {
 		closed:  make(chan struct{}),
 
 		loginSlots: make(chan struct{}, defaultLoginSlots()),
+		logins:     newLoginLimiter(cfg.LoginFailuresPerUser, cfg.LoginFailuresPerAddr, cfg.LoginWindow, cfg.LoginMaxDelay, cfg.now),
 	}
 	for _, o := range cfg.AllowedOrigins {
 		n, err := normalizeOrigin(o)
@@ -350,6 +402,11 @@ func (s *Server) Publish(head int64, batch []entities.Change) {
 		s.revoker.note(batch)
 	}
 }
+
+// LoginsThrottled returns how many login attempts have been refused with
+// 429 (too many failures for their username or address) since the server
+// was created.
+func (s *Server) LoginsThrottled() uint64 { return s.loginsThrottled.Load() }
 
 // Head returns the highest cursor given to Publish (0 before the first).
 func (s *Server) Head() int64 { return s.hub.head() }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,13 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `"username" and "password" are required`)
 		return
 	}
+	// A username or address with too many recent failures waits, and no
+	// password is checked meanwhile (issue 17). Known and unknown
+	// usernames are counted alike, so the answer reveals neither.
+	addr := remoteKey(r.RemoteAddr)
+	if s.throttled(w, r, req.Username, addr) {
+		return
+	}
 	// bcrypt is deliberately slow; bound how many run at once so a burst
 	// of logins cannot take every core from the stream.
 	select {
@@ -109,12 +117,22 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
+	// Again: a burst of attempts passed the check above together, and
+	// those that waited for a slot may since have been locked out by the
+	// failures of those ahead of them.
+	if s.throttled(w, r, req.Username, addr) {
+		return
+	}
 	claims, err := s.cfg.Users.Authenticate(r.Context(), req.Username, req.Password)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
 		// No username: a password typed into the username field must
 		// not reach the log.
-		s.log.Info("login refused", "remote_addr", r.RemoteAddr)
+		if d := s.logins.failed(req.Username, addr); d > 0 {
+			s.log.Info("login refused; locked out", "remote_addr", r.RemoteAddr, "lockout", d)
+		} else {
+			s.log.Info("login refused", "remote_addr", r.RemoteAddr)
+		}
 		writeUnauthorized(w, ErrBadCredentials.Error())
 		return
 	case err != nil:
@@ -122,6 +140,7 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "cannot check credentials right now; try again")
 		return
 	}
+	s.logins.succeeded(req.Username)
 	tok, err := s.cfg.Auth.Mint(claims, s.cfg.LoginTTL)
 	if err != nil {
 		s.log.Error("login: mint token", "user_id", claims.Subject, "err", err)
@@ -139,6 +158,23 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		SameSite: http.SameSiteStrictMode,
 	})
 	writeJSONResponse(w, http.StatusOK, map[string]string{"token": tok})
+}
+
+// throttled answers 429 when an attempt for user from addr must still wait,
+// and reports whether it did. The answer is the same whichever key is
+// locked and whether the user exists; Retry-After is in whole seconds,
+// rounded up.
+func (s *Server) throttled(w http.ResponseWriter, r *http.Request, user, addr string) bool {
+	d := s.logins.wait(user, addr)
+	if d <= 0 {
+		return false
+	}
+	s.loginsThrottled.Add(1)
+	secs := int64((d + time.Second - 1) / time.Second)
+	s.log.Debug("login throttled", "remote_addr", r.RemoteAddr, "retry_after_seconds", secs)
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins; try again in %d s", secs))
+	return true
 }
 
 // loginBodyError describes a bad login body without quoting it (it holds a

@@ -28,6 +28,7 @@ type testUsers struct {
 	failing  error             // CheckSession fails with this when set
 	checks   int
 	checksBy map[string]int // subject → checks
+	auths    int            // Authenticate calls: password comparisons
 }
 
 const testPassword = "correct horse battery staple"
@@ -43,6 +44,7 @@ func newTestUsers() *testUsers {
 func (u *testUsers) Authenticate(_ context.Context, username, password string) (Claims, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.auths++
 	if u.failing != nil {
 		return Claims{}, u.failing
 	}
@@ -74,6 +76,13 @@ func (u *testUsers) checksOf(sub string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.checksBy[sub]
+}
+
+// authCount returns how many times Authenticate ran.
+func (u *testUsers) authCount() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.auths
 }
 
 func (u *testUsers) revoke(sub, why string) {

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/changecast/changecast/wsapi"
 )
 
 // addUser runs "changecast user add" against url with password pw.
@@ -180,4 +184,112 @@ func writeTemp(t testing.TB, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// countingUsers counts the password checks of the real user table (bcrypt
+// against PostgreSQL) it wraps.
+type countingUsers struct {
+	wsapi.Users
+	auths atomic.Int64
+}
+
+func (u *countingUsers) Authenticate(ctx context.Context, username, password string) (wsapi.Claims, error) {
+	u.auths.Add(1)
+	return u.Users.Authenticate(ctx, username, password)
+}
+
+// loginAnswer posts GARM's login body and returns the status, the
+// Retry-After header and the body.
+func loginAnswer(t testing.TB, addr, user, pw string) (int, string, string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"username": user, "password": pw})
+	resp, err := http.Post("http://"+addr+"/api/v1/auth/login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), string(b)
+}
+
+// TestServe_LoginThrottle is issue 17 against the real user table: with
+// --login-max-failures-user 3, wrong passwords past the third are refused
+// with 429 and Retry-After, and no refused attempt, the right password
+// included, reaches the bcrypt check in PostgreSQL's users table. The
+// clock is real here, so the check holds attempt by attempt: a 401 costs
+// one password check, a 429 none.
+func TestServe_LoginThrottle(t *testing.T) {
+	counting := &countingUsers{}
+	srv, url, _ := readyServer(t, "cc_login_throttle", func(c *serveConfig) {
+		c.loginFailuresUser = 3
+		c.loginMaxDelay = time.Hour
+		c.wrapUsers = func(u wsapi.Users) wsapi.Users { counting.Users = u; return counting }
+	})
+	addUser(t, url, "dave", "dave-password-1", false)
+
+	throttled := 0
+	for i := range 8 {
+		pw := "wrong-password"
+		if i == 7 {
+			pw = "dave-password-1" // the right one, still refused while locked out
+		}
+		before := counting.auths.Load()
+		code, retry, body := loginAnswer(t, srv.addr, "dave", pw)
+		checks := counting.auths.Load() - before
+		switch {
+		case i < 3 && code != 401:
+			t.Fatalf("attempt %d: got %d %s, want 401 (a free failure)", i+1, code, body)
+		case code == 401 && checks != 1:
+			t.Fatalf("attempt %d: 401 after %d password checks, want 1", i+1, checks)
+		case code == 429:
+			throttled++
+			if checks != 0 {
+				t.Fatalf("attempt %d: 429 after %d password checks, want none", i+1, checks)
+			}
+			if retry != "1" || !strings.Contains(body, `"error":"too many failed logins`) {
+				t.Fatalf("attempt %d: got Retry-After %q %s, want 1 and a JSON error", i+1, retry, body)
+			}
+		case i == 3:
+			// Right after the third failure: its 1s lock-out holds.
+			t.Fatalf("attempt 4: got %d %s, want 429", code, body)
+		case code != 401:
+			t.Fatalf("attempt %d: got %d %s, want 429 (or 401 once the 1s lock-out passed)", i+1, code, body)
+		}
+	}
+	if throttled == 0 {
+		t.Fatal("no attempt was throttled")
+	}
+	if n := metricValue(t, scrape(t, srv.addr), "changecast_login_throttled_total"); int(n) != throttled {
+		t.Errorf("changecast_login_throttled_total: got %v, want %d", n, throttled)
+	}
+	if strings.Contains(srv.logs.String(), "wrong-password") || strings.Contains(srv.logs.String(), "dave-password-1") {
+		t.Fatalf("logs contain a password:\n%s", srv.logs.String())
+	}
+}
+
+// TestServe_LoginThrottleFlags checks the throttle's flags, their defaults
+// (wsapi's) and that serve parses them.
+func TestServe_LoginThrottleFlags(t *testing.T) {
+	parse := func(args ...string) serveConfig {
+		t.Helper()
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var cfg serveConfig
+		if err := cfg.register(fs); err != nil {
+			t.Fatal(err)
+		}
+		if err := fs.Parse(args); err != nil {
+			t.Fatalf("parse %v: %v", args, err)
+		}
+		return cfg
+	}
+	def := parse()
+	if def.loginFailuresUser != wsapi.DefaultLoginFailuresPerUser || def.loginFailuresAddr != wsapi.DefaultLoginFailuresPerAddr ||
+		def.loginWindow != wsapi.DefaultLoginWindow || def.loginMaxDelay != wsapi.DefaultLoginMaxDelay {
+		t.Errorf("defaults: got %d, %d, %s, %s; want wsapi's defaults", def.loginFailuresUser, def.loginFailuresAddr, def.loginWindow, def.loginMaxDelay)
+	}
+	got := parse("--login-max-failures-user", "7", "--login-max-failures-addr", "-1", "--login-window", "1h", "--login-max-delay", "30s")
+	if got.loginFailuresUser != 7 || got.loginFailuresAddr != -1 || got.loginWindow != time.Hour || got.loginMaxDelay != 30*time.Second {
+		t.Errorf("got %d, %d, %s, %s; want 7, -1, 1h, 30s", got.loginFailuresUser, got.loginFailuresAddr, got.loginWindow, got.loginMaxDelay)
+	}
 }

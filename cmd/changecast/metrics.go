@@ -53,6 +53,9 @@ func metricsHandler(p *pipeline, hub *wsapi.Server) http.Handler {
 	gauge("ws_queue_high_water_frames", "Most frames any client has had queued at once (bounded by the queue length).", func() float64 {
 		return float64(hub.QueueHighWater())
 	})
+	counter("login_throttled_total", "Login attempts refused with 429: too many recent failures for their username or address.", func() float64 {
+		return float64(hub.LoginsThrottled())
+	})
 	counter("sanitize_stripped_by_name_total", "Columns stripped only because their name looks secret (not marked or declared): review them with 'changecast secrets'.", func() float64 {
 		return float64(p.san.Stats().NameColumns)
 	})

@@ -38,10 +38,17 @@ type serveConfig struct {
 	lagWarnBytes      uint64
 	loginTTL          time.Duration
 	onSlotLoss        string // slotLossResync or slotLossStop
+	loginFailuresUser int
+	loginFailuresAddr int
+	loginWindow       time.Duration
+	loginMaxDelay     time.Duration
 
 	// beforeWatch, when set (tests only), runs once the HTTP listener is up
 	// and before the watcher starts, with the listen address.
 	beforeWatch func(addr string)
+	// wrapUsers, when set (tests only), wraps the user table the hub
+	// checks logins and sessions against.
+	wrapUsers func(wsapi.Users) wsapi.Users
 	// started, when set (demo and tests), runs once the HTTP listener is up
 	// and the pipeline is starting, with what a caller needs to drive the
 	// server: its address, the database URL it watches and its Auth.
@@ -97,6 +104,10 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
 	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
 	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
+	fs.IntVar(&cfg.loginFailuresUser, "login-max-failures-user", wsapi.DefaultLoginFailuresPerUser, "failed logins for one username allowed within --login-window before further attempts wait (429); negative disables")
+	fs.IntVar(&cfg.loginFailuresAddr, "login-max-failures-addr", wsapi.DefaultLoginFailuresPerAddr, "failed logins from one remote address (IPv6: /64) allowed within --login-window before further attempts wait (429); negative disables")
+	fs.DurationVar(&cfg.loginWindow, "login-window", wsapi.DefaultLoginWindow, "how long failed logins are remembered after the last one or the end of a lock-out")
+	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
 	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, slotLossResync), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
 	return nil
 }
@@ -219,20 +230,29 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	pipe.lagMon.threshold = cfg.lagWarnBytes
 	// The first pipeline need not repeat the check that just passed.
 	pipe.checked = checkErr == nil
+	var hubUsers wsapi.Users = users{db}
+	if cfg.wrapUsers != nil {
+		hubUsers = cfg.wrapUsers(hubUsers)
+	}
 	hub, err := wsapi.NewServer(wsapi.Config{
 		Registry: reg,
 		Auth:     auth,
 		Journal:  journalReader{db},
 		// A filter may not test a field that sanitize would strip.
-		SecretField:     sanitize.Stripped,
-		Logger:          log.With("component", "wsapi"),
-		Ready:           pipe.streaming,
-		Users:           users{db},
-		LoginTTL:        cfg.loginTTL,
-		MaxConnections:  cfg.maxConnections,
-		SystemState:     pipe.systemState,
-		OnCursorExpired: pipe.events.retentionGap,
-		Events:          eventStore{db: db, pipe: pipe},
+		SecretField: sanitize.Stripped,
+		Logger:      log.With("component", "wsapi"),
+		Ready:       pipe.streaming,
+		Users:       hubUsers,
+		LoginTTL:    cfg.loginTTL,
+		// Login throttling (issue 17).
+		LoginFailuresPerUser: cfg.loginFailuresUser,
+		LoginFailuresPerAddr: cfg.loginFailuresAddr,
+		LoginWindow:          cfg.loginWindow,
+		LoginMaxDelay:        cfg.loginMaxDelay,
+		MaxConnections:       cfg.maxConnections,
+		SystemState:          pipe.systemState,
+		OnCursorExpired:      pipe.events.retentionGap,
+		Events:               eventStore{db: db, pipe: pipe},
 	})
 	if err != nil {
 		return err

@@ -654,8 +654,9 @@ func responseMessage(resp *http.Response) string {
 // filterError classifies an error frame answering the filter.
 func (s *Subscription) filterError(f frame) error {
 	e := &Error{Op: "filter", URL: s.url, Message: f.msg, Cursor: s.st.last, Kind: ErrBadFilter}
-	// The server answers code 400 for every rejected filter; a type the
-	// token may not see is told apart by its message.
+	// The server answers code 403 for a type the token may not see and
+	// 400 for a malformed filter. Servers before issue 17 answered 400
+	// for both; their refusals are told apart by the message.
 	if f.code == "403" || strings.Contains(f.msg, "not allowed for this token") {
 		e.Kind = ErrForbidden
 	}
