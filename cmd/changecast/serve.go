@@ -398,10 +398,10 @@ type pipeline struct {
 	// Owned by run's goroutine, and by the watcher's Started callback
 	// while once runs (once starts after run writes them and returns
 	// after the callback).
-	started bool                   // the pipeline has streamed once
-	downAt  time.Time              // when the running pipeline last failed; zero while streaming
-	gaps    []store.Gap            // gaps recorded during the current outage
-	lostErr *watcher.SlotLostError // the loss being recovered, for retries
+	started bool        // the pipeline has streamed once
+	downAt  time.Time   // when the running pipeline last failed; zero while streaming
+	gaps    []store.Gap // gaps recorded during the current outage
+	fault   string      // the current fault, logged and raised once; "" while streaming
 }
 
 func (p *pipeline) streaming() bool {
@@ -476,7 +476,6 @@ func (e fatalError) Unwrap() error { return e.err }
 func (p *pipeline) run(ctx context.Context) error {
 	const minBackoff, maxBackoff = 250 * time.Millisecond, 15 * time.Second
 	backoff := minBackoff
-	state := "" // log once per state change
 	for {
 		started := time.Now()
 		err := p.once(ctx)
@@ -524,10 +523,10 @@ func (p *pipeline) run(ctx context.Context) error {
 		}
 		p.standby.Store(kind == "slot_in_use" || kind == "standby")
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if now != state || kind == "interrupted" {
+		if now != p.fault || kind == "interrupted" {
 			p.log.Warn(now, "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
-		if now != state {
+		if now != p.fault {
 			// One event when a fault begins; the end is the
 			// resumed event, raised once streaming really restarts.
 			switch kind {
@@ -540,7 +539,7 @@ func (p *pipeline) run(ctx context.Context) error {
 				p.events.unreachable(p.slot, err, wait)
 			}
 		}
-		state = now
+		p.fault = now
 		p.restarts.Add(1)
 		select {
 		case <-ctx.Done():
@@ -633,6 +632,7 @@ func (p *pipeline) streamingFrom(start entities.LSN) {
 	}
 	p.downAt = time.Time{}
 	p.gaps = nil
+	p.fault = ""
 }
 
 // once runs one instance of the pipeline until ctx ends (orderly: the

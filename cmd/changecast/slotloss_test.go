@@ -440,3 +440,53 @@ func TestServe_UpgradesRefusedWhileSlotUnusable(t *testing.T) {
 	srv.waitReady(t)
 	dialWS(t, srv.addr, token)
 }
+
+// TestServe_OutageRaisesOneBeginAndOneEnd checks that an outage with many
+// reconnection attempts raises exactly one postgres_unreachable and one
+// resumed event, that the resumed event says nothing was lost (the slot
+// survived), and that a second outage raises its own pair.
+func TestServe_OutageRaisesOneBeginAndOneEnd(t *testing.T) {
+	cluster := storetest.NewCluster(t)
+	url := cluster.URL()
+	srv := startServe(t, serveConfig{common: common{dataDir: t.TempDir()}, databaseURL: url, slot: "cc_outage"}, nil)
+	srv.waitReady(t)
+	ctx := context.Background()
+	for outage := 1; outage <= 2; outage++ {
+		before := strings.Count(srv.logs.String(), "replication interrupted; reconnecting")
+		if err := cluster.Stop(ctx); err != nil {
+			t.Fatalf("stop PostgreSQL: %v", err)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for strings.Count(srv.logs.String(), "replication interrupted; reconnecting") < before+3 {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than 3 reconnection attempts within 60s\nlogs:\n%s", srv.logs.String())
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
+		}
+		if err := cluster.Start(ctx); err != nil {
+			t.Fatalf("start PostgreSQL: %v", err)
+		}
+		srv.waitReady(t)
+		sql := connect(t, url)
+		var evs []storedEvent
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			evs = storedEvents(t, sql)
+			if countAction(evs, "resumed") >= outage || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
+		}
+		if got := countAction(evs, "postgres_unreachable"); got != outage {
+			t.Errorf("after outage %d: %d postgres_unreachable events, want %d: %+v", outage, got, outage, evs)
+		}
+		if got := countAction(evs, "resumed"); got != outage {
+			t.Errorf("after outage %d: %d resumed events, want %d: %+v", outage, got, outage, evs)
+		}
+		for _, e := range evs {
+			if e.action == "resumed" && (e.severity != "success" || !strings.Contains(e.description, "nothing was lost")) {
+				t.Errorf("resumed event %+v: want success, nothing lost", e)
+			}
+		}
+		sql.Close(ctx)
+	}
+}
