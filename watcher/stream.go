@@ -90,7 +90,9 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 	defer w.streaming.Store(false)
 	w.logger.Info("replication started", "start_lsn", start.String(), "publication", w.cfg.Publication)
 	if w.cfg.Started != nil {
-		w.cfg.Started(start)
+		// START_REPLICATION at a position below the slot's starts at
+		// the slot's confirmed position.
+		w.cfg.Started(max(start, slotConfirmed))
 	}
 
 	s := &session{
