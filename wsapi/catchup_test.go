@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // This file tests catch-up from the journal and resume (?since=) against a
@@ -44,7 +45,7 @@ func controlType(f frame) string {
 
 // expectControl reads the next frame and checks it is a control frame of
 // type want; it returns the frame.
-func expectControl(t testing.TB, conn *websocket.Conn, want ControlType) frame {
+func expectControl(t testing.TB, conn *websocket.Conn, want wire.ControlType) frame {
 	t.Helper()
 	f := readFrame(t, conn)
 	if controlType(f) != string(want) {
@@ -90,7 +91,7 @@ func expectCursorsLagging(t testing.TB, conn *websocket.Conn, want []int64) {
 	for i := 0; i < len(want); {
 		f := readFrame(t, conn)
 		switch controlType(f) {
-		case string(ControlLagging), string(ControlCaughtUp):
+		case string(wire.ControlLagging), string(wire.ControlCaughtUp):
 			continue
 		case "":
 		default:
@@ -172,7 +173,7 @@ func TestCatchUp_SlowClient(t *testing.T) {
 		// Under load the writer may catch up while publishing still goes
 		// on and then overflow again: episodes alternate, lagging first,
 		// and each control frame names the cursor delivered so far.
-		case string(ControlLagging):
+		case string(wire.ControlLagging):
 			lagging++
 			if lagging != caughtUp+1 {
 				t.Fatalf("lagging #%d after %d caught-up frames", lagging, caughtUp)
@@ -181,7 +182,7 @@ func TestCatchUp_SlowClient(t *testing.T) {
 				t.Fatalf("lagging at cursor %d after delivering %d", got, want-1)
 			}
 			continue
-		case string(ControlCaughtUp):
+		case string(wire.ControlCaughtUp):
 			caughtUp++
 			if caughtUp != lagging {
 				t.Fatalf("caught-up #%d after %d lagging frames", caughtUp, lagging)
@@ -322,7 +323,7 @@ func TestResume_Refused(t *testing.T) {
 	t.Run("before horizon", func(t *testing.T) {
 		conn := e.dialSince(t, tok, "10")
 		e.sendFilter(t, conn, `{"send-everything": true}`)
-		f := expectControl(t, conn, ControlResyncRequired)
+		f := expectControl(t, conn, wire.ControlResyncRequired)
 		if msg, _ := f.Args["message"].(string); !strings.Contains(msg, "retention") {
 			t.Fatalf("got message %q, want it to mention retention", msg)
 		}
@@ -336,7 +337,7 @@ func TestResume_Refused(t *testing.T) {
 		e.journal.trim(20) // reads after 10 now fail, as store's do
 		conn := e.dialSince(t, tok, "10")
 		e.sendFilter(t, conn, `{"send-everything": true}`)
-		expectControl(t, conn, ControlResyncRequired)
+		expectControl(t, conn, wire.ControlResyncRequired)
 		expectClose(t, conn)
 	})
 	t.Run("at horizon", func(t *testing.T) {
@@ -346,7 +347,7 @@ func TestResume_Refused(t *testing.T) {
 	})
 	t.Run("beyond head", func(t *testing.T) {
 		conn := e.dialSince(t, tok, "101")
-		f := expectControl(t, conn, ControlResyncRequired) // no filter needed
+		f := expectControl(t, conn, wire.ControlResyncRequired) // no filter needed
 		if msg, _ := f.Args["message"].(string); !strings.Contains(msg, "unknown cursor 101") {
 			t.Fatalf("got message %q, want it to mention the unknown cursor", msg)
 		}
@@ -372,7 +373,7 @@ func TestResume_Refused(t *testing.T) {
 func TestResume_NoJournal(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialSince(t, e.token(t, "u1", RoleAdmin), "0")
-	expectControl(t, conn, ControlResyncRequired)
+	expectControl(t, conn, wire.ControlResyncRequired)
 	expectClose(t, conn)
 }
 
@@ -452,7 +453,7 @@ func TestCatchUp_RandomSeams(t *testing.T) {
 			len(res.cursors), len(want), firstDiff(res.cursors, want), prefix(res.cursors, 50), prefix(want, 50))
 	}
 	for _, c := range res.controls {
-		if c != string(ControlLagging) && c != string(ControlCaughtUp) {
+		if c != string(wire.ControlLagging) && c != string(wire.ControlCaughtUp) {
 			t.Fatalf("unexpected control or error %q", c)
 		}
 	}

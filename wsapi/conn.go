@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // client is one WebSocket connection: exactly one reader goroutine
@@ -136,8 +137,8 @@ type outFrame struct {
 // stopReason says how the writer ends the connection: an optional control
 // frame, then a close frame.
 type stopReason struct {
-	control   ControlType // "" = no control frame
-	frame     []byte      // a frame to send instead of a control frame (an error frame); nil = none
+	control   wire.ControlType // "" = no control frame
+	frame     []byte           // a frame to send instead of a control frame (an error frame); nil = none
 	message   string
 	closeCode int
 	closeText string
@@ -148,7 +149,7 @@ type stopReason struct {
 // without a gap, so it must re-read the state.
 func resyncReason(message string) stopReason {
 	return stopReason{
-		control:   ControlResyncRequired,
+		control:   wire.ControlResyncRequired,
 		message:   message,
 		closeCode: websocket.CloseTryAgainLater,
 		closeText: "resync required",
@@ -459,7 +460,7 @@ func (c *client) writeLoop() {
 			err = c.writeSystemState()
 		case <-expire.C:
 			c.kick(stopReason{
-				control:   ControlTokenExpired,
+				control:   wire.ControlTokenExpired,
 				message:   "token expired; reconnect with a new token",
 				closeCode: websocket.ClosePolicyViolation,
 				closeText: "token expired",
@@ -566,7 +567,7 @@ func (c *client) catchUpPage() error {
 	h := c.srv.hub
 	pos, head, lagging := h.startPage(c)
 	if lagging {
-		if err := c.writeText(encodeControl(ControlLagging, pos, fmt.Sprintf(
+		if err := c.writeText(encodeControl(wire.ControlLagging, pos, fmt.Sprintf(
 			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
 			return err
 		}
@@ -636,7 +637,7 @@ func (c *client) catchUpPage() error {
 	if h.endPage(c, next, short) && c.w.lagSent {
 		c.w.lagSent = false
 		c.log.Info("websocket client caught up", "cursor", next)
-		return c.writeText(encodeControl(ControlCaughtUp, next, "caught up; changes are live again"))
+		return c.writeText(encodeControl(wire.ControlCaughtUp, next, "caught up; changes are live again"))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // This file holds envelope requests (DESIGN.md §3 item 2, SysAdm style):
@@ -15,14 +16,14 @@ import (
 // the same id: a response carrying the connection's filters and cursor, or
 // an error frame.
 
-// Envelope request names.
+// Envelope request names: short local names for wire's.
 const (
-	reqSubscribe   = "subscribe"
-	reqUnsubscribe = "unsubscribe"
-	reqFilter      = "filter"
-	reqPing        = "ping"
+	reqSubscribe   = wire.RequestSubscribe
+	reqUnsubscribe = wire.RequestUnsubscribe
+	reqFilter      = wire.RequestFilter
+	reqPing        = wire.RequestPing
 
-	envelopeNamespace = "events"
+	envelopeNamespace = wire.NamespaceEvents
 	requestNames      = reqSubscribe + ", " + reqUnsubscribe + ", " + reqFilter + ", " + reqPing
 )
 
@@ -40,10 +41,6 @@ type message struct {
 	// off (envelope subscribe/unsubscribe of "system-state").
 	systemState *bool
 }
-
-// SystemStateTopic is the name a subscribe or unsubscribe request lists to
-// start or stop the periodic system_state frames (SysAdm's "system-state").
-const SystemStateTopic = "system-state"
 
 // isEnvelope reports whether data is a JSON object with a top-level
 // "namespace" key, seen before any syntax error (so a truncated request
@@ -147,7 +144,7 @@ func (pc parseCtx) applyMessage(cur *filter, data []byte) (message, error) {
 // stays as it is. The name "system-state" starts the system_state frames
 // instead (state is then non-nil).
 func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (next *filter, state *bool, err error) {
-	elems, err := argsArray(args, hasArgs, "subscribe", "entity type names, filter objects or \""+SystemStateTopic+"\"")
+	elems, err := argsArray(args, hasArgs, "subscribe", "entity type names, filter objects or \""+wire.SystemStateTopic+"\"")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -167,7 +164,7 @@ func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filt
 			if err := json.Unmarshal(t, &name); err != nil {
 				return nil, nil, filterErrorf("%s: invalid string", what)
 			}
-			if name == SystemStateTopic {
+			if name == wire.SystemStateTopic {
 				if !pc.systemState {
 					return nil, nil, filterErrorf("%s is not available on this server", quote(name))
 				}
@@ -185,7 +182,7 @@ func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filt
 			}
 			add = append(add, cl)
 		default:
-			return nil, nil, filterErrorf("%s must be an entity type name, a filter object or %s", what, quote(SystemStateTopic))
+			return nil, nil, filterErrorf("%s must be an entity type name, a filter object or %s", what, quote(wire.SystemStateTopic))
 		}
 	}
 	if len(add) == 0 && state != nil || cur != nil && cur.all {
@@ -218,7 +215,7 @@ func ptrTo[T any](v T) *T { return &v }
 // filter has no per-type clauses to remove, so it is refused. The name
 // "system-state" stops the system_state frames instead.
 func (pc parseCtx) unsubscribe(cur *filter, args json.RawMessage, hasArgs bool) (*filter, *bool, error) {
-	elems, err := argsArray(args, hasArgs, "unsubscribe", "entity type names or \""+SystemStateTopic+"\"")
+	elems, err := argsArray(args, hasArgs, "unsubscribe", "entity type names or \""+wire.SystemStateTopic+"\"")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -227,9 +224,9 @@ func (pc parseCtx) unsubscribe(cur *filter, args json.RawMessage, hasArgs bool) 
 	for i, raw := range elems {
 		var name string
 		if err := decodeMember(raw, &name); err != nil || isNull(raw) {
-			return nil, nil, filterErrorf("args[%d] must be an entity type name or %s", i, quote(SystemStateTopic))
+			return nil, nil, filterErrorf("args[%d] must be an entity type name or %s", i, quote(wire.SystemStateTopic))
 		}
-		if name == SystemStateTopic {
+		if name == wire.SystemStateTopic {
 			state = ptrTo(false)
 			continue
 		}
@@ -319,5 +316,5 @@ func encodeResponse(id string, f *filter, systemState bool, cursor int64) []byte
 			args.Filters = append(args.Filters, cj)
 		}
 	}
-	return mustJSON(responseFrame{Namespace: envelopeNamespace, Name: "response", ID: id, Args: args})
+	return mustJSON(responseFrame{Namespace: envelopeNamespace, Name: wire.NameResponse, ID: id, Args: args})
 }

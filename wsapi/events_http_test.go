@@ -19,6 +19,7 @@ import (
 	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/store/storetest"
+	"github.com/changecast/changecast/wire"
 )
 
 func TestMain(m *testing.M) { storetest.Main(m) }
@@ -300,7 +301,7 @@ func TestEventsHTTP_Auth(t *testing.T) {
 
 	// Browsers authenticate with the login cookie.
 	req, _ := http.NewRequest(http.MethodGet, e.ts.URL+"/api/v1/events/types", nil)
-	req.AddCookie(&http.Cookie{Name: CookieName, Value: e.token(t, "admin-1", RoleAdmin)})
+	req.AddCookie(&http.Cookie{Name: wire.CookieName, Value: e.token(t, "admin-1", RoleAdmin)})
 	resp, err := e.ts.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

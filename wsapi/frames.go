@@ -6,77 +6,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
-// This file encodes what the server sends (DESIGN.md §3, server → client).
-// Encoders return bytes; for change frames hub.go builds the complete
-// WebSocket frame once (wireFrame), shared by every client that receives it.
+// This file encodes what the server sends (DESIGN.md §3, server → client)
+// with the vocabulary and change-frame encoder of package wire. Encoders
+// return bytes; for change frames hub.go builds the complete WebSocket frame
+// once (wireFrame), shared by every client that receives it.
 
-// ControlType is the type of a control frame.
-type ControlType string
-
-// The control frame types of DESIGN.md §3.
-const (
-	ControlResyncRequired ControlType = "resync-required"
-	ControlLagging        ControlType = "lagging"
-	ControlCaughtUp       ControlType = "caught-up"
-	ControlShutdown       ControlType = "shutdown"
-	ControlTokenExpired   ControlType = "token-expired"
-)
-
-// committedAtLayout is RFC 3339 in UTC with exactly six fractional digits,
-// PostgreSQL's timestamp precision.
-const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
-
-// EncodeChange encodes c as the entity-change frame the server sends (see
-// encodeChange). Clients that re-emit frames (changecast tail --output
-// json) use it to produce exactly the server's bytes.
-func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
-
-// encodeChange encodes c as an entity-change frame. Keys are written in a
-// fixed order, the first three exactly GARM's: entity-type, operation,
-// payload, then cursor (only once journaled), committed-at and previous (only
-// for updates that carry one). A nil payload is sent as {} so clients can
-// always index into it.
-func encodeChange(c *entities.Change) ([]byte, error) {
-	var b bytes.Buffer
-	b.Grow(256)
-	b.WriteString(`{"entity-type":`)
-	if err := writeJSON(&b, c.EntityType); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"operation":`)
-	if err := writeJSON(&b, string(c.Operation)); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"payload":`)
-	if c.Payload == nil {
-		b.WriteString(`{}`)
-	} else if err := writeJSON(&b, c.Payload); err != nil {
-		return nil, fmt.Errorf("encode payload: %w", err)
-	}
-	if c.Cursor != 0 {
-		b.WriteString(`,"cursor":"`)
-		b.WriteString(strconv.FormatInt(c.Cursor, 10))
-		b.WriteByte('"')
-	}
-	if !c.CommitTime.IsZero() {
-		b.WriteString(`,"committed-at":"`)
-		b.WriteString(formatCommittedAt(c.CommitTime))
-		b.WriteByte('"')
-	}
-	if c.Operation == entities.OpUpdate && c.Previous != nil {
-		b.WriteString(`,"previous":`)
-		if err := writeJSON(&b, c.Previous); err != nil {
-			return nil, fmt.Errorf("encode previous: %w", err)
-		}
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
-}
+// encodeChange encodes c as an entity-change frame (wire.EncodeChange).
+// The server's call sites hold a *entities.Change.
+func encodeChange(c *entities.Change) ([]byte, error) { return wire.EncodeChange(*c) }
 
 // writeJSON appends v's JSON without HTML escaping (the frames are not
 // embedded in HTML) and without the encoder's trailing newline. Map keys
@@ -91,45 +33,19 @@ func writeJSON(b *bytes.Buffer, v any) error {
 	return nil
 }
 
-// controlFrame is {"namespace":"events","name":"control","args":{...}}.
-type controlFrame struct {
-	Namespace string      `json:"namespace"`
-	Name      string      `json:"name"`
-	Args      controlArgs `json:"args"`
-}
-
-type controlArgs struct {
-	Type    ControlType `json:"type"`
-	Cursor  string      `json:"cursor,omitempty"`
-	Message string      `json:"message,omitempty"`
-}
-
 // encodeControl encodes a control frame. cursor 0 is omitted.
-func encodeControl(t ControlType, cursor int64, message string) []byte {
-	f := controlFrame{Namespace: "events", Name: "control", Args: controlArgs{Type: t, Message: message}}
+func encodeControl(t wire.ControlType, cursor int64, message string) []byte {
+	f := wire.ControlFrame{Namespace: wire.NamespaceEvents, Name: wire.NameControl, Args: wire.ControlArgs{Type: t, Message: message}}
 	if cursor != 0 {
 		f.Args.Cursor = strconv.FormatInt(cursor, 10)
 	}
 	return mustJSON(f)
 }
 
-// errorFrame is {"namespace":"error","name":"error","id":"...","args":{...}}.
-type errorFrame struct {
-	Namespace string    `json:"namespace"`
-	Name      string    `json:"name"`
-	ID        string    `json:"id"`
-	Args      errorArgs `json:"args"`
-}
-
-type errorArgs struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 // encodeError encodes an error frame answering the request with id (empty
 // for GARM filter messages, which carry none).
 func encodeError(id string, code int, message string) []byte {
-	return mustJSON(errorFrame{Namespace: "error", Name: "error", ID: id, Args: errorArgs{Code: strconv.Itoa(code), Message: message}})
+	return mustJSON(wire.ErrorFrame{Namespace: wire.NamespaceError, Name: wire.NameError, ID: id, Args: wire.ErrorArgs{Code: strconv.Itoa(code), Message: message}})
 }
 
 func mustJSON(v any) []byte {
@@ -140,9 +56,6 @@ func mustJSON(v any) []byte {
 	}
 	return b.Bytes()
 }
-
-// formatCommittedAt formats a commit time for the wire (committedAtLayout).
-func formatCommittedAt(t time.Time) string { return t.UTC().Format(committedAtLayout) }
 
 // systemStateFrame is SysAdm's periodic subsystem status (DESIGN.md §3,
 // issue 5): {"namespace": "events", "name": "system_state", "id": "",
@@ -155,7 +68,7 @@ type systemStateFrame struct {
 }
 
 func encodeSystemState(args any) []byte {
-	return mustJSON(systemStateFrame{Namespace: envelopeNamespace, Name: "system_state", ID: "", Args: args})
+	return mustJSON(systemStateFrame{Namespace: wire.NamespaceEvents, Name: wire.NameSystemState, ID: "", Args: args})
 }
 
 // wireFrame returns payload as one complete WebSocket text frame as a

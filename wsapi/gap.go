@@ -3,6 +3,8 @@ package wsapi
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/changecast/changecast/wire"
 )
 
 // This file is how the hub tells clients that the stream has a gap it can
@@ -55,7 +57,7 @@ func (s *Server) SetUnavailable(reason string) {
 	if prev := s.unavailable.Swap(&reason); prev != nil && *prev == reason {
 		return // said already
 	}
-	data := encodeControl(ControlLagging, s.Head(), reason)
+	data := encodeControl(wire.ControlLagging, s.Head(), reason)
 	for _, c := range s.hub.snapshot() {
 		select {
 		case c.replies <- reply{data: data}:

@@ -20,6 +20,7 @@ import (
 
 	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/internal/testutil"
+	"github.com/changecast/changecast/wire"
 )
 
 // testSecret is a 38-byte HMAC secret used only by tests.
@@ -194,7 +195,7 @@ func (j *memJournal) stats() (reads, maxLimit, maxReturned, failed int) {
 }
 
 func (e *testEnv) wsURL() string {
-	return "ws" + strings.TrimPrefix(e.ts.URL, "http") + EventsPath
+	return "ws" + strings.TrimPrefix(e.ts.URL, "http") + wire.EventsPath
 }
 
 // token mints a one-hour token for user id sub.

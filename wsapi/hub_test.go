@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 const (
@@ -231,7 +232,7 @@ func TestServer_SlowClient(t *testing.T) {
 	for i := 0; ; i++ {
 		f := readFrame(t, slow)
 		if f.EntityType == "" {
-			if f.key() != "events.control" || f.Args["type"] != string(ControlResyncRequired) ||
+			if f.key() != "events.control" || f.Args["type"] != string(wire.ControlResyncRequired) ||
 				!strings.Contains(fmt.Sprint(f.Args["message"]), "more than 4 frames behind") {
 				t.Fatalf("got frame %+v, want resync-required", f)
 			}

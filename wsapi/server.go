@@ -77,6 +77,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // Defaults for Config fields left zero (DESIGN.md §3 keepalive numbers).
@@ -88,17 +89,6 @@ const (
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultCatchUpPage     = 500
 )
-
-// Subprotocol is the WebSocket subprotocol a browser offers, together with
-// "bearer.<jwt>", to authenticate without an Authorization header. The
-// server answers with Subprotocol.
-const Subprotocol = "changecast.v1"
-
-// bearerSubprotocolPrefix prefixes the token in the subprotocol list.
-const bearerSubprotocolPrefix = "bearer."
-
-// EventsPath is the WebSocket endpoint.
-const EventsPath = "/api/v1/ws/events"
 
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {
@@ -344,7 +334,7 @@ func NewServer(cfg Config) (*Server, error) {
 		// A small read buffer of its own instead of keeping the HTTP
 		// server's 4 KiB one: client messages are small and rare.
 		ReadBufferSize: 512,
-		Subprotocols:   []string{Subprotocol},
+		Subprotocols:   []string{wire.Subprotocol},
 		// Origin is checked before authentication, in serveEvents.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
@@ -352,12 +342,12 @@ func NewServer(cfg Config) (*Server, error) {
 		},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+EventsPath, s.serveEvents)
+	mux.HandleFunc("GET "+wire.EventsPath, s.serveEvents)
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
-	mux.HandleFunc("POST "+LogoutPath, s.serveLogout)
+	mux.HandleFunc("POST "+wire.LogoutPath, s.serveLogout)
 	if cfg.Users != nil {
-		mux.HandleFunc("POST "+LoginPath, s.serveLogin)
+		mux.HandleFunc("POST "+wire.LoginPath, s.serveLogin)
 	}
 	if cfg.Events != nil {
 		s.registerEventRoutes(mux)
@@ -443,7 +433,7 @@ func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		for _, c := range s.hub.beginClose() {
 			c.kick(stopReason{
-				control:   ControlShutdown,
+				control:   wire.ControlShutdown,
 				message:   "server shutting down; reconnect later",
 				closeCode: websocket.CloseGoingAway,
 				closeText: "server shutting down",
@@ -498,7 +488,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("token") || q.Has("access_token") {
 		// Never in the URL: URLs end up in proxy and access logs.
-		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or log in at "+LoginPath+" for a cookie)")
+		writeError(w, http.StatusBadRequest, "tokens are not accepted in the URL; send the header \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or log in at "+wire.LoginPath+" for a cookie)")
 		return
 	}
 	if s.refuseUnavailable(w) {
@@ -585,11 +575,11 @@ func requestToken(r *http.Request) (string, error) {
 	bearers := 0
 	for _, p := range websocket.Subprotocols(r) {
 		switch {
-		case p == Subprotocol:
+		case p == wire.Subprotocol:
 			hasV1 = true
-		case strings.HasPrefix(p, bearerSubprotocolPrefix):
+		case strings.HasPrefix(p, wire.BearerSubprotocolPrefix):
 			bearers++
-			tok = strings.TrimPrefix(p, bearerSubprotocolPrefix)
+			tok = strings.TrimPrefix(p, wire.BearerSubprotocolPrefix)
 		}
 	}
 	switch {
@@ -597,7 +587,7 @@ func requestToken(r *http.Request) (string, error) {
 		if tok := cookieToken(r); tok != "" {
 			return tok, nil
 		}
-		return "", errors.New("missing token; send \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or the " + CookieName + " cookie from " + LoginPath + ")")
+		return "", errors.New("missing token; send \"Authorization: Bearer <token>\" (browsers: subprotocols \"changecast.v1\" and \"bearer.<token>\", or the " + wire.CookieName + " cookie from " + wire.LoginPath + ")")
 	case bearers > 1:
 		return "", errors.New("more than one bearer.<token> subprotocol")
 	case tok == "":

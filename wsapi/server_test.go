@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 func TestNewServer_Validates(t *testing.T) {
@@ -65,8 +66,8 @@ func TestServer_UpgradeRejected(t *testing.T) {
 		"token in query":        {query: "?token=" + valid, header: bearer(valid), status: 400, msg: "Authorization: Bearer"},
 		"access_token in query": {query: "?access_token=" + valid, status: 400, msg: "Authorization: Bearer"},
 		"subprotocol sans v1":   {subprotocols: []string{"bearer." + valid}, status: 401, msg: "changecast.v1"},
-		"subprotocol only v1":   {subprotocols: []string{Subprotocol}, status: 401, msg: "missing token"},
-		"subprotocol bad token": {subprotocols: []string{Subprotocol, "bearer.abc.def.ghi"}, status: 401, msg: "invalid token"},
+		"subprotocol only v1":   {subprotocols: []string{wire.Subprotocol}, status: 401, msg: "missing token"},
+		"subprotocol bad token": {subprotocols: []string{wire.Subprotocol, "bearer.abc.def.ghi"}, status: 401, msg: "invalid token"},
 	}
 	for name, r := range rejectedTokens(t) {
 		cases["bearer "+name] = tc{header: bearer(r.token), status: 401, msg: r.want.Error()}
@@ -115,12 +116,12 @@ func TestServer_UpgradeBearer(t *testing.T) {
 func TestServer_UpgradeSubprotocol(t *testing.T) {
 	e := newTestEnv(t, nil)
 	tok := e.token(t, "u1", RoleAdmin)
-	conn, resp, body, err := e.dialRaw(t, e.wsURL(), nil, Subprotocol, "bearer."+tok)
+	conn, resp, body, err := e.dialRaw(t, e.wsURL(), nil, wire.Subprotocol, "bearer."+tok)
 	if err != nil {
 		t.Fatalf("dial: %v (body %s)", err, body)
 	}
-	if p := conn.Subprotocol(); p != Subprotocol {
-		t.Fatalf("got subprotocol %q, want %q", p, Subprotocol)
+	if p := conn.Subprotocol(); p != wire.Subprotocol {
+		t.Fatalf("got subprotocol %q, want %q", p, wire.Subprotocol)
 	}
 	if strings.Contains(resp.Header.Get("Sec-WebSocket-Protocol"), tok) {
 		t.Fatal("server echoed the bearer subprotocol")
@@ -208,7 +209,7 @@ func TestServer_Close(t *testing.T) {
 	}()
 	for _, conn := range []*websocket.Conn{a, b} {
 		f := readFrame(t, conn)
-		if f.key() != "events.control" || f.Args["type"] != string(ControlShutdown) {
+		if f.key() != "events.control" || f.Args["type"] != string(wire.ControlShutdown) {
 			t.Fatalf("got frame %+v, want shutdown control", f)
 		}
 		if code := expectClose(t, conn); code != websocket.CloseGoingAway {
@@ -263,7 +264,7 @@ func TestServer_TokenExpired(t *testing.T) {
 	}
 	conn := e.dial(t, tok)
 	f := readFrame(t, conn)
-	if f.key() != "events.control" || f.Args["type"] != string(ControlTokenExpired) {
+	if f.key() != "events.control" || f.Args["type"] != string(wire.ControlTokenExpired) {
 		t.Fatalf("got frame %+v, want token-expired control", f)
 	}
 	if code := expectClose(t, conn); code != websocket.ClosePolicyViolation {
@@ -278,7 +279,7 @@ func TestServer_LogsNoToken(t *testing.T) {
 	e := newTestEnv(t, nil)
 	tok := e.token(t, "user-42", RoleAdmin)
 	conn := e.dial(t, tok)
-	sub, _, _, err := e.dialRaw(t, e.wsURL(), nil, Subprotocol, "bearer."+tok)
+	sub, _, _, err := e.dialRaw(t, e.wsURL(), nil, wire.Subprotocol, "bearer."+tok)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // This file holds login and sessions (DESIGN.md §5): POST /api/v1/auth/login,
@@ -26,16 +27,6 @@ import (
 // the row is disabled, deleted or gets a new password. The hub learns of
 // such changes from its own change stream: every committed change to the
 // user entity type that Publish hands over.
-
-// CookieName is the HttpOnly cookie login sets, which browsers send with the
-// WebSocket upgrade and REST requests.
-const CookieName = "changecast_token"
-
-// LoginPath is the login endpoint (GARM's path and body shape).
-const LoginPath = "/api/v1/auth/login"
-
-// LogoutPath clears the login cookie.
-const LogoutPath = "/api/v1/auth/logout"
 
 // DefaultLoginTTL is the lifetime of tokens issued by login.
 const DefaultLoginTTL = 12 * time.Hour
@@ -149,7 +140,7 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("login", "user_id", claims.Subject, "name", claims.Name, "role", string(claims.Role))
 	http.SetCookie(w, &http.Cookie{
-		Name:     CookieName,
+		Name:     wire.CookieName,
 		Value:    tok,
 		Path:     "/api/",
 		MaxAge:   int(s.cfg.LoginTTL / time.Second),
@@ -199,7 +190,7 @@ func loginBodyError(err error) string {
 // changes.
 func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
-		Name: CookieName, Value: "", Path: "/api/", MaxAge: -1,
+		Name: wire.CookieName, Value: "", Path: "/api/", MaxAge: -1,
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
 	})
 	w.WriteHeader(http.StatusNoContent)
@@ -218,7 +209,7 @@ func (s *Server) authenticateHTTP(w http.ResponseWriter, r *http.Request) (*Clai
 		}
 		tok = cookieToken(r)
 		if tok == "" {
-			err = errors.New("missing token; send \"Authorization: Bearer <token>\" or log in at " + LoginPath)
+			err = errors.New("missing token; send \"Authorization: Bearer <token>\" or log in at " + wire.LoginPath)
 		}
 	}
 	if err != nil {
@@ -269,7 +260,7 @@ func headerToken(r *http.Request) (string, error) {
 
 // cookieToken returns the login cookie's token, "" if none.
 func cookieToken(r *http.Request) string {
-	c, err := r.Cookie(CookieName)
+	c, err := r.Cookie(wire.CookieName)
 	if err != nil {
 		return ""
 	}
@@ -437,7 +428,7 @@ func (r *revoker) check(ctx context.Context, subs map[string]bool, all bool) err
 		case errors.Is(err, ErrSessionRevoked):
 			c.log.Info("session revoked; closing connection", "reason", err.Error())
 			c.kick(stopReason{
-				control:   ControlTokenExpired,
+				control:   wire.ControlTokenExpired,
 				message:   err.Error() + "; log in again",
 				closeCode: websocket.ClosePolicyViolation,
 				closeText: "session revoked",

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // testUsers is a user table for the hub's own tests: usernames to
@@ -99,7 +100,7 @@ func (u *testUsers) setFailing(err error) {
 
 func (e *testEnv) login(t testing.TB, body string, header http.Header) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.ts.URL+LoginPath, strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, e.ts.URL+wire.LoginPath, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,16 +142,16 @@ func TestLogin(t *testing.T) {
 	}
 	var cookie *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == CookieName {
+		if c.Name == wire.CookieName {
 			cookie = c
 		}
 	}
 	if cookie == nil || cookie.Value != got.Token || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/api/" || cookie.MaxAge != 1800 {
-		t.Errorf("got cookie %+v, want HttpOnly SameSite=Strict %s=<token> Path=/api/ Max-Age=1800", cookie, CookieName)
+		t.Errorf("got cookie %+v, want HttpOnly SameSite=Strict %s=<token> Path=/api/ Max-Age=1800", cookie, wire.CookieName)
 	}
 
 	// The cookie authenticates the WebSocket (same origin, no header).
-	conn, resp2, b, err := e.dialRaw(t, e.wsURL(), http.Header{"Cookie": {CookieName + "=" + got.Token}, "Origin": {e.ts.URL}})
+	conn, resp2, b, err := e.dialRaw(t, e.wsURL(), http.Header{"Cookie": {wire.CookieName + "=" + got.Token}, "Origin": {e.ts.URL}})
 	if err != nil {
 		t.Fatalf("dial with cookie: %v (%v %s)", err, resp2, b)
 	}
@@ -158,7 +159,7 @@ func TestLogin(t *testing.T) {
 	p := e.publish([]entities.Change{chg("pool", create, "p1")})
 	expectCursors(t, conn, []int64{p[0].Cursor})
 	// ... but not from a foreign page: browsers send cookies cross-site.
-	_, resp3, b, _ := e.dialRaw(t, e.wsURL(), http.Header{"Cookie": {CookieName + "=" + got.Token}, "Origin": {"https://evil.example"}})
+	_, resp3, b, _ := e.dialRaw(t, e.wsURL(), http.Header{"Cookie": {wire.CookieName + "=" + got.Token}, "Origin": {"https://evil.example"}})
 	if resp3 == nil || resp3.StatusCode != 403 {
 		t.Errorf("cookie from a foreign origin: got %v %s, want 403", resp3, b)
 	}
@@ -215,14 +216,14 @@ func TestLogin(t *testing.T) {
 	}
 
 	// Logout clears the cookie.
-	req, _ := http.NewRequest(http.MethodPost, e.ts.URL+LogoutPath, nil)
+	req, _ := http.NewRequest(http.MethodPost, e.ts.URL+wire.LogoutPath, nil)
 	lresp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lresp.Body.Close()
 	if lresp.StatusCode != 204 || len(lresp.Cookies()) != 1 || lresp.Cookies()[0].MaxAge >= 0 {
-		t.Errorf("logout: got %d cookies %v, want 204 and an expired %s", lresp.StatusCode, lresp.Cookies(), CookieName)
+		t.Errorf("logout: got %d cookies %v, want 204 and an expired %s", lresp.StatusCode, lresp.Cookies(), wire.CookieName)
 	}
 }
 
@@ -288,7 +289,7 @@ func TestSession_RevokedByUserChange(t *testing.T) {
 	e.publish([]entities.Change{u})
 	for _, c := range []*websocket.Conn{bob1, bob2} {
 		f := readFrame(t, c)
-		if controlType(f) != string(ControlTokenExpired) || !strings.Contains(fmt.Sprint(f.Args["message"]), "password changed") {
+		if controlType(f) != string(wire.ControlTokenExpired) || !strings.Contains(fmt.Sprint(f.Args["message"]), "password changed") {
 			t.Fatalf("got %+v, want token-expired naming the reason", f)
 		}
 		if code := expectClose(t, c); code != websocket.ClosePolicyViolation {
@@ -309,7 +310,7 @@ func TestSession_RevokedByUserChange(t *testing.T) {
 	e.publish([]entities.Change{tr})
 	for {
 		f := readFrame(t, alice)
-		if controlType(f) == string(ControlTokenExpired) {
+		if controlType(f) == string(wire.ControlTokenExpired) {
 			break
 		}
 	}
@@ -331,7 +332,7 @@ func TestSession_CheckRetried(t *testing.T) {
 	})
 	users.revoke("id-bob", "user disabled")
 	users.setFailing(nil)
-	if f := readFrame(t, bob); controlType(f) != string(ControlTokenExpired) {
+	if f := readFrame(t, bob); controlType(f) != string(wire.ControlTokenExpired) {
 		t.Fatalf("got %+v, want token-expired after the retry", f)
 	}
 	if strings.Contains(e.logs.String(), "session check failed") == false {

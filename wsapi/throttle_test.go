@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/changecast/changecast/wire"
 )
 
 // testClock is a clock tests move by hand, so nothing sleeps.
@@ -203,7 +205,7 @@ func (e *testEnv) loginFrom(t testing.TB, ip, user, password string) loginAttemp
 		DisableKeepAlives: true,
 	}}
 	body, _ := json.Marshal(map[string]string{"username": user, "password": password})
-	resp, err := c.Post(e.ts.URL+LoginPath, "application/json", strings.NewReader(string(body)))
+	resp, err := c.Post(e.ts.URL+wire.LoginPath, "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		t.Fatalf("POST login from %s: %v", ip, err)
 	}

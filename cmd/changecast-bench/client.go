@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-)
 
-// eventsPath is changecast's WebSocket endpoint.
-const eventsPath = "/api/v1/ws/events"
+	"github.com/changecast/changecast/wire"
+)
 
 // subscription is what a client asks for: a GARM filter message, and for
 // narrow ones the single entity type and operation it selects (so the
@@ -73,7 +72,7 @@ type wsClient struct {
 // empty, is appended to the URL (since=...). The error never contains the
 // token.
 func dialClient(ctx context.Context, addr, token, query string) (*websocket.Conn, error) {
-	u := "ws://" + addr + eventsPath
+	u := "ws://" + addr + wire.EventsPath
 	if query != "" {
 		u += "?" + query
 	}
@@ -232,8 +231,8 @@ func (c *wsClient) other(data []byte) {
 	case bytes.HasPrefix(data, []byte(`{"namespace":"events","name":"response"`)):
 		c.ackOnce.Do(func() { close(c.acked) })
 	case bytes.HasPrefix(data, []byte(`{"namespace":"events","name":"control"`)):
-		for _, fatal := range []string{`"resync-required"`, `"shutdown"`, `"token-expired"`} {
-			if bytes.Contains(data, []byte(fatal)) && !c.closing.Load() {
+		for _, fatal := range []wire.ControlType{wire.ControlResyncRequired, wire.ControlShutdown, wire.ControlTokenExpired} {
+			if bytes.Contains(data, []byte(`"`+fatal+`"`)) && !c.closing.Load() {
 				c.fail(fmt.Errorf("control frame %s", data))
 			}
 		}

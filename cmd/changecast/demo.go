@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/changecast/changecast/wire"
 	"github.com/changecast/changecast/wsapi"
 )
 
@@ -174,7 +175,7 @@ func printDemoBanner(w io.Writer, info serveInfo, rate int) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "changecast demo on http://%s: writing about %d changes per second; Ctrl-C stops it\n", info.Addr, rate)
-	fmt.Fprintf(&b, "  WebSocket: ws://%s%s  (then send {\"send-everything\": true})\n", info.Addr, wsapi.EventsPath)
+	fmt.Fprintf(&b, "  WebSocket: ws://%s%s  (then send {\"send-everything\": true})\n", info.Addr, wire.EventsPath)
 	fmt.Fprintf(&b, "  token:     %s  (role admin, valid %gh)\n", tok, demoTokenTTL.Hours())
 	fmt.Fprintf(&b, "  tail:      CHANGECAST_TOKEN=%s changecast tail --server http://%s\n", tok, info.Addr)
 	if info.Local != nil {

@@ -53,12 +53,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
-	"github.com/changecast/changecast/wsapi"
+	"github.com/changecast/changecast/wire"
 )
 
 // EventsPath is the server's WebSocket endpoint, appended to the URL given
 // to Dial.
-const EventsPath = wsapi.EventsPath
+const EventsPath = wire.EventsPath
 
 // Defaults for Options fields left zero.
 const (
@@ -561,7 +561,7 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 	id := s.newID()
 	timer := time.NewTimer(s.opts.HandshakeTimeout)
 	defer timer.Stop()
-	writeErr := s.writeRequest(c, id, "filter", s.filterArgs)
+	writeErr := s.writeRequest(c, id, wire.RequestFilter, s.filterArgs)
 	if writeErr != nil {
 		// The server may have closed first with a reason (resync-required
 		// for an unknown cursor): read what it sent, briefly.
@@ -579,7 +579,7 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 			case f.kind == kindError:
 				s.drop(c)
 				return nil, s.filterError(f)
-			case f.kind == kindControl && f.ctl != string(wsapi.ControlLagging) && f.ctl != string(wsapi.ControlCaughtUp):
+			case f.kind == kindControl && f.ctl != wire.ControlLagging && f.ctl != wire.ControlCaughtUp:
 				s.drop(c)
 				if err := s.controlError(f); err != nil {
 					return nil, err
@@ -668,11 +668,11 @@ func (s *Subscription) filterError(f frame) error {
 // nil for the others.
 func (s *Subscription) controlError(f frame) error {
 	switch f.ctl {
-	case string(wsapi.ControlResyncRequired):
+	case wire.ControlResyncRequired:
 		return &Error{Op: "stream", URL: s.url, Kind: ErrResyncRequired, Message: f.msg, Cursor: s.st.last}
-	case string(wsapi.ControlTokenExpired):
+	case wire.ControlTokenExpired:
 		return &Error{Op: "stream", URL: s.url, Kind: ErrTokenExpired, Message: f.msg, Cursor: s.st.last}
-	case string(wsapi.ControlShutdown):
+	case wire.ControlShutdown:
 		return &Error{Op: "stream", URL: s.url, Message: f.msg, Cursor: s.st.last, Err: errShutdown, retryable: true}
 	}
 	return nil
@@ -726,13 +726,7 @@ func (s *Subscription) readLoop(c *conn) {
 
 // writeRequest sends an envelope request.
 func (s *Subscription) writeRequest(c *conn, id, name string, args json.RawMessage) error {
-	req := struct {
-		Namespace string          `json:"namespace"`
-		Name      string          `json:"name"`
-		ID        string          `json:"id"`
-		Args      json.RawMessage `json:"args,omitempty"`
-	}{"events", name, id, args}
-	data, err := json.Marshal(req)
+	data, err := json.Marshal(wire.Request{Namespace: wire.NamespaceEvents, Name: name, ID: id, Args: args})
 	if err != nil {
 		return err
 	}
@@ -789,7 +783,7 @@ func (s *Subscription) stream(ctx context.Context, c *conn, reconnect bool) erro
 				return err
 			}
 		case <-tick:
-			if err := s.writeRequest(c, s.newID(), "ping", nil); err != nil {
+			if err := s.writeRequest(c, s.newID(), wire.RequestPing, nil); err != nil {
 				// Frames already read may say why (a control frame
 				// before the close): process them, briefly.
 				return s.drain(ctx, c, s.streamError("stream", err))
@@ -838,10 +832,10 @@ func (s *Subscription) process(ctx context.Context, f frame) error {
 		s.log.Warn("changecast server refused a request", "message", f.msg)
 	case kindControl:
 		switch f.ctl {
-		case string(wsapi.ControlLagging):
+		case wire.ControlLagging:
 			s.log.Info("changecast client lagging; the server is catching it up from the journal", "cursor", f.cursor)
 			s.emit(Event{Type: EventLagging, Cursor: f.cursor, Message: f.msg})
-		case string(wsapi.ControlCaughtUp):
+		case wire.ControlCaughtUp:
 			s.log.Info("changecast client caught up", "cursor", f.cursor)
 			s.emit(Event{Type: EventCaughtUp, Cursor: f.cursor, Message: f.msg})
 		default:

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
-	"github.com/changecast/changecast/wsapi"
+	"github.com/changecast/changecast/wire"
 )
 
 // This file converts between the wire frames of docs/protocol.md and
@@ -43,12 +43,12 @@ const (
 // frame is a decoded server frame.
 type frame struct {
 	kind   frameKind
-	change entities.Change // kindChange
-	id     string          // kindResponse, kindError: the request id
-	ctl    string          // kindControl: the control type
-	code   string          // kindError
-	msg    string          // kindControl, kindError
-	cursor int64           // kindControl, kindResponse: args.cursor (0 when absent)
+	change entities.Change  // kindChange
+	id     string           // kindResponse, kindError: the request id
+	ctl    wire.ControlType // kindControl: the control type
+	code   string           // kindError
+	msg    string           // kindControl, kindError
+	cursor int64            // kindControl, kindResponse: args.cursor (0 when absent)
 	hasCur bool
 }
 
@@ -64,20 +64,21 @@ func parseFrame(data []byte, reg *entities.Registry) (frame, error) {
 	}
 	var kind frameKind
 	switch {
-	case w.Namespace == "events" && w.Name == "control":
+	case w.Namespace == wire.NamespaceEvents && w.Name == wire.NameControl:
 		kind = kindControl
-	case w.Namespace == "events" && w.Name == "response":
+	case w.Namespace == wire.NamespaceEvents && w.Name == wire.NameResponse:
 		kind = kindResponse
-	case w.Namespace == "error":
+	case w.Namespace == wire.NamespaceError:
 		kind = kindError
 	default:
 		return frame{}, nil // a frame this client does not use (system_state, a later protocol's): skipped
 	}
+	// One shape for every kind: a control frame's type, cursor and
+	// message; a response's cursor; an error frame's code and message
+	// (wire.ErrorArgs, whose message is the same field).
 	var args struct {
-		Type    string `json:"type"`
-		Cursor  string `json:"cursor"`
-		Message string `json:"message"`
-		Code    string `json:"code"`
+		wire.ControlArgs
+		Code string `json:"code"`
 	}
 	if len(w.Args) > 0 {
 		if err := json.Unmarshal(w.Args, &args); err != nil {
@@ -200,7 +201,7 @@ func parseCursor(s string) (int64, error) {
 // Payload keys come out sorted, as the server writes them, so a change a
 // Subscription delivered encodes back to the bytes received.
 func MarshalFrame(ch entities.Change) ([]byte, error) {
-	return wsapi.EncodeChange(ch)
+	return wire.EncodeChange(ch)
 }
 
 // writeJSON appends v's JSON without HTML escaping and without the

@@ -1,0 +1,160 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// Frame namespaces and names. Every frame other than an entity change is
+// {"namespace": ..., "name": ..., "id": ..., "args": ...}.
+const (
+	// NamespaceEvents holds requests, responses, control and
+	// system_state frames.
+	NamespaceEvents = "events"
+	// NamespaceError holds error frames (name NameError).
+	NamespaceError = "error"
+
+	NameControl     = "control"
+	NameResponse    = "response"
+	NameError       = "error"
+	NameSystemState = "system_state"
+)
+
+// Request names a client sends in the events namespace; each gets exactly
+// one response or error frame back with the request's id.
+const (
+	RequestSubscribe   = "subscribe"
+	RequestUnsubscribe = "unsubscribe"
+	RequestFilter      = "filter"
+	RequestPing        = "ping"
+)
+
+// SystemStateTopic is the name a subscribe or unsubscribe request lists to
+// start or stop the periodic system_state frames (SysAdm's "system-state").
+const SystemStateTopic = "system-state"
+
+// ControlType is the type of a control frame.
+type ControlType string
+
+// The control frame types (docs/protocol.md).
+const (
+	ControlResyncRequired ControlType = "resync-required"
+	ControlLagging        ControlType = "lagging"
+	ControlCaughtUp       ControlType = "caught-up"
+	ControlShutdown       ControlType = "shutdown"
+	ControlTokenExpired   ControlType = "token-expired"
+)
+
+// Request is an envelope request a client sends. Args is omitted when nil.
+type Request struct {
+	Namespace string          `json:"namespace"`
+	Name      string          `json:"name"`
+	ID        string          `json:"id"`
+	Args      json.RawMessage `json:"args,omitempty"`
+}
+
+// ControlFrame is {"namespace":"events","name":"control","args":{...}}.
+type ControlFrame struct {
+	Namespace string      `json:"namespace"`
+	Name      string      `json:"name"`
+	Args      ControlArgs `json:"args"`
+}
+
+// ControlArgs are a control frame's args. Cursor is a decimal cursor,
+// omitted when the frame carries none; a response frame's args carry a
+// cursor of the same form.
+type ControlArgs struct {
+	Type    ControlType `json:"type"`
+	Cursor  string      `json:"cursor,omitempty"`
+	Message string      `json:"message,omitempty"`
+}
+
+// ErrorFrame is {"namespace":"error","name":"error","id":"...","args":{...}}.
+// ID is the refused request's id, empty for a GARM filter message (which
+// carries none).
+type ErrorFrame struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	ID        string    `json:"id"`
+	Args      ErrorArgs `json:"args"`
+}
+
+// ErrorArgs are an error frame's args: Code is an HTTP status as a decimal
+// string ("400" for a bad request or filter, "403" for a type outside the
+// token's scope).
+type ErrorArgs struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// committedAtLayout is RFC 3339 in UTC with exactly six fractional digits,
+// PostgreSQL's timestamp precision.
+const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// EncodeChange encodes c as the entity-change frame the server sends. Keys
+// are written in a fixed order, the first three exactly GARM's:
+// entity-type, operation, payload, then cursor (only once journaled),
+// committed-at and previous (only for updates that carry one). A nil
+// payload is sent as {} so clients can always index into it. Map keys come
+// out sorted, so a change encodes the same way every time; clients that
+// re-emit frames (changecast tail --output json) get exactly the server's
+// bytes.
+func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
+
+func encodeChange(c *entities.Change) ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(256)
+	b.WriteString(`{"entity-type":`)
+	if err := writeJSON(&b, c.EntityType); err != nil {
+		return nil, err
+	}
+	b.WriteString(`,"operation":`)
+	if err := writeJSON(&b, string(c.Operation)); err != nil {
+		return nil, err
+	}
+	b.WriteString(`,"payload":`)
+	if c.Payload == nil {
+		b.WriteString(`{}`)
+	} else if err := writeJSON(&b, c.Payload); err != nil {
+		return nil, fmt.Errorf("encode payload: %w", err)
+	}
+	if c.Cursor != 0 {
+		b.WriteString(`,"cursor":"`)
+		b.WriteString(strconv.FormatInt(c.Cursor, 10))
+		b.WriteByte('"')
+	}
+	if !c.CommitTime.IsZero() {
+		b.WriteString(`,"committed-at":"`)
+		b.WriteString(formatCommittedAt(c.CommitTime))
+		b.WriteByte('"')
+	}
+	if c.Operation == entities.OpUpdate && c.Previous != nil {
+		b.WriteString(`,"previous":`)
+		if err := writeJSON(&b, c.Previous); err != nil {
+			return nil, fmt.Errorf("encode previous: %w", err)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// writeJSON appends v's JSON without HTML escaping (the frames are not
+// embedded in HTML) and without the encoder's trailing newline. Map keys
+// come out sorted, so a payload encodes the same way every time.
+func writeJSON(b *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	b.Truncate(b.Len() - 1) // Encode always ends with '\n'
+	return nil
+}
+
+// formatCommittedAt formats a commit time for the wire (committedAtLayout).
+func formatCommittedAt(t time.Time) string { return t.UTC().Format(committedAtLayout) }
