@@ -37,9 +37,9 @@ const (
 // cfg's defaults are those of Start (User, Database); Port, OSUser and
 // Settings are ignored: the running server's own port and socket directory
 // (from postmaster.pid) are used. URL and DatabaseURL reach the server over
-// its unix socket; TCPURL authenticates with PassFile. A server still
-// starting is waited for (bounded by ctx, 60 s without a deadline); one
-// shutting down is waited out and then reported as ErrNotRunning.
+// its unix socket; PsqlCommand authenticates with the pass file. A server
+// still starting is waited for (bounded by ctx, 60 s without a deadline);
+// one shutting down is waited out and then reported as ErrNotRunning.
 //
 // The handle never stops or starts the server: Close and Stop do nothing,
 // and Start and Restart fail (the process that started the server owns it).

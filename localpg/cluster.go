@@ -227,17 +227,10 @@ func (l *Cluster) DatabaseURL(db string) string {
 	return u.String()
 }
 
-// TCPURL returns the URL of database db over TCP on 127.0.0.1, with
-// scram-sha-256 authentication through PassFile (the URL holds no password).
-func (l *Cluster) TCPURL(db string) string {
-	q := url.Values{}
-	q.Set("passfile", l.passPath)
-	u := url.URL{Scheme: "postgres", User: url.User(l.cfg.User), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Port())), Path: "/" + db, RawQuery: q.Encode()}
-	return u.String()
-}
-
 // PsqlCommand returns the shell command a human runs to connect with psql
-// over TCP. The password stays in PassFile; it is never printed.
+// over TCP (scram-sha-256). The password stays in the pass file Dir/pgpass
+// (mode 0600, owned by the calling user), named by PGPASSFILE; it is never
+// printed.
 func (l *Cluster) PsqlCommand() string {
 	psql := "psql"
 	if _, err := exec.LookPath("psql"); err != nil {
@@ -253,18 +246,11 @@ func (l *Cluster) PsqlCommand() string {
 	return "PGPASSFILE=" + shellQuote(l.passPath) + " " + psql + " " + us
 }
 
-// PassFile returns the path of the pgpass file (mode 0600, owned by the
-// calling user) that holds the superuser's password for TCP connections.
-func (l *Cluster) PassFile() string { return l.passPath }
-
 // Port returns the server's TCP port (also the unix socket's number).
 func (l *Cluster) Port() int { return int(l.port.Load()) }
 
 // Dir returns the cluster's directory (Config.Dir, made absolute).
 func (l *Cluster) Dir() string { return l.cfg.Dir }
-
-// LogPath returns the server log's path.
-func (l *Cluster) LogPath() string { return l.logPath }
 
 // Config returns the configuration with defaults filled in.
 func (l *Cluster) Config() Config { return l.cfg }
