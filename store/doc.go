@@ -1,9 +1,9 @@
-// Package store owns everything changecast keeps in PostgreSQL and the
-// PostgreSQL it can run itself: the gorm connection (the only package that
-// imports gorm), migrations of the entity tables with REPLICA IDENTITY FULL,
-// the publication the watcher streams from, changecast's own schema
-// (replication offsets and the journal), and the local PostgreSQL launcher
-// behind the embedded default (StartLocal).
+// Package store owns everything changecast keeps in PostgreSQL: the gorm
+// connection (the only package that imports gorm), migrations of the entity
+// tables with REPLICA IDENTITY FULL, the publication the watcher streams
+// from, and changecast's own schema (replication offsets and the journal).
+// It never starts or stops PostgreSQL; package localpg runs the embedded
+// default.
 //
 // The journal (changecast.journal) is an append-only table of sanitized
 // changes whose seq is the wire cursor. Its guarantees:
@@ -30,5 +30,5 @@
 // Other guarantees: Migrate and EnsurePublication are idempotent and
 // serialised between processes by an advisory lock; SaveOffset never moves
 // an offset backwards; errors never carry a connection password (see
-// RedactURL). A DB and a Local are safe for concurrent use.
+// RedactURL). A DB is safe for concurrent use.
 package store

@@ -7,14 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store/storetest"
 	"github.com/jackc/pgx/v5"
 )
 
 // clusterEnv is an env on a dedicated cluster, for tests that restart it.
 type clusterEnv struct {
-	local *store.Local
+	local *localpg.Cluster
 	env   *env
 }
 
@@ -57,7 +57,7 @@ func TestCheck_WALLevelReplica(t *testing.T) {
 	cfg.Settings["wal_level"] = "replica"
 	ctx, cancel := context.WithTimeout(context.Background(), storetest.StartTimeout)
 	defer cancel()
-	l, err := store.StartLocal(ctx, cfg)
+	l, err := localpg.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start cluster with wal_level=replica: %v", err)
 	}

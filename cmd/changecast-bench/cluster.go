@@ -14,11 +14,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/localpg"
 )
 
 // pgSettings are the benchmark cluster's postgresql.conf settings on top of
-// store.StartLocal's own (which already set wal_level=logical). Durability
+// localpg.Start's own (which already set wal_level=logical). Durability
 // stays at PostgreSQL's defaults (fsync, synchronous_commit on): the
 // figures include real WAL flushes.
 var pgSettings = map[string]string{
@@ -30,13 +30,13 @@ var pgSettings = map[string]string{
 
 // cluster is the benchmark's PostgreSQL.
 type cluster struct {
-	local *store.Local
+	local *localpg.Cluster
 }
 
 func startCluster(ctx context.Context, dir string) (*cluster, error) {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	l, err := store.StartLocal(sctx, store.LocalConfig{Dir: dir, Settings: pgSettings})
+	l, err := localpg.Start(sctx, localpg.Config{Dir: dir, Settings: pgSettings})
 	if err != nil {
 		return nil, err
 	}

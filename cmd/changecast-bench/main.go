@@ -1,7 +1,7 @@
 // Command changecast-bench measures changecast against its targets (issue
 // 8): backlog drain against pg_recvlogical on the same WAL, commit→client
 // latency, fan-out, and memory per idle connection. It starts its own
-// PostgreSQL (store.StartLocal) and runs the changecast binary given with
+// PostgreSQL (localpg.Start) and runs the changecast binary given with
 // --changecast as a child process, on loopback only, and removes every
 // process and temporary file it created when it ends, also on Ctrl-C.
 //

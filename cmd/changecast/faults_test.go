@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/store/storetest"
 	"github.com/changecast/changecast/wsapi"
@@ -468,7 +469,7 @@ func TestServe_ExplainsMissingLogicalReplication(t *testing.T) {
 	cfg.Settings["wal_level"] = "replica"
 	ctx, cancel := context.WithTimeout(context.Background(), storetest.StartTimeout)
 	defer cancel()
-	l, err := store.StartLocal(ctx, cfg)
+	l, err := localpg.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start cluster with wal_level=replica: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/sanitize"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/watcher"
@@ -60,10 +61,10 @@ type serveConfig struct {
 
 // serveInfo describes a running serve, for the started hook.
 type serveInfo struct {
-	Addr        string       // HTTP listen address, host:port
-	DatabaseURL string       // the database watched (embedded or given); contains its password
-	Local       *store.Local // the embedded PostgreSQL, nil when a URL was given
-	Auth        *wsapi.Auth  // mints tokens the server accepts
+	Addr        string           // HTTP listen address, host:port
+	DatabaseURL string           // the database watched (embedded or given); contains its password
+	Local       *localpg.Cluster // the embedded PostgreSQL, nil when a URL was given
+	Auth        *wsapi.Auth      // mints tokens the server accepts
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -149,9 +150,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	}
 
 	dbURL := cfg.databaseURL
-	var local *store.Local
+	var local *localpg.Cluster
 	if dbURL == "" {
-		local, err = store.StartLocal(ctx, store.LocalConfig{Dir: filepath.Join(cfg.dataDir, "postgres")})
+		local, err = localpg.Start(ctx, localpg.Config{Dir: filepath.Join(cfg.dataDir, "postgres")})
 		if err != nil {
 			return fmt.Errorf("start embedded PostgreSQL: %w", err)
 		}

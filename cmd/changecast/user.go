@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store"
 )
 
@@ -246,7 +247,7 @@ func firstLine(r io.Reader) (string, error) {
 // stops a server this command started.
 func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logger) (db *store.DB, closeDB func(), err error) {
 	url := f.databaseURL
-	var local *store.Local
+	var local *localpg.Cluster
 	if url == "" {
 		dir := filepath.Join(f.dataDir, "postgres")
 		local, err = embeddedForUser(ctx, dir, action, log)
@@ -280,14 +281,14 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 // it runs (its Close then leaves it running), else started. Only add may
 // create the cluster: the other actions on a data dir without one would
 // only find no users, which more likely means a wrong --data-dir.
-func embeddedForUser(ctx context.Context, dir, action string, log *slog.Logger) (*store.Local, error) {
-	cfg := store.LocalConfig{Dir: dir}
-	local, err := store.AttachLocal(ctx, cfg)
+func embeddedForUser(ctx context.Context, dir, action string, log *slog.Logger) (*localpg.Cluster, error) {
+	cfg := localpg.Config{Dir: dir}
+	local, err := localpg.Attach(ctx, cfg)
 	if err == nil {
 		log.Debug("using the running embedded PostgreSQL", "dir", dir)
 		return local, nil
 	}
-	if !errors.Is(err, store.ErrLocalNotRunning) {
+	if !errors.Is(err, localpg.ErrNotRunning) {
 		return nil, fmt.Errorf("embedded PostgreSQL: %w", err)
 	}
 	if action != "add" {
@@ -299,10 +300,10 @@ func embeddedForUser(ctx context.Context, dir, action string, log *slog.Logger) 
 		return nil, err
 	}
 	log.Info("starting the embedded PostgreSQL for this command", "dir", dir)
-	local, err = store.StartLocal(ctx, cfg)
-	if errors.Is(err, store.ErrAlreadyRunning) {
+	local, err = localpg.Start(ctx, cfg)
+	if errors.Is(err, localpg.ErrAlreadyRunning) {
 		// serve started it meanwhile.
-		local, err = store.AttachLocal(ctx, cfg)
+		local, err = localpg.Attach(ctx, cfg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("start embedded PostgreSQL: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/store/storetest"
 )
@@ -285,12 +286,12 @@ func TestUser_EmbeddedDefault(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storetest.StartTimeout)
 	defer cancel()
-	if _, err := store.AttachLocal(ctx, store.LocalConfig{Dir: pgDir}); !errors.Is(err, store.ErrLocalNotRunning) {
-		t.Fatalf("after user add, AttachLocal = %v; want the embedded server stopped (ErrLocalNotRunning)", err)
+	if _, err := localpg.Attach(ctx, localpg.Config{Dir: pgDir}); !errors.Is(err, localpg.ErrNotRunning) {
+		t.Fatalf("after user add, localpg.Attach = %v; want the embedded server stopped (ErrNotRunning)", err)
 	}
 
 	// Start it as serve would; the commands now attach and leave it running.
-	local, err := store.StartLocal(ctx, store.LocalConfig{Dir: pgDir})
+	local, err := localpg.Start(ctx, localpg.Config{Dir: pgDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +307,7 @@ func TestUser_EmbeddedDefault(t *testing.T) {
 	if err := authenticate(t, local.URL(), "admin", pw); !errors.Is(err, store.ErrBadCredentials) {
 		t.Errorf("disabled admin logs in: %v", err)
 	}
-	if _, err := store.AttachLocal(ctx, store.LocalConfig{Dir: pgDir}); err != nil {
+	if _, err := localpg.Attach(ctx, localpg.Config{Dir: pgDir}); err != nil {
 		t.Errorf("the server a user command attached to is gone: %v", err)
 	}
 	if strings.Contains(r.stderr, "starting the embedded PostgreSQL") {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/localpg"
 )
 
 func TestReapOrphans(t *testing.T) {
@@ -20,7 +20,7 @@ func TestReapOrphans(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
-	l, err := store.StartLocal(ctx, Config(dir))
+	l, err := localpg.Start(ctx, Config(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

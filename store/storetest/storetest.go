@@ -30,7 +30,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/localpg"
 )
 
 // StartTimeout bounds the start of a test cluster.
@@ -49,7 +49,7 @@ var Settings = map[string]string{
 var shared struct {
 	once  sync.Once
 	mu    sync.Mutex
-	local *store.Local
+	local *localpg.Cluster
 	dir   string
 	err   error
 }
@@ -161,19 +161,19 @@ func alive(pid int) bool {
 	return true
 }
 
-// Config returns the LocalConfig of a test cluster in dir.
-func Config(dir string) store.LocalConfig {
+// Config returns the localpg.Config of a test cluster in dir.
+func Config(dir string) localpg.Config {
 	s := make(map[string]string, len(Settings))
 	for k, v := range Settings {
 		s[k] = v
 	}
-	return store.LocalConfig{Dir: dir, Settings: s}
+	return localpg.Config{Dir: dir, Settings: s}
 }
 
 // Cluster returns the cluster shared by the tests of this binary, starting
 // it on first use. It fails the test (with the install hint when the
 // server binaries are missing) if the cluster cannot start.
-func Cluster(t testing.TB) *store.Local {
+func Cluster(t testing.TB) *localpg.Cluster {
 	t.Helper()
 	shared.once.Do(func() {
 		shared.mu.Lock()
@@ -187,7 +187,7 @@ func Cluster(t testing.TB) *store.Local {
 		shared.dir = dir
 		ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 		defer cancel()
-		shared.local, shared.err = store.StartLocal(ctx, Config(dir))
+		shared.local, shared.err = localpg.Start(ctx, Config(dir))
 		if shared.err != nil {
 			os.RemoveAll(dir)
 			shared.dir = ""
@@ -238,7 +238,7 @@ func NewDatabase(t testing.TB) string {
 
 // DropDatabase drops database name in l after dropping its replication
 // slots (terminating the walsenders that hold them).
-func DropDatabase(l *store.Local, name string) error {
+func DropDatabase(l *localpg.Cluster, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, l.DatabaseURL("postgres"))
@@ -294,12 +294,12 @@ func DropDatabase(l *store.Local, name string) error {
 
 // NewCluster starts a dedicated cluster, for tests that stop or restart
 // PostgreSQL. t.Cleanup closes it and removes its directory.
-func NewCluster(t testing.TB) *store.Local {
+func NewCluster(t testing.TB) *localpg.Cluster {
 	t.Helper()
 	dir := TempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
-	l, err := store.StartLocal(ctx, Config(dir))
+	l, err := localpg.Start(ctx, Config(dir))
 	if err != nil {
 		t.Fatalf("storetest: start PostgreSQL: %v", err)
 	}

@@ -1,4 +1,4 @@
-package store_test
+package localpg_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store/storetest"
 )
 
@@ -75,7 +75,7 @@ func waitDown(t testing.TB, url string) {
 	}
 }
 
-func TestLocal_Start(t *testing.T) {
+func TestCluster_Start(t *testing.T) {
 	t.Parallel()
 	l := storetest.Cluster(t)
 	url := l.URL()
@@ -108,7 +108,7 @@ func TestLocal_Start(t *testing.T) {
 	}
 }
 
-func TestLocal_TCPAndReplication(t *testing.T) {
+func TestCluster_TCPAndReplication(t *testing.T) {
 	t.Parallel()
 	l := storetest.Cluster(t)
 	// Host connections authenticate with scram through the pgpass file.
@@ -145,7 +145,7 @@ func TestLocal_TCPAndReplication(t *testing.T) {
 	}
 }
 
-func TestLocal_PsqlCommand(t *testing.T) {
+func TestCluster_PsqlCommand(t *testing.T) {
 	t.Parallel()
 	l := storetest.Cluster(t)
 	cmdline := l.PsqlCommand()
@@ -174,7 +174,7 @@ func TestLocal_PsqlCommand(t *testing.T) {
 	}
 }
 
-func TestLocal_RunsAsOSUser(t *testing.T) {
+func TestCluster_RunsAsOSUser(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Log("not root: the server runs as the calling user")
@@ -231,7 +231,7 @@ func procUID(t testing.TB, pid int) uint32 {
 	return 0
 }
 
-func TestLocal_RestartStopStart(t *testing.T) {
+func TestCluster_RestartStopStart(t *testing.T) {
 	t.Parallel()
 	l := storetest.NewCluster(t)
 	ctx := testCtx(t)
@@ -272,12 +272,12 @@ func TestLocal_RestartStopStart(t *testing.T) {
 	waitDown(t, l.URL())
 }
 
-func TestLocal_ReuseDataDir(t *testing.T) {
+func TestCluster_ReuseDataDir(t *testing.T) {
 	t.Parallel()
 	dir := storetest.TempDir(t)
 	cfg := storetest.Config(dir)
 	ctx := testCtx(t)
-	l, err := store.StartLocal(ctx, cfg)
+	l, err := localpg.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,9 +291,9 @@ func TestLocal_ReuseDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l2, err := store.StartLocal(ctx, cfg)
+	l2, err := localpg.Start(ctx, cfg)
 	if err != nil {
-		t.Fatalf("second StartLocal: %v", err)
+		t.Fatalf("second Start: %v", err)
 	}
 	t.Cleanup(func() { l2.Close() })
 	if got := queryOne(t, l2.URL(), "SELECT v FROM kept"); got != "still here" {
@@ -312,14 +312,14 @@ func TestLocal_ReuseDataDir(t *testing.T) {
 	}
 }
 
-func TestLocal_PassFileRecreated(t *testing.T) {
+func TestCluster_PassFileRecreated(t *testing.T) {
 	t.Parallel()
 	dir := storetest.TempDir(t)
 	cfg := storetest.Config(dir)
 	// Every statement logged: the new password must still not be.
 	cfg.Settings["log_statement"] = "all"
 	ctx := testCtx(t)
-	l, err := store.StartLocal(ctx, cfg)
+	l, err := localpg.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestLocal_PassFileRecreated(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "pgpass")); err != nil {
 		t.Fatal(err)
 	}
-	l2, err := store.StartLocal(ctx, cfg)
+	l2, err := localpg.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,13 +355,13 @@ func TestLocal_PassFileRecreated(t *testing.T) {
 	}
 }
 
-func TestLocal_AlreadyRunning(t *testing.T) {
+func TestCluster_AlreadyRunning(t *testing.T) {
 	t.Parallel()
 	l := storetest.NewCluster(t)
 	ctx := testCtx(t)
-	_, err := store.StartLocal(ctx, storetest.Config(l.Dir()))
-	if !errors.Is(err, store.ErrAlreadyRunning) {
-		t.Fatalf("second StartLocal error = %v, want ErrAlreadyRunning", err)
+	_, err := localpg.Start(ctx, storetest.Config(l.Dir()))
+	if !errors.Is(err, localpg.ErrAlreadyRunning) {
+		t.Fatalf("second Start error = %v, want ErrAlreadyRunning", err)
 	}
 	want := "a PostgreSQL server is already running on " + l.Dir()
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "is another changecast using this data dir?") {
@@ -373,10 +373,10 @@ func TestLocal_AlreadyRunning(t *testing.T) {
 	}
 }
 
-func TestLocal_MissingBinaries(t *testing.T) {
+func TestCluster_MissingBinaries(t *testing.T) {
 	empty := t.TempDir()
-	_, err := store.StartLocal(testCtx(t), store.LocalConfig{Dir: storetest.TempDir(t), BinDir: empty})
-	if !errors.Is(err, store.ErrNoServerBinaries) {
+	_, err := localpg.Start(testCtx(t), localpg.Config{Dir: storetest.TempDir(t), BinDir: empty})
+	if !errors.Is(err, localpg.ErrNoServerBinaries) {
 		t.Fatalf("error = %v, want ErrNoServerBinaries", err)
 	}
 	for _, want := range []string{"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in " + empty, "apt-get install -y postgresql", "CHANGECAST_PG_BIN"} {
@@ -386,21 +386,21 @@ func TestLocal_MissingBinaries(t *testing.T) {
 	}
 
 	t.Setenv("CHANGECAST_PG_BIN", empty)
-	_, err = store.StartLocal(testCtx(t), store.LocalConfig{Dir: storetest.TempDir(t)})
-	if !errors.Is(err, store.ErrNoServerBinaries) || !strings.Contains(err.Error(), empty) {
+	_, err = localpg.Start(testCtx(t), localpg.Config{Dir: storetest.TempDir(t)})
+	if !errors.Is(err, localpg.ErrNoServerBinaries) || !strings.Contains(err.Error(), empty) {
 		t.Fatalf("with CHANGECAST_PG_BIN: error = %v, want ErrNoServerBinaries naming %s", err, empty)
 	}
 }
 
-func TestLocal_UntraversableDir(t *testing.T) {
+func TestCluster_UntraversableDir(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("only root hands the server to another OS user")
 	}
 	base := t.TempDir() // 0700, owned by root: postgres cannot enter it
-	_, err := store.StartLocal(testCtx(t), storetest.Config(filepath.Join(base, "data")))
+	_, err := localpg.Start(testCtx(t), storetest.Config(filepath.Join(base, "data")))
 	if err == nil {
-		t.Fatal("StartLocal under a 0700 root-owned dir succeeded, want an error")
+		t.Fatal("Start under a 0700 root-owned dir succeeded, want an error")
 	}
 	if !strings.Contains(err.Error(), "chmod o+x") || !strings.Contains(err.Error(), "postgres") {
 		t.Fatalf("error %q, want it to explain chmod o+x for the postgres user", err)
@@ -408,14 +408,14 @@ func TestLocal_UntraversableDir(t *testing.T) {
 	t.Logf("error: %v", err)
 }
 
-func TestLocal_StartFailureShowsLog(t *testing.T) {
+func TestCluster_StartFailureShowsLog(t *testing.T) {
 	t.Parallel()
 	dir := storetest.TempDir(t)
 	cfg := storetest.Config(dir)
 	cfg.Settings["shared_buffers"] = "nonsense"
-	_, err := store.StartLocal(testCtx(t), cfg)
+	_, err := localpg.Start(testCtx(t), cfg)
 	if err == nil {
-		t.Fatal("StartLocal with shared_buffers=nonsense succeeded")
+		t.Fatal("Start with shared_buffers=nonsense succeeded")
 	}
 	if !strings.Contains(err.Error(), "postgres.log") || !strings.Contains(err.Error(), "shared_buffers") {
 		t.Fatalf("error %q, want the end of the server log naming shared_buffers", err)
@@ -423,21 +423,21 @@ func TestLocal_StartFailureShowsLog(t *testing.T) {
 	t.Logf("error: %v", err)
 }
 
-func TestLocal_ContextDeadline(t *testing.T) {
+func TestCluster_ContextDeadline(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := store.StartLocal(ctx, storetest.Config(storetest.TempDir(t)))
+	_, err := localpg.Start(ctx, storetest.Config(storetest.TempDir(t)))
 	if err == nil {
-		t.Fatal("StartLocal with a cancelled context succeeded")
+		t.Fatal("Start with a cancelled context succeeded")
 	}
 }
 
-// TestLocal_InterruptedInitdbLeavesNoHalfCluster cancels a first start
+// TestCluster_InterruptedInitdbLeavesNoHalfCluster cancels a first start
 // while initdb runs (Ctrl-C on the first "changecast serve"): the error says
 // so, and the next start on the same directory makes a working cluster
 // instead of failing on a half-initialised one.
-func TestLocal_InterruptedInitdbLeavesNoHalfCluster(t *testing.T) {
+func TestCluster_InterruptedInitdbLeavesNoHalfCluster(t *testing.T) {
 	t.Parallel()
 	dir := storetest.TempDir(t)
 	cfg := storetest.Config(dir)
@@ -453,7 +453,7 @@ func TestLocal_InterruptedInitdbLeavesNoHalfCluster(t *testing.T) {
 		}
 		cancel()
 	}()
-	if l, err := store.StartLocal(ctx, cfg); err == nil {
+	if l, err := localpg.Start(ctx, cfg); err == nil {
 		l.Close()
 		t.Log("initdb finished before the cancel; only the restart is checked")
 	} else if !errors.Is(err, context.Canceled) {
@@ -461,7 +461,7 @@ func TestLocal_InterruptedInitdbLeavesNoHalfCluster(t *testing.T) {
 	} else if _, err := os.Stat(filepath.Join(dir, "pgdata", "PG_VERSION")); err == nil {
 		t.Fatal("an interrupted initdb left a cluster behind in pgdata")
 	}
-	l, err := store.StartLocal(testCtx(t), cfg)
+	l, err := localpg.Start(testCtx(t), cfg)
 	if err != nil {
 		t.Fatalf("start after an interrupted initdb: %v", err)
 	}

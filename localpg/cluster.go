@@ -1,4 +1,4 @@
-package store
+package localpg
 
 import (
 	"bufio"
@@ -28,16 +28,17 @@ import (
 )
 
 // ErrNoServerBinaries is returned (wrapped, with an install hint) by
-// StartLocal when initdb, pg_ctl and postgres cannot be found.
+// Start when initdb, pg_ctl and postgres cannot be found.
 var ErrNoServerBinaries = errors.New("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found")
 
-// ErrAlreadyRunning is returned (wrapped) by StartLocal when a live server
+// ErrAlreadyRunning is returned (wrapped) by Start when a live server
 // already owns the data directory.
 var ErrAlreadyRunning = errors.New("a PostgreSQL server is already running")
 
-// LocalConfig configures a PostgreSQL cluster that changecast runs itself
-// (the embedded default of DESIGN.md §6, and the clusters tests use).
-type LocalConfig struct {
+// Config configures a PostgreSQL cluster that changecast runs itself (the
+// embedded default that serve starts when no database URL is given, and
+// the clusters tests use).
+type Config struct {
 	// Dir holds everything: the cluster in Dir/pgdata, the unix socket in
 	// Dir/run, the server log in Dir/postgres.log, the password file for
 	// TCP connections in Dir/pgpass. Created if missing. Required.
@@ -60,15 +61,15 @@ type LocalConfig struct {
 	Database string
 	// Settings are extra postgresql.conf settings (e.g. fsync=off for
 	// tests). They override changecast's own, are rewritten on every
-	// StartLocal, and are overridden in turn by ALTER SYSTEM.
+	// Start, and are overridden in turn by ALTER SYSTEM.
 	Settings map[string]string
 }
 
-// Default values of LocalConfig fields.
+// Default values of Config fields.
 const (
-	DefaultLocalOSUser   = "postgres"
-	DefaultLocalUser     = "changecast"
-	DefaultLocalDatabase = "changecast"
+	DefaultOSUser   = "postgres"
+	DefaultUser     = "changecast"
+	DefaultDatabase = "changecast"
 )
 
 // defaultStartTimeout bounds pg_ctl -w when the context has no deadline.
@@ -78,15 +79,15 @@ const defaultStartTimeout = 60 * time.Second
 // minus the terminating NUL).
 const maxSocketPath = 107
 
-// Local is a PostgreSQL cluster started by StartLocal. Its methods are safe
-// for concurrent use.
+// Cluster is a PostgreSQL cluster started by Start (or attached to by
+// Attach). Its methods are safe for concurrent use.
 //
 // The server runs in its own process group so that a Ctrl-C aimed at
 // changecast does not stop PostgreSQL before changecast has shut down in
 // order; Close stops it. If changecast dies without Close, the server keeps
-// running and the next StartLocal on the same Dir reports ErrAlreadyRunning.
-type Local struct {
-	cfg      LocalConfig
+// running and the next Start on the same Dir reports ErrAlreadyRunning.
+type Cluster struct {
+	cfg      Config
 	pgdata   string
 	runDir   string
 	logPath  string
@@ -102,12 +103,12 @@ type Local struct {
 	}
 }
 
-// StartLocal starts the cluster in cfg.Dir, creating it (initdb) on first
+// Start starts the cluster in cfg.Dir, creating it (initdb) on first
 // use, and creates cfg.Database if missing. It returns once the server
 // accepts connections; ctx bounds the whole start.
-func StartLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Dir == "" {
-		return nil, errors.New("start local postgres: LocalConfig.Dir is required")
+		return nil, errors.New("start local postgres: localpg.Config.Dir is required")
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -115,13 +116,13 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
 	}
 	cfg.Dir = dir
 	if cfg.OSUser == "" {
-		cfg.OSUser = DefaultLocalOSUser
+		cfg.OSUser = DefaultOSUser
 	}
 	if cfg.User == "" {
-		cfg.User = DefaultLocalUser
+		cfg.User = DefaultUser
 	}
 	if cfg.Database == "" {
-		cfg.Database = DefaultLocalDatabase
+		cfg.Database = DefaultDatabase
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("start local postgres: port %d out of range", cfg.Port)
@@ -137,7 +138,7 @@ func StartLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
 	}
 	cfg.BinDir = bin
 
-	l := &Local{
+	l := &Cluster{
 		cfg:      cfg,
 		pgdata:   filepath.Join(dir, "pgdata"),
 		runDir:   filepath.Join(dir, "run"),
@@ -215,10 +216,10 @@ var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 
 // URL returns the URL of cfg.Database over the unix socket (trust
 // authentication; the socket directory is private to the server user).
-func (l *Local) URL() string { return l.DatabaseURL(l.cfg.Database) }
+func (l *Cluster) URL() string { return l.DatabaseURL(l.cfg.Database) }
 
 // DatabaseURL returns the URL of database db over the unix socket.
-func (l *Local) DatabaseURL(db string) string {
+func (l *Cluster) DatabaseURL(db string) string {
 	q := url.Values{}
 	q.Set("host", l.runDir)
 	q.Set("port", strconv.Itoa(l.Port()))
@@ -226,18 +227,11 @@ func (l *Local) DatabaseURL(db string) string {
 	return u.String()
 }
 
-// TCPURL returns the URL of database db over TCP on 127.0.0.1, with
-// scram-sha-256 authentication through PassFile (the URL holds no password).
-func (l *Local) TCPURL(db string) string {
-	q := url.Values{}
-	q.Set("passfile", l.passPath)
-	u := url.URL{Scheme: "postgres", User: url.User(l.cfg.User), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Port())), Path: "/" + db, RawQuery: q.Encode()}
-	return u.String()
-}
-
 // PsqlCommand returns the shell command a human runs to connect with psql
-// over TCP. The password stays in PassFile; it is never printed.
-func (l *Local) PsqlCommand() string {
+// over TCP (scram-sha-256). The password stays in the pass file Dir/pgpass
+// (mode 0600, owned by the calling user), named by PGPASSFILE; it is never
+// printed.
+func (l *Cluster) PsqlCommand() string {
 	psql := "psql"
 	if _, err := exec.LookPath("psql"); err != nil {
 		psql = shellQuote(filepath.Join(l.cfg.BinDir, "psql"))
@@ -252,25 +246,18 @@ func (l *Local) PsqlCommand() string {
 	return "PGPASSFILE=" + shellQuote(l.passPath) + " " + psql + " " + us
 }
 
-// PassFile returns the path of the pgpass file (mode 0600, owned by the
-// calling user) that holds the superuser's password for TCP connections.
-func (l *Local) PassFile() string { return l.passPath }
-
 // Port returns the server's TCP port (also the unix socket's number).
-func (l *Local) Port() int { return int(l.port.Load()) }
+func (l *Cluster) Port() int { return int(l.port.Load()) }
 
-// Dir returns the cluster's directory (LocalConfig.Dir, made absolute).
-func (l *Local) Dir() string { return l.cfg.Dir }
-
-// LogPath returns the server log's path.
-func (l *Local) LogPath() string { return l.logPath }
+// Dir returns the cluster's directory (Config.Dir, made absolute).
+func (l *Cluster) Dir() string { return l.cfg.Dir }
 
 // Config returns the configuration with defaults filled in.
-func (l *Local) Config() LocalConfig { return l.cfg }
+func (l *Cluster) Config() Config { return l.cfg }
 
 // Restart restarts the server (pg_ctl restart -m fast), dropping every
 // connection. For tests.
-func (l *Local) Restart(ctx context.Context) error {
+func (l *Cluster) Restart(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.closed {
@@ -285,14 +272,14 @@ func (l *Local) Restart(ctx context.Context) error {
 
 // Stop stops the server (pg_ctl stop -m fast) and waits; Start starts it
 // again. Stopping a stopped server does nothing.
-func (l *Local) Stop(ctx context.Context) error {
+func (l *Cluster) Stop(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.stopLocked(ctx)
 }
 
 // Start starts a server stopped by Stop, on the same port.
-func (l *Local) Start(ctx context.Context) error {
+func (l *Cluster) Start(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.closed {
@@ -310,14 +297,14 @@ func (l *Local) Start(ctx context.Context) error {
 
 // Close stops the server (pg_ctl stop -m fast) and waits for it to exit.
 // It is idempotent; the data directory is kept.
-func (l *Local) Close() error {
+func (l *Cluster) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mu.closed = true
 	return l.stopLocked(context.Background())
 }
 
-func (l *Local) stopLocked(ctx context.Context) error {
+func (l *Cluster) stopLocked(ctx context.Context) error {
 	if !l.mu.running {
 		return nil
 	}
@@ -334,7 +321,7 @@ func (l *Local) stopLocked(ctx context.Context) error {
 
 // stopAfterFailedStart stops a server that pg_ctl may have left starting
 // (for example when ctx expired during pg_ctl -w).
-func (l *Local) stopAfterFailedStart() {
+func (l *Cluster) stopAfterFailedStart() {
 	if l.serverAlive() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -346,7 +333,7 @@ func (l *Local) stopAfterFailedStart() {
 
 // ensureCluster runs initdb unless Dir/pgdata already holds a cluster. It
 // reports whether it created one.
-func (l *Local) ensureCluster(ctx context.Context) (bool, error) {
+func (l *Cluster) ensureCluster(ctx context.Context) (bool, error) {
 	verPath := filepath.Join(l.pgdata, "PG_VERSION")
 	if b, err := os.ReadFile(verPath); err == nil {
 		return false, l.checkVersion(ctx, strings.TrimSpace(string(b)))
@@ -408,7 +395,7 @@ func (l *Local) ensureCluster(ctx context.Context) (bool, error) {
 // configure writes changecast's access rules and makes postgresql.conf
 // include changecast.conf. It runs on every start, so a cluster whose first
 // start failed half-way heals.
-func (l *Local) configure() error {
+func (l *Cluster) configure() error {
 	// Trust on the private unix socket, scram over loopback TCP, for
 	// ordinary and replication connections alike.
 	hba := "# Written by changecast on every start; edits are lost.\n" +
@@ -441,7 +428,7 @@ func (l *Local) configure() error {
 }
 
 // checkVersion compares the cluster's major version with the binaries'.
-func (l *Local) checkVersion(ctx context.Context, clusterVersion string) error {
+func (l *Cluster) checkVersion(ctx context.Context, clusterVersion string) error {
 	out, err := exec.CommandContext(ctx, filepath.Join(l.cfg.BinDir, "postgres"), "-V").Output()
 	if err != nil {
 		return nil // let pg_ctl report whatever is wrong
@@ -454,7 +441,7 @@ func (l *Local) checkVersion(ctx context.Context, clusterVersion string) error {
 }
 
 // writeConf writes changecast.conf, which postgresql.conf includes.
-func (l *Local) writeConf(port int) error {
+func (l *Cluster) writeConf(port int) error {
 	settings := map[string]string{
 		"listen_addresses":        "127.0.0.1",
 		"port":                    strconv.Itoa(port),
@@ -486,7 +473,7 @@ func (l *Local) writeConf(port int) error {
 
 // bootstrap creates the database and, when the password file is gone,
 // sets a new password and writes a new one.
-func (l *Local) bootstrap(ctx context.Context, fresh bool) error {
+func (l *Cluster) bootstrap(ctx context.Context, fresh bool) error {
 	conn, err := pgx.Connect(ctx, l.DatabaseURL("postgres"))
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -525,7 +512,7 @@ func (l *Local) bootstrap(ctx context.Context, fresh bool) error {
 	return nil
 }
 
-func (l *Local) writePassFile(password string) error {
+func (l *Cluster) writePassFile(password string) error {
 	var b strings.Builder
 	for _, host := range []string{"127.0.0.1", "localhost"} {
 		fmt.Fprintf(&b, "%s:*:*:%s:%s\n", host, pgpassEscape(l.cfg.User), password)
@@ -550,7 +537,7 @@ var errPortInUse = errors.New("port in use")
 
 // choosePort returns the port to start on and whether it was chosen
 // automatically.
-func (l *Local) choosePort(retry bool) (int, bool, error) {
+func (l *Cluster) choosePort(retry bool) (int, bool, error) {
 	if l.cfg.Port != 0 {
 		return l.cfg.Port, false, nil
 	}
@@ -582,7 +569,7 @@ func portFree(p int) bool {
 // ---- processes ----
 
 // command returns a command running bin/name as the server user.
-func (l *Local) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+func (l *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(l.cfg.BinDir, name), args...)
 	cmd.Dir = l.cfg.Dir
 	env := make([]string, 0, len(os.Environ()))
@@ -595,7 +582,7 @@ func (l *Local) command(ctx context.Context, name string, args ...string) *exec.
 	}
 	cmd.Env = env
 	// Own process group: a terminal's Ctrl-C reaches changecast, which
-	// then stops the server in order (see Local).
+	// then stops the server in order (see Cluster).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if l.cred != nil {
 		cmd.SysProcAttr.Credential = l.cred
@@ -607,7 +594,7 @@ func (l *Local) command(ctx context.Context, name string, args ...string) *exec.
 
 // pgCtl runs pg_ctl -w with the timeout of ctx. On failure the error
 // carries pg_ctl's output and the end of the server log.
-func (l *Local) pgCtl(ctx context.Context, action string, args ...string) error {
+func (l *Cluster) pgCtl(ctx context.Context, action string, args ...string) error {
 	timeout := defaultStartTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -643,7 +630,7 @@ func (l *Local) pgCtl(ctx context.Context, action string, args ...string) error 
 }
 
 // logSince returns the last lines the server logged after offset.
-func (l *Local) logSince(offset int64) string {
+func (l *Cluster) logSince(offset int64) string {
 	b, err := os.ReadFile(l.logPath)
 	if err != nil {
 		return ""
@@ -664,19 +651,19 @@ func lastLines(b []byte, n int) string {
 
 // checkNotRunning returns ErrAlreadyRunning when postmaster.pid names a
 // live postgres process.
-func (l *Local) checkNotRunning() error {
+func (l *Cluster) checkNotRunning() error {
 	if pid, ok := l.pidFromFile(); ok && processIsPostgres(pid) {
 		return fmt.Errorf("%w on %s (pid %d): is another changecast using this data dir?", ErrAlreadyRunning, l.cfg.Dir, pid)
 	}
 	return nil
 }
 
-func (l *Local) serverAlive() bool {
+func (l *Cluster) serverAlive() bool {
 	pid, ok := l.pidFromFile()
 	return ok && processIsPostgres(pid)
 }
 
-func (l *Local) pidFromFile() (int, bool) {
+func (l *Cluster) pidFromFile() (int, bool) {
 	f, err := os.Open(filepath.Join(l.pgdata, "postmaster.pid"))
 	if err != nil {
 		return 0, false
@@ -769,7 +756,7 @@ func pgDirVersion(p string) float64 {
 func lookupCredential(name string) (*syscall.Credential, []uint32, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, nil, fmt.Errorf("running as root, so PostgreSQL must run as another OS user, but user %q does not exist (%v); create it (useradd --system %s) or set another with LocalConfig.OSUser", name, err, name)
+		return nil, nil, fmt.Errorf("running as root, so PostgreSQL must run as another OS user, but user %q does not exist (%v); create it (useradd --system %s) or set another with localpg.Config.OSUser", name, err, name)
 	}
 	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
@@ -777,7 +764,7 @@ func lookupCredential(name string) (*syscall.Credential, []uint32, error) {
 		return nil, nil, fmt.Errorf("user %q: non-numeric uid/gid %s/%s", name, u.Uid, u.Gid)
 	}
 	if uid == 0 {
-		return nil, nil, fmt.Errorf("OS user %q is root; PostgreSQL refuses to run as root, set LocalConfig.OSUser to an unprivileged user", name)
+		return nil, nil, fmt.Errorf("OS user %q is root; PostgreSQL refuses to run as root, set localpg.Config.OSUser to an unprivileged user", name)
 	}
 	groups := []uint32{uint32(gid)}
 	if ids, err := u.GroupIds(); err == nil {
@@ -855,7 +842,7 @@ func containsGID(list []uint32, g uint32) bool {
 }
 
 // mkdirOwned creates dir with mode 0700, owned by the server user.
-func (l *Local) mkdirOwned(dir string) error {
+func (l *Cluster) mkdirOwned(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("start local postgres: %w", err)
 	}
@@ -865,7 +852,7 @@ func (l *Local) mkdirOwned(dir string) error {
 	return l.chown(dir)
 }
 
-func (l *Local) chown(path string) error {
+func (l *Cluster) chown(path string) error {
 	if l.cred == nil {
 		return nil
 	}
@@ -876,7 +863,7 @@ func (l *Local) chown(path string) error {
 }
 
 // writeOwned writes a file (mode 0600) owned by the server user.
-func (l *Local) writeOwned(path, content string) error {
+func (l *Cluster) writeOwned(path, content string) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		return fmt.Errorf("start local postgres: %w", err)
@@ -893,7 +880,7 @@ func (l *Local) writeOwned(path, content string) error {
 
 // writeOwnedTemp writes content to a new file in Dir readable only by the
 // server user and returns its path.
-func (l *Local) writeOwnedTemp(content string) (string, error) {
+func (l *Cluster) writeOwnedTemp(content string) (string, error) {
 	f, err := os.CreateTemp(l.cfg.Dir, ".pwfile-*")
 	if err != nil {
 		return "", err
@@ -910,7 +897,7 @@ func (l *Local) writeOwnedTemp(content string) (string, error) {
 	return f.Name(), nil
 }
 
-func (l *Local) ensureLogFile() error {
+func (l *Cluster) ensureLogFile() error {
 	f, err := os.OpenFile(l.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("start local postgres: %w", err)

@@ -1,4 +1,4 @@
-package store_test
+package localpg_test
 
 import (
 	"context"
@@ -9,23 +9,23 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store/storetest"
 )
 
-func TestAttachLocal(t *testing.T) {
+func TestAttach(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	dir := storetest.TempDir(t)
-	owner, err := store.StartLocal(ctx, storetest.Config(dir))
+	owner, err := localpg.Start(ctx, storetest.Config(dir))
 	if err != nil {
-		t.Fatalf("StartLocal: %v", err)
+		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { owner.Close() })
 
-	att, err := store.AttachLocal(ctx, store.LocalConfig{Dir: dir})
+	att, err := localpg.Attach(ctx, localpg.Config{Dir: dir})
 	if err != nil {
-		t.Fatalf("AttachLocal: %v", err)
+		t.Fatalf("Attach: %v", err)
 	}
 	if att.Port() != owner.Port() {
 		t.Errorf("attached port %d, want %d", att.Port(), owner.Port())
@@ -59,9 +59,9 @@ func TestAttachLocal(t *testing.T) {
 	if got := queryOne(t, owner.URL(), "SELECT 'still up'"); got != "still up" {
 		t.Errorf("after closing the attached handle: %q", got)
 	}
-	// StartLocal still refuses while the owner runs.
-	if _, err := store.StartLocal(ctx, store.LocalConfig{Dir: dir}); !errors.Is(err, store.ErrAlreadyRunning) {
-		t.Errorf("StartLocal while running: got %v, want ErrAlreadyRunning", err)
+	// Start still refuses while the owner runs.
+	if _, err := localpg.Start(ctx, localpg.Config{Dir: dir}); !errors.Is(err, localpg.ErrAlreadyRunning) {
+		t.Errorf("Start while running: got %v, want ErrAlreadyRunning", err)
 	}
 
 	url := owner.URL()
@@ -69,22 +69,22 @@ func TestAttachLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDown(t, url)
-	if _, err := store.AttachLocal(ctx, store.LocalConfig{Dir: dir}); !errors.Is(err, store.ErrLocalNotRunning) {
-		t.Errorf("AttachLocal on a stopped cluster: got %v, want ErrLocalNotRunning", err)
+	if _, err := localpg.Attach(ctx, localpg.Config{Dir: dir}); !errors.Is(err, localpg.ErrNotRunning) {
+		t.Errorf("Attach on a stopped cluster: got %v, want ErrNotRunning", err)
 	}
 }
 
-func TestAttachLocal_NotRunning(t *testing.T) {
+func TestAttach_NotRunning(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 
 	// Never started.
 	empty := t.TempDir()
-	if _, err := store.AttachLocal(ctx, store.LocalConfig{Dir: empty}); !errors.Is(err, store.ErrLocalNotRunning) {
-		t.Errorf("empty dir: got %v, want ErrLocalNotRunning", err)
+	if _, err := localpg.Attach(ctx, localpg.Config{Dir: empty}); !errors.Is(err, localpg.ErrNotRunning) {
+		t.Errorf("empty dir: got %v, want ErrNotRunning", err)
 	}
-	if _, err := store.AttachLocal(ctx, store.LocalConfig{Dir: filepath.Join(empty, "missing")}); !errors.Is(err, store.ErrLocalNotRunning) {
-		t.Errorf("missing dir: got %v, want ErrLocalNotRunning", err)
+	if _, err := localpg.Attach(ctx, localpg.Config{Dir: filepath.Join(empty, "missing")}); !errors.Is(err, localpg.ErrNotRunning) {
+		t.Errorf("missing dir: got %v, want ErrNotRunning", err)
 	}
 
 	// A stale postmaster.pid left by a server that died.
@@ -100,11 +100,11 @@ func TestAttachLocal_NotRunning(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(stale, "pgdata", "postmaster.pid"), []byte(pidFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.AttachLocal(ctx, store.LocalConfig{Dir: stale}); !errors.Is(err, store.ErrLocalNotRunning) {
-		t.Errorf("stale pid file: got %v, want ErrLocalNotRunning", err)
+	if _, err := localpg.Attach(ctx, localpg.Config{Dir: stale}); !errors.Is(err, localpg.ErrNotRunning) {
+		t.Errorf("stale pid file: got %v, want ErrNotRunning", err)
 	}
 
-	if _, err := store.AttachLocal(context.Background(), store.LocalConfig{}); err == nil {
+	if _, err := localpg.Attach(context.Background(), localpg.Config{}); err == nil {
 		t.Errorf("empty Dir: got nil error")
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package localpg
 
 import (
 	"context"
@@ -14,11 +14,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ErrLocalNotRunning is returned (wrapped) by AttachLocal when no server
-// is running in the directory.
-var ErrLocalNotRunning = errors.New("no embedded PostgreSQL server is running")
+// ErrNotRunning is returned (wrapped) by Attach when no server is running
+// in the directory.
+var ErrNotRunning = errors.New("no embedded PostgreSQL server is running")
 
-// attachPoll is how often AttachLocal re-reads postmaster.pid while the
+// attachPoll is how often Attach re-reads postmaster.pid while the
 // server is starting.
 const attachPoll = 50 * time.Millisecond
 
@@ -29,24 +29,23 @@ const (
 	pidLineStatus    = 8
 )
 
-// AttachLocal returns a Local handle for an embedded cluster in cfg.Dir
-// that another process (serve) is running, without starting or owning it:
-// its URL reaches the running server (port from postmaster.pid, password
-// from the pass file the launcher wrote). ErrLocalNotRunning when no server
-// is running there.
+// Attach returns a handle for a cluster in cfg.Dir that another process
+// (serve) is running, without starting or owning it: its URL reaches the
+// running server (port from postmaster.pid, password from the pass file
+// Start wrote). ErrNotRunning when no server is running there.
 //
-// cfg's defaults are those of StartLocal (User, Database); Port, OSUser and
+// cfg's defaults are those of Start (User, Database); Port, OSUser and
 // Settings are ignored: the running server's own port and socket directory
 // (from postmaster.pid) are used. URL and DatabaseURL reach the server over
-// its unix socket; TCPURL authenticates with PassFile. A server still
-// starting is waited for (bounded by ctx, 60 s without a deadline); one
-// shutting down is waited out and then reported as ErrLocalNotRunning.
+// its unix socket; PsqlCommand authenticates with the pass file. A server
+// still starting is waited for (bounded by ctx, 60 s without a deadline);
+// one shutting down is waited out and then reported as ErrNotRunning.
 //
 // The handle never stops or starts the server: Close and Stop do nothing,
 // and Start and Restart fail (the process that started the server owns it).
-func AttachLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
+func Attach(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Dir == "" {
-		return nil, errors.New("attach to local postgres: LocalConfig.Dir is required")
+		return nil, errors.New("attach to local postgres: localpg.Config.Dir is required")
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -54,16 +53,16 @@ func AttachLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
 	}
 	cfg.Dir = dir
 	if cfg.User == "" {
-		cfg.User = DefaultLocalUser
+		cfg.User = DefaultUser
 	}
 	if cfg.Database == "" {
-		cfg.Database = DefaultLocalDatabase
+		cfg.Database = DefaultDatabase
 	}
 	// The binaries only serve PsqlCommand's fallback; attaching needs none.
 	if bin, err := findBinDir(cfg.BinDir); err == nil {
 		cfg.BinDir = bin
 	}
-	l := &Local{
+	l := &Cluster{
 		cfg:      cfg,
 		pgdata:   filepath.Join(dir, "pgdata"),
 		runDir:   filepath.Join(dir, "run"),
@@ -112,12 +111,12 @@ func AttachLocal(ctx context.Context, cfg LocalConfig) (*Local, error) {
 
 // readPidFile reads postmaster.pid and sets the port and socket directory
 // from it. It reports whether the server is ready for connections, or
-// ErrLocalNotRunning when no live server owns the directory.
-func (l *Local) readPidFile() (ready bool, err error) {
+// ErrNotRunning when no live server owns the directory.
+func (l *Cluster) readPidFile() (ready bool, err error) {
 	b, err := os.ReadFile(filepath.Join(l.pgdata, "postmaster.pid"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return false, ErrLocalNotRunning
+			return false, ErrNotRunning
 		}
 		return false, err
 	}
@@ -130,7 +129,7 @@ func (l *Local) readPidFile() (ready bool, err error) {
 	}
 	// One read of the file: line 1 is the postmaster's pid.
 	if pid, err := strconv.Atoi(line(1)); err != nil || pid <= 0 || !processIsPostgres(pid) {
-		return false, ErrLocalNotRunning
+		return false, ErrNotRunning
 	}
 	// The postmaster writes the file in steps while it starts; a line
 	// still missing means "not yet".
@@ -151,7 +150,7 @@ func (l *Local) readPidFile() (ready bool, err error) {
 }
 
 // ping opens and closes one connection to the server.
-func (l *Local) ping(ctx context.Context) error {
+func (l *Cluster) ping(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(cctx, l.URL())
