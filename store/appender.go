@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/pipeline"
 )
 
 // journalLockKey is the session-level advisory lock the one appender of a
@@ -70,21 +71,9 @@ type AppenderConfig struct {
 	SanitizeEvent func(entities.Event) (entities.Event, error)
 }
 
-// Committed reports one journal commit to AppenderConfig.OnCommit.
-type Committed struct {
-	// Head is the journal's highest seq after the commit.
-	Head int64
-	// Changes are the committed changes in seq order with Cursor set, or
-	// nil when there were more than InlineMax of them (read them from the
-	// journal, after the previous Head). Empty, not nil, when the commit
-	// held no change (a transaction skipped as already journaled, or one
-	// without changes).
-	Changes []entities.Change
-	// EndLSN is the highest source Transaction.EndLSN now durable in the
-	// journal's offset (0 if the commit covered none): the position the
-	// watcher may confirm.
-	EndLSN entities.LSN
-}
+// Committed reports one journal commit to AppenderConfig.OnCommit (see
+// pipeline.Committed).
+type Committed = pipeline.Committed
 
 // Appender is the journal's single writer. It assigns seq itself (dense,
 // from head+1, in the order transactions arrive, which is commit order),
@@ -238,7 +227,13 @@ func (a *Appender) Close() error {
 	a.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		// Closing the session releases the advisory lock.
+		// Release the lock explicitly: closing the session releases it
+		// too, but only once the server's backend has exited, which
+		// can lag behind Close under load, and the next appender (a
+		// rebuilt pipeline, a standby) would find the journal locked.
+		if !a.conn.IsClosed() {
+			_, _ = a.conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", journalLockKey)
+		}
 		a.closeErr = a.conn.Close(ctx)
 	})
 	return a.closeErr
