@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/changecast/changecast/internal/backoff"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -357,14 +357,13 @@ func (r *revoker) take() (map[string]bool, bool) {
 // connection stays open meanwhile, as it would if the change had not been
 // seen yet.
 func (r *revoker) run(ctx context.Context) {
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
-	backoff := time.Duration(0)
+	wait := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	failing := false
 	for {
 		var retry <-chan time.Time
 		var t *time.Timer
-		if backoff > 0 {
-			t = time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		if failing {
+			t = time.NewTimer(wait.Next())
 			retry = t.C
 		}
 		select {
@@ -390,14 +389,13 @@ func (r *revoker) run(ctx context.Context) {
 				r.srv.log.Warn("session check failed; retrying", "err", err)
 				failing = true
 			}
-			backoff = min(max(2*backoff, minBackoff), maxBackoff)
 			continue
 		}
 		if failing {
 			r.srv.log.Info("session checks recovered")
 			failing = false
 		}
-		backoff = 0
+		wait.Reset()
 	}
 }
 

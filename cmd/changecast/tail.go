@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/changecast/changecast/internal/backoff"
 	"io"
 	"os"
 	"slices"
@@ -335,7 +336,7 @@ func tailRun(ctx context.Context, cfg tailConfig, stdout, stderr io.Writer) erro
 
 	var sub *client.Subscription
 	start := time.Now()
-	delay := cfg.minBackoff
+	retry := backoff.Backoff{Min: cfg.minBackoff, Max: cfg.maxBackoff}
 	for {
 		var err error
 		sub, err = client.Dial(ctx, cfg.server, cfg.token, opts)
@@ -348,17 +349,13 @@ func tailRun(ctx context.Context, cfg tailConfig, stdout, stderr io.Writer) erro
 		if !client.Retryable(err) {
 			return tailError(err)
 		}
+		delay := retry.Next()
 		if time.Since(start)+delay > cfg.startWindow {
 			return exitError{exitUnreachable, fmt.Errorf("tail: cannot reach the changecast server at %s: %w; is \"changecast serve\" running there? (set --server or %s)", cfg.server, err, envServer)}
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
-		delay = min(2*delay, cfg.maxBackoff)
 	}
 	select {
 	case <-ctx.Done():

@@ -39,9 +39,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/changecast/changecast/internal/backoff"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -474,8 +474,9 @@ func (s *Subscription) run(ctx context.Context, c *conn) {
 // reconnect waits with backoff and dials again until it succeeds, ctx ends
 // or an attempt fails in a way retrying cannot fix.
 func (s *Subscription) reconnect(ctx context.Context, cause error) (*conn, error) {
+	retry := backoff.Backoff{Min: s.opts.MinBackoff, Max: s.opts.MaxBackoff}
 	for attempt := 0; ; attempt++ {
-		delay := s.backoff(attempt)
+		delay := retry.Next()
 		ev := Event{Type: EventRetrying, Cursor: s.st.last, Attempt: attempt, Delay: delay, Err: cause}
 		if attempt == 0 {
 			ev.Type = EventDisconnected
@@ -484,12 +485,8 @@ func (s *Subscription) reconnect(ctx context.Context, cause error) (*conn, error
 			s.log.Debug("changecast reconnection failed; retrying", "err", cause, "attempt", attempt, "delay", delay)
 		}
 		s.emit(ev)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
 		c, err := s.connect(ctx)
 		if err == nil {
@@ -500,17 +497,6 @@ func (s *Subscription) reconnect(ctx context.Context, cause error) (*conn, error
 		}
 		cause = err
 	}
-}
-
-// backoff returns the delay before reconnection attempt n (from 0):
-// MinBackoff doubled n times, capped at MaxBackoff, drawn from [d/2, d].
-func (s *Subscription) backoff(n int) time.Duration {
-	d := s.opts.MinBackoff
-	for i := 0; i < n && d < s.opts.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, s.opts.MaxBackoff)
-	return d/2 + rand.N(d/2+1)
 }
 
 func (s *Subscription) emit(ev Event) {

@@ -3,7 +3,6 @@ package client
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestEventsURL(t *testing.T) {
@@ -45,17 +44,3 @@ func TestParseFrame_SkipsUnknownFrames(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	s := &Subscription{opts: Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}}
-	huge := &Subscription{opts: Options{MinBackoff: time.Hour, MaxBackoff: 1000 * time.Hour}}
-	if d := huge.backoff(100); d < 500*time.Hour || d > 1000*time.Hour {
-		t.Fatalf("backoff(100) with an hour's minimum = %v, want within [500h, 1000h]", d)
-	}
-	for n, want := range map[int]time.Duration{0: 100 * time.Millisecond, 1: 200 * time.Millisecond, 3: 800 * time.Millisecond, 4: time.Second, 40: time.Second} {
-		for range 20 {
-			if d := s.backoff(n); d < want/2 || d > want {
-				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", n, d, want/2, want)
-			}
-		}
-	}
-}
