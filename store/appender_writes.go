@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/pipeline"
 )
 
 // WriteFunc writes changecast's own tables (the events table) inside a
@@ -26,12 +28,12 @@ type write struct {
 // broke): the appender stops, and whether the write committed is unknown.
 // A write made idempotent (PersistEvent is) can be retried on the next
 // appender.
-var ErrJournalWriteFailed = errors.New("journal write failed")
+var ErrJournalWriteFailed = pipeline.ErrWriteFailed
 
 // ErrAppenderStopped is returned (wrapped) by Submit and PersistEvent when
 // the appender's Run has returned: the write was not made. A new appender
 // (the pipeline rebuilds one) takes writes again.
-var ErrAppenderStopped = errors.New("journal appender is not running")
+var ErrAppenderStopped = pipeline.ErrWriterStopped
 
 // Submit runs fn on the appender goroutine, between source transactions, in
 // a journal transaction of its own: fn's table writes, the journal rows of
@@ -117,4 +119,23 @@ func (a *Appender) applyWrite(ctx context.Context, w write) error {
 	a.hold(0)
 	w.done <- nil
 	return nil
+}
+
+// SetEventStatus sets the status of stored events (of owner only, when
+// owner is not nil) through the running appender and journals each change
+// as an event update. An unknown id fails with ErrEventNotFound and
+// changes nothing.
+func (a *Appender) SetEventStatus(ctx context.Context, owner *uuid.UUID, ids []uuid.UUID, status entities.EventStatus) error {
+	return a.Submit(ctx, func(ctx context.Context, tx pgx.Tx) ([]entities.Change, error) {
+		return SetEventStatusTx(ctx, tx, owner, ids, status)
+	})
+}
+
+// DeleteEvents deletes stored events (of owner only, when owner is not
+// nil) through the running appender and journals each as an event delete.
+// An unknown id fails with ErrEventNotFound and deletes nothing.
+func (a *Appender) DeleteEvents(ctx context.Context, owner *uuid.UUID, ids []uuid.UUID) error {
+	return a.Submit(ctx, func(ctx context.Context, tx pgx.Tx) ([]entities.Change, error) {
+		return DeleteEventsTx(ctx, tx, owner, ids)
+	})
 }

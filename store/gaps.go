@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/pipeline"
 )
 
 // A gap is the one way the journal can miss source changes: the
@@ -27,22 +27,8 @@ import (
 // cursor before a recorded gap.
 var ErrJournalGap = errors.New("the journal has a gap after this cursor")
 
-// Gap is a recorded gap in the journal.
-type Gap struct {
-	// Seq is the cursor of the gap's marker row. Resuming after a cursor
-	// below Seq is impossible; resuming after Seq or later is exact.
-	Seq int64
-	// FromLSN is the stored offset when the slot was found lost: every
-	// transaction that ended at or before it is in the journal.
-	FromLSN entities.LSN
-	// ToLSN is where the new slot starts: transactions that committed
-	// after FromLSN and before ToLSN are lost.
-	ToLSN entities.LSN
-	// Reason says how the slot was lost, in a few words.
-	Reason string
-	// RecordedAt is when the gap was recorded.
-	RecordedAt time.Time
-}
+// Gap is a recorded gap in the journal (see pipeline.Gap).
+type Gap = pipeline.Gap
 
 // GapError reports that a reader's cursor lies before a gap: it cannot
 // resume without missing changes and must re-read the state.

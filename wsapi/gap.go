@@ -76,3 +76,7 @@ func (s *Server) refuseUnavailable(w http.ResponseWriter) bool {
 	writeError(w, http.StatusServiceUnavailable, *p)
 	return true
 }
+
+// Gap stops every client that started before cursor with resync-required
+// carrying reason (see Resync): wsapi.Server as a pipeline sink.
+func (s *Server) Gap(cursor int64, reason string) { s.Resync(cursor, reason) }

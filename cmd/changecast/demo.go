@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/changecast/changecast/internal/backoff"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -79,6 +80,9 @@ func parseDemoFlags(args []string, stderr io.Writer) (demoConfig, error) {
 	}
 	fs.IntVar(&cfg.rate, "rate", defaultDemoRate, fmt.Sprintf("changes per second the workload writes, 1 to %d", maxDemoRate))
 	fs.Uint64Var(&cfg.seed, "seed", defaultDemoSeed, "seed of the workload's choices: the same seed on an empty data dir writes the same sequence")
+	if err := applyEnv(fs); err != nil { // CHANGECAST_RATE, CHANGECAST_SEED
+		return cfg, err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
 	}
@@ -294,8 +298,7 @@ func newWorkload(url string, rate int, seed uint64, log *slog.Logger, onSecret f
 func (w *workload) run(ctx context.Context) error {
 	defer w.disconnect()
 	defer func() { w.log.Info("demo workload stopped", "changes", w.changes) }()
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
-	backoff := minBackoff
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	paused, failures := false, 0
 	w.log.Info("demo workload started", "changes_per_second", w.rate)
 	tick := time.NewTicker(w.interval)
@@ -315,7 +318,7 @@ func (w *workload) run(ctx context.Context) error {
 				w.log.Info("demo workload resumed", "failed_attempts", failures)
 				paused, failures = false, 0
 			}
-			backoff = minBackoff
+			retry.Reset()
 			continue
 		}
 		var we *workloadError
@@ -324,17 +327,14 @@ func (w *workload) run(ctx context.Context) error {
 		}
 		w.disconnect()
 		failures++
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Next()
 		if !paused {
 			w.log.Warn("demo workload paused: the database is unavailable; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 			paused = true
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, maxBackoff)
 	}
 }
 

@@ -7,20 +7,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/localpg"
-	"github.com/changecast/changecast/sanitize"
+	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/store"
-	"github.com/changecast/changecast/watcher"
 	"github.com/changecast/changecast/wsapi"
 )
 
@@ -38,7 +35,7 @@ type serveConfig struct {
 	maxConnections    int
 	lagWarnBytes      uint64
 	loginTTL          time.Duration
-	onSlotLoss        string // slotLossResync or slotLossStop
+	onSlotLoss        string // a pipeline.SlotLossPolicy
 	loginFailuresUser int
 	loginFailuresAddr int
 	loginWindow       time.Duration
@@ -109,20 +106,15 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.IntVar(&cfg.loginFailuresAddr, "login-max-failures-addr", wsapi.DefaultLoginFailuresPerAddr, "failed logins from one remote address (IPv6: /64) allowed within --login-window before further attempts wait (429); negative disables")
 	fs.DurationVar(&cfg.loginWindow, "login-window", wsapi.DefaultLoginWindow, "how long failed logins are remembered after the last one or the end of a lock-out")
 	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
-	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, slotLossResync), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
-	return nil
+	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, string(pipeline.SlotLossResync)), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
+	// Every one of these flags has its CHANGECAST_* variable.
+	return applyEnv(fs)
 }
-
-// What serve does when the replication slot is lost (--on-slot-loss).
-const (
-	slotLossResync = "resync"
-	slotLossStop   = "stop"
-)
 
 // check validates the flags that parsing alone cannot.
 func (cfg *serveConfig) check() error {
-	if cfg.onSlotLoss != slotLossResync && cfg.onSlotLoss != slotLossStop {
-		return fmt.Errorf("--on-slot-loss %q: use %q or %q", cfg.onSlotLoss, slotLossResync, slotLossStop)
+	if p := pipeline.SlotLossPolicy(cfg.onSlotLoss); p != pipeline.SlotLossResync && p != pipeline.SlotLossStop {
+		return fmt.Errorf("--on-slot-loss %q: use %q or %q", cfg.onSlotLoss, pipeline.SlotLossResync, pipeline.SlotLossStop)
 	}
 	return nil
 }
@@ -132,7 +124,7 @@ func (cfg *serveConfig) check() error {
 // ctx ends (orderly shutdown) or a part fails in a way retrying cannot fix.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Logger) (err error) {
 	if cfg.onSlotLoss == "" {
-		cfg.onSlotLoss = slotLossResync
+		cfg.onSlotLoss = string(pipeline.SlotLossResync)
 	}
 	if err := cfg.check(); err != nil {
 		return err
@@ -164,7 +156,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		dbURL = local.URL()
 	}
 
-	reg := entities.DefaultRegistry()
+	reg := registry()
 	db, err := store.Open(ctx, dbURL)
 	if err != nil {
 		return err
@@ -177,72 +169,37 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return fmt.Errorf("publication: %w", err)
 	}
 
-	// Create the slot before announcing anything: from here on PostgreSQL
-	// keeps every committed change for us, even before the pipeline runs.
-	// (Changes committed before the slot existed are never streamed.) The
-	// slot is created only on a first start: nothing stored, nothing
-	// journaled. After that a missing slot is a loss, which the pipeline
-	// records (or, with --on-slot-loss stop, serve reports) rather than
-	// hides.
-	offset, err := db.LoadOffset(ctx, cfg.slot)
-	if err != nil {
-		return err
-	}
-	journalHead, err := db.JournalHead(ctx)
-	if err != nil {
-		return fmt.Errorf("read journal head: %w", err)
-	}
-	probe, err := watcher.New(watcher.Config{URL: dbURL, Slot: cfg.slot, Publication: publicationName, Registry: reg, Logger: log,
-		StartLSN: offset, ExpectSlot: journalHead > 0,
-		SavePosition: func(ctx context.Context, lsn entities.LSN) error { return db.SaveOffset(ctx, cfg.slot, lsn) },
+	pipe, err := pipeline.New(pipeline.Config{
+		DatabaseURL: dbURL,
+		Registry:    reg,
+		Journal: &store.Journal{DB: db, Retention: store.RetentionConfig{
+			MaxAge: cfg.retentionAge, MaxRows: cfg.retentionRows, Interval: cfg.retentionInterval,
+			Logger: log.With("component", "retention"),
+		}},
+		Slot:         cfg.slot,
+		Publication:  publicationName,
+		ChunkSize:    cfg.chunkSize,
+		LagWarnBytes: lagWarn(cfg.lagWarnBytes),
+		OnSlotLoss:   pipeline.SlotLossPolicy(cfg.onSlotLoss),
+		Logger:       log,
+		SlotLostHook: cfg.slotLost,
 	})
 	if err != nil {
 		return err
 	}
-	// Prerequisites first, so a misconfigured server gets Check's one clear
-	// message rather than the error of whatever step trips over it. A slot
-	// in use means another changecast runs: this one will wait as standby.
-	checkErr := probe.Check(ctx)
-	if checkErr != nil && !errors.Is(checkErr, watcher.ErrSlotInUse) {
-		return checkErr
-	}
-	var lost *watcher.SlotLostError
-	if err := probe.EnsureSlot(ctx); errors.As(err, &lost) {
-		if cfg.onSlotLoss == slotLossStop {
-			return slotLossStopError(lost)
-		}
-		// The pipeline records the gap before it streams.
-	} else if err != nil {
-		return fmt.Errorf("replication slot: %w", err)
-	}
-
-	pipe := &pipeline{
-		db:     db,
-		reg:    reg,
-		san:    sanitize.New(reg),
-		url:    dbURL,
-		slot:   cfg.slot,
-		chunk:  cfg.chunkSize,
-		log:    log,
-		events: newEmitter(cfg.slot, log.With("component", "events")),
-		onLoss: cfg.onSlotLoss,
-		onLost: cfg.slotLost,
-	}
-	pipe.lagMon.threshold = cfg.lagWarnBytes
-	// The first pipeline need not repeat the check that just passed.
-	pipe.checked = checkErr == nil
 	var hubUsers wsapi.Users = users{db}
 	if cfg.wrapUsers != nil {
 		hubUsers = cfg.wrapUsers(hubUsers)
 	}
-	hub, err := wsapi.NewServer(wsapi.Config{
+	var hub *wsapi.Server
+	hub, err = wsapi.NewServer(wsapi.Config{
 		Registry: reg,
 		Auth:     auth,
 		Journal:  journalReader{db},
 		// A filter may not test a field that sanitize would strip.
-		SecretField: sanitize.Stripped,
+		SecretField: pipe.SecretField,
 		Logger:      log.With("component", "wsapi"),
-		Ready:       pipe.streaming,
+		Ready:       pipe.Streaming,
 		Users:       hubUsers,
 		LoginTTL:    cfg.loginTTL,
 		// Login throttling (issue 17).
@@ -251,18 +208,23 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		LoginWindow:          cfg.loginWindow,
 		LoginMaxDelay:        cfg.loginMaxDelay,
 		MaxConnections:       cfg.maxConnections,
-		SystemState:          pipe.systemState,
-		OnCursorExpired:      pipe.events.retentionGap,
-		Events:               eventStore{db: db, pipe: pipe},
+		SystemState: func() any {
+			st := pipe.SystemState()
+			st["connected_clients"] = hub.Clients()
+			return st
+		},
+		OnCursorExpired: pipe.ReportRetentionGap,
+		Events:          eventStore{db: db, pipe: pipe},
 	})
 	if err != nil {
 		return err
 	}
-	pipe.hub = hub
-	// The hub knows the journal's head before the first client can
-	// connect: a client resuming with since=<cursor> must not be told its
-	// cursor is unknown just because the pipeline has not started yet.
-	hub.Publish(journalHead, nil)
+	pipe.AddSink(hub)
+	// The slot exists (or its loss is known) before anything is
+	// announced: from here on PostgreSQL keeps every committed change.
+	if err := pipe.Prepare(ctx); err != nil {
+		return err
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(pipe, hub))
@@ -295,34 +257,26 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		cfg.beforeWatch(addr)
 	}
 
-	// The pipeline stops first (its context), so that everything the
-	// watcher handed over is journaled and published while clients are
-	// still connected; then the hub says goodbye; then HTTP closes.
+	// The pipeline stops first (its context: it writes the shutdown event
+	// and lets everything the watcher handed over be journaled and
+	// published while clients are still connected); then the hub says
+	// goodbye; then HTTP closes.
 	pipeCtx, stopPipe := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPipe()
 	pipeDone := make(chan error, 1)
 	parts.Go(func() error {
-		err := pipe.run(pipeCtx)
+		err := pipe.Run(pipeCtx)
 		pipeDone <- err
 		return err
 	})
 	if cfg.started != nil {
 		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, Local: local, Auth: auth})
 	}
-	retCtx, stopRetention := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRetention()
-	parts.Go(func() error {
-		return db.RunRetention(retCtx, store.RetentionConfig{
-			MaxAge: cfg.retentionAge, MaxRows: cfg.retentionRows, Interval: cfg.retentionInterval,
-			Logger: log.With("component", "retention"),
-		})
-	})
 
 	var cause error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-		pipe.events.shutdown(hub.Head())
 	case cause = <-httpErr:
 		log.Error("http server stopped", "err", cause)
 	case cause = <-pipeDone:
@@ -334,7 +288,6 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if perr := <-pipeDone; perr != nil && cause == nil {
 		cause = perr
 	}
-	stopRetention()
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := hub.Close(shutCtx); err != nil {
@@ -350,6 +303,15 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	return cause
 }
 
+// lagWarn maps --lag-warn-bytes (0 disables) to pipeline.Config's
+// LagWarnBytes (negative disables).
+func lagWarn(flag uint64) int64 {
+	if flag == 0 {
+		return -1
+	}
+	return int64(min(flag, 1<<62))
+}
+
 // journalReader adapts the store's journal to the hub's narrow interface.
 type journalReader struct{ db *store.DB }
 
@@ -358,415 +320,11 @@ func (j journalReader) ReadAfter(ctx context.Context, after int64, limit int, ty
 	var gap *store.GapError
 	if errors.As(err, &gap) {
 		// A gap tells the client why it must resync.
-		return nil, &wsapi.CursorLostError{Cursor: after, Reason: gapMessage(gap.Gap)}
+		return nil, &wsapi.CursorLostError{Cursor: after, Reason: pipeline.GapMessage(gap.Gap)}
 	}
 	return changes, err
 }
 
 func (j journalReader) Horizon(ctx context.Context) (int64, error) {
 	return j.db.JournalHorizon(ctx)
-}
-
-// pipeline owns the replication path: watcher → sanitize → journal appender,
-// whose commits are published to the hub and only then acknowledged to
-// PostgreSQL. When a part fails (PostgreSQL restarted, connection lost,
-// slot or journal held by another process) the whole path is rebuilt from
-// the journal's stored offset after a capped, jittered backoff, while HTTP
-// and the connected clients stay up.
-type pipeline struct {
-	db    *store.DB
-	hub   *wsapi.Server
-	reg   *entities.Registry
-	san   *sanitize.Sanitizer
-	url   string
-	slot  string
-	chunk int
-	log   *slog.Logger
-
-	current   atomic.Pointer[watcher.Watcher] // the running watcher, for readiness and metrics
-	appender  atomic.Pointer[store.Appender]  // the running appender, for metrics and system writes
-	highWater atomic.Int64                    // most changes a finished appender held in memory at once
-	restarts  atomic.Uint64
-
-	events  *emitter    // changecast's own system events
-	standby atomic.Bool // waiting for another process's slot or journal
-	rate    rateMeter   // journal changes per second, for system-state
-	lagMon  lagMonitor  // (once's lag goroutine only)
-	checked bool        // prerequisites checked just before the first once; then false
-	onLoss  string      // slotLossResync or slotLossStop
-	onLost  func()      // serveConfig.slotLost
-
-	// Owned by run's goroutine, and by the watcher's Started callback
-	// while once runs (once starts after run writes them and returns
-	// after the callback).
-	started bool        // the pipeline has streamed once
-	downAt  time.Time   // when the running pipeline last failed; zero while streaming
-	gaps    []store.Gap // gaps recorded during the current outage
-	fault   string      // the current fault, logged and raised once; "" while streaming
-}
-
-func (p *pipeline) streaming() bool {
-	w := p.current.Load()
-	return w != nil && w.Streaming()
-}
-
-// appenderHighWater is the most changes any appender held in memory at once.
-func (p *pipeline) appenderHighWater() int64 {
-	hw := p.highWater.Load()
-	if a := p.appender.Load(); a != nil {
-		hw = max(hw, int64(a.HighWater()))
-	}
-	return hw
-}
-
-func (p *pipeline) stats() watcher.Stats {
-	if w := p.current.Load(); w != nil {
-		return w.Stats()
-	}
-	return watcher.Stats{}
-}
-
-// relay passes transactions from src to dst in order, holding up to budget
-// changes (and always at least one transaction) in between, so the
-// appender finds what arrived while it was committing and takes it in one
-// journal commit. It closes dst once src is closed and everything held has
-// been passed on, or when ctx ends.
-func relay(ctx context.Context, src <-chan entities.Transaction, dst chan<- entities.Transaction, budget int) error {
-	defer close(dst)
-	var q []entities.Transaction
-	held := 0
-	for {
-		var out chan<- entities.Transaction
-		var next entities.Transaction
-		if len(q) > 0 {
-			out, next = dst, q[0]
-		}
-		in := src
-		if len(q) > 0 && held >= budget {
-			in = nil // full: wait for the appender
-		}
-		if in == nil && out == nil {
-			return nil // src closed and everything passed on
-		}
-		select {
-		case tx, ok := <-in:
-			if !ok {
-				src = nil
-				continue
-			}
-			q = append(q, tx)
-			held += len(tx.Changes)
-		case out <- next:
-			q[0] = entities.Transaction{}
-			q = q[1:]
-			held -= len(next.Changes)
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
-// fatalError marks a failure that rebuilding the pipeline cannot fix.
-type fatalError struct{ err error }
-
-func (e fatalError) Error() string { return e.err.Error() }
-func (e fatalError) Unwrap() error { return e.err }
-
-// run rebuilds the pipeline until ctx ends. It returns nil on orderly stop
-// and the error of a failure retrying cannot fix.
-func (p *pipeline) run(ctx context.Context) error {
-	const minBackoff, maxBackoff = 250 * time.Millisecond, 15 * time.Second
-	backoff := minBackoff
-	for {
-		started := time.Now()
-		err := p.once(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err == nil {
-			err = errors.New("replication stream ended")
-		}
-		var fatal fatalError
-		var pre *watcher.PrerequisiteError
-		if errors.As(err, &fatal) || (errors.As(err, &pre) && !watcher.Retryable(err)) {
-			return err
-		}
-		if time.Since(started) > time.Minute {
-			backoff = minBackoff
-		}
-		if p.downAt.IsZero() {
-			p.downAt = time.Now()
-		}
-		var lost *watcher.SlotLostError
-		if errors.As(err, &lost) {
-			if p.onLoss == slotLossStop {
-				return slotLossStopError(lost)
-			}
-			if err = p.recoverSlot(ctx, lost); err == nil {
-				backoff = minBackoff
-				continue // stream from the new slot at once
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-		}
-		kind := classify(err)
-		var now string
-		switch kind {
-		case "slot_in_use":
-			now = "replication slot " + p.slot + " is in use by another process; waiting for it to be released"
-		case "standby":
-			now = "the journal is held by another changecast process; waiting as a standby"
-		case "slot_lost":
-			now = "replication slot " + p.slot + " was lost; recording the gap failed, retrying"
-		default:
-			now = "replication interrupted; reconnecting"
-		}
-		p.standby.Store(kind == "slot_in_use" || kind == "standby")
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if now != p.fault || kind == "interrupted" {
-			p.log.Warn(now, "err", err, "retry_in", wait.Round(time.Millisecond))
-		}
-		if now != p.fault {
-			// One event when a fault begins; the end is the
-			// resumed event, raised once streaming really restarts.
-			switch kind {
-			case "slot_in_use", "standby":
-				p.events.slotInUse(p.slot)
-			case "slot_lost":
-				// The slot_lost event is the gap's marker, raised
-				// once the gap is recorded.
-			default:
-				p.events.unreachable(p.slot, err, wait)
-			}
-		}
-		p.fault = now
-		p.restarts.Add(1)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
-}
-
-// slotLossStopError is serve's answer to a lost slot under
-// --on-slot-loss stop: what was lost and how to continue.
-func slotLossStopError(lost *watcher.SlotLostError) error {
-	return fatalError{fmt.Errorf("%w. Stopped (--on-slot-loss stop); nothing was recorded. To continue, restart with --on-slot-loss resync: changecast records the gap, tells every client to resync and streams on from a new slot", lost)}
-}
-
-// recoverSlot handles a lost slot under --on-slot-loss resync: it makes
-// the slot usable again (watcher.RecoverSlot), records the gap in the
-// journal with its marker event (store.Appender.RecordGap), and stops
-// every client that started before the gap with resync-required. New
-// connections get 503 from the moment the loss is seen until streaming
-// resumes. An error leaves the loss to be found again by the next once.
-func (p *pipeline) recoverSlot(ctx context.Context, lost *watcher.SlotLostError) error {
-	p.hub.SetUnavailable(fmt.Sprintf("replication slot %s was lost (%s); changecast is recording the gap and will continue on a new slot: connect again shortly and resynchronise", p.slot, lost.Kind))
-	p.log.Error("replication slot lost; recording the gap and continuing on a new slot (--on-slot-loss resync)", "err", lost)
-	if p.onLost != nil {
-		p.onLost()
-	}
-	app, err := p.db.NewAppender(ctx, store.AppenderConfig{
-		Slot:          p.slot,
-		Logger:        p.log.With("component", "journal"),
-		SanitizeEvent: sanitize.Event,
-		OnCommit:      func(c store.Committed) { p.hub.Publish(c.Head, c.Changes) },
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := app.Close(); cerr != nil {
-			p.log.Debug("close appender", "err", cerr)
-		}
-	}()
-	w, err := watcher.New(watcher.Config{URL: p.url, Slot: p.slot, Publication: publicationName, Registry: p.reg,
-		Logger: p.log.With("component", "watcher")})
-	if err != nil {
-		return fatalError{err}
-	}
-	start, err := w.RecoverSlot(ctx, lost)
-	if err != nil {
-		return fmt.Errorf("recover replication slot: %w", err)
-	}
-	from := max(lost.From, app.Offset())
-	marker, err := p.events.slotLost(p.slot, lost, from, start)
-	if err != nil {
-		return fatalError{err}
-	}
-	gap, err := app.RecordGap(ctx, store.Gap{FromLSN: from, ToLSN: start, Reason: "replication slot " + lost.Kind}, marker)
-	if err != nil {
-		return err
-	}
-	n := p.hub.Resync(gap.Seq, gapMessage(gap))
-	p.log.Error("recorded a gap in the journal: changes committed in the lost range were not streamed",
-		"from_lsn", from.String(), "to_lsn", start.String(), "gap_cursor", gap.Seq, "clients_told_to_resync", n)
-	p.gaps = append(p.gaps, gap)
-	return nil
-}
-
-// gapMessage is what a client stopped by a gap reads in resync-required.
-func gapMessage(g store.Gap) string {
-	return fmt.Sprintf("changes committed between LSN %s and %s were lost (%s) and the journal has a gap at cursor %d; re-read the state and reconnect without since (or with since=%d)",
-		g.FromLSN, g.ToLSN, g.Reason, g.Seq, g.Seq)
-}
-
-// streamingFrom is the watcher's Started callback: replication really runs
-// again, from start. It raises the event that ends an outage, with its
-// real outcome, and accepts connections again.
-func (p *pipeline) streamingFrom(start entities.LSN) {
-	p.hub.SetUnavailable("")
-	p.standby.Store(false)
-	switch {
-	case !p.started:
-		p.started = true
-		p.events.started(p.slot, start, p.hub.Head(), p.gaps)
-	case !p.downAt.IsZero() && len(p.gaps) == 0:
-		p.log.Info("replication resumed", "start_lsn", start.String(), "downtime", time.Since(p.downAt).Round(time.Millisecond))
-		p.events.resumed(p.slot, start, time.Since(p.downAt), p.restarts.Load())
-	case !p.downAt.IsZero():
-		p.log.Warn("replication resumed on a new slot after a gap", "start_lsn", start.String(), "downtime", time.Since(p.downAt).Round(time.Millisecond))
-		p.events.resumedAfterGap(p.slot, start, time.Since(p.downAt), p.gaps)
-	}
-	p.downAt = time.Time{}
-	p.gaps = nil
-	p.fault = ""
-}
-
-// once runs one instance of the pipeline until ctx ends (orderly: the
-// watcher stops, and everything it handed over is journaled and published)
-// or a stage fails (the rest is abandoned: nothing unjournaled was
-// acknowledged, so the next instance receives it again).
-func (p *pipeline) once(ctx context.Context) error {
-	var w *watcher.Watcher
-	app, err := p.db.NewAppender(ctx, store.AppenderConfig{
-		Slot:          p.slot,
-		Logger:        p.log.With("component", "journal"),
-		SanitizeEvent: sanitize.Event,
-		OnCommit: func(c store.Committed) {
-			p.hub.Publish(c.Head, c.Changes)
-			if c.EndLSN > 0 {
-				w.Ack(c.EndLSN)
-			}
-		},
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		p.highWater.Store(max(p.highWater.Load(), int64(app.HighWater())))
-		if cerr := app.Close(); cerr != nil {
-			p.log.Debug("close appender", "err", cerr)
-		}
-	}()
-	p.appender.Store(app)
-	p.hub.Publish(app.Head(), nil)
-
-	w, err = watcher.New(watcher.Config{
-		URL:         p.url,
-		Slot:        p.slot,
-		Publication: publicationName,
-		Registry:    p.reg,
-		StartLSN:    app.Offset(),
-		ChunkSize:   p.chunk,
-		Logger:      p.log.With("component", "watcher"),
-		// The slot may be created only on a first start, and every
-		// position it confirms is stored first, so a dropped, moved
-		// or invalidated slot is noticed (SlotLostError), never
-		// silently replaced.
-		ExpectSlot:   app.Head() > 0,
-		SavePosition: app.SavePosition,
-		Started:      p.streamingFrom,
-	})
-	if err != nil {
-		return fatalError{err}
-	}
-	if !p.checked {
-		if err := w.Check(ctx); err != nil {
-			return err
-		}
-	}
-	p.checked = false // every rebuild checks again: the server may have changed
-	p.current.Store(w)
-	p.log.Info("replication pipeline starting", "start_lsn", app.Offset().String(), "journal_head", app.Head())
-
-	// gctx ends when a stage fails; ctx ends an orderly stop, which only the
-	// watcher sees directly: the later stages drain what it handed over.
-	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
-	wctx, stopWatch := context.WithCancel(gctx)
-	defer stopWatch()
-	unhook := context.AfterFunc(ctx, stopWatch)
-	defer unhook()
-
-	// Small buffers: each item can be a whole chunk (--chunk-size changes);
-	// with the relay's budget the pipeline holds about 16 × chunk changes.
-	raw := make(chan entities.Transaction, 4)
-	clean := make(chan entities.Transaction, 4)
-	// Between sanitize and the appender, a queue bounded by changes, not
-	// transactions: under load many small transactions wait there and one
-	// journal commit takes them all (group commit), while a large
-	// transaction still holds only a few chunks. The appender's channel
-	// keeps a few items buffered so its non-blocking collection finds the
-	// next one while the relay refills it.
-	toJournal := make(chan entities.Transaction, 4)
-	g.Go(func() error { return relay(gctx, clean, toJournal, 4*max(p.chunk, 1)) })
-	g.Go(func() error {
-		defer close(raw)
-		return w.Run(wctx, raw)
-	})
-	// System events go through the same appender. On an orderly stop the
-	// queue is written out (the shutdown event last) before the appender's
-	// input closes.
-	eventsDone := make(chan struct{})
-	g.Go(func() error {
-		defer close(eventsDone)
-		return p.events.persist(wctx, app)
-	})
-	g.Go(func() error {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return nil
-			case <-t.C:
-				p.lagMon.observe(p.events, p.slot, w.Stats().LagBytes)
-			}
-		}
-	})
-	g.Go(func() error {
-		// The appender takes system writes only between source
-		// transactions. If the watcher stopped in the middle of a
-		// chunked one, the appender must see its input close (and roll
-		// that back) before a queued event can be written; otherwise
-		// the queued events are written first.
-		inside := false // the last transaction forwarded was a non-final chunk
-		defer close(clean)
-		defer func() {
-			if !inside {
-				<-eventsDone
-			}
-		}()
-		for tx := range raw {
-			changes, err := p.san.Changes(tx.Changes)
-			if err != nil {
-				// Fail closed: an unsanitizable change is never stored or
-				// sent, and nothing after it is acknowledged.
-				return fatalError{fmt.Errorf("transaction %d: %w", tx.Xid, err)}
-			}
-			tx.Changes = changes
-			select {
-			case clean <- tx:
-				inside = !tx.Final
-			case <-gctx.Done():
-				return nil
-			}
-		}
-		return nil
-	})
-	g.Go(func() error { return app.Run(gctx, toJournal) })
-	return g.Wait()
 }

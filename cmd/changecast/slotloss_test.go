@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/store/storetest"
 )
 
@@ -325,7 +328,7 @@ func TestServe_OnSlotLossStop(t *testing.T) {
 	const slot = "cc_lossstop"
 	url := storetest.NewDatabase(t)
 	dataDir := t.TempDir()
-	cfg := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: slot, onSlotLoss: slotLossStop}
+	cfg := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: slot, onSlotLoss: string(pipeline.SlotLossStop)}
 	srv := startServe(t, cfg, nil)
 	srv.waitReady(t)
 	sql := connect(t, url)
@@ -398,10 +401,17 @@ func TestServe_UpgradesRefusedWhileSlotUnusable(t *testing.T) {
 	const slot = "cc_unusable"
 	hold := make(chan struct{})
 	release := make(chan struct{})
+	var calls atomic.Int32
 	srv, url, dataDir := readyServer(t, slot, func(cfg *serveConfig) {
+		var once sync.Once
 		cfg.slotLost = func() {
-			close(hold)
-			<-release
+			if calls.Add(1) > 1 {
+				t.Logf("slot recovery retried: the first attempt failed")
+			}
+			once.Do(func() {
+				close(hold)
+				<-release
+			})
 		}
 	})
 	token := mintToken(t, dataDir, "admin")
@@ -488,5 +498,46 @@ func TestServe_OutageRaisesOneBeginAndOneEnd(t *testing.T) {
 			}
 		}
 		sql.Close(ctx)
+	}
+}
+
+// TestServeFlags_Environment checks that every serve flag takes its
+// default from CHANGECAST_<FLAG>, that the command line wins, and that a
+// bad value names its variable.
+func TestServeFlags_Environment(t *testing.T) {
+	t.Setenv("CHANGECAST_ON_SLOT_LOSS", "stop")
+	t.Setenv("CHANGECAST_MAX_CONNECTIONS", "7")
+	t.Setenv("CHANGECAST_LOGIN_WINDOW", "3m")
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var cfg serveConfig
+	if err := cfg.register(fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := parseFlags(fs, []string{"--max-connections", "9"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.onSlotLoss != "stop" || cfg.maxConnections != 9 || cfg.loginWindow != 3*time.Minute {
+		t.Fatalf("on-slot-loss %q, max-connections %d, login-window %s; want stop, 9 (flag wins), 3m", cfg.onSlotLoss, cfg.maxConnections, cfg.loginWindow)
+	}
+	// The README's configuration table names every flag with its variable.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	fs.VisitAll(func(f *flag.Flag) {
+		row := "| `--" + f.Name + "` | `" + envName(f.Name) + "` |"
+		if !strings.Contains(string(readme), row) {
+			missing = append(missing, row)
+		}
+	})
+	if len(missing) > 0 {
+		t.Fatalf("README.md's configuration table lacks rows starting:\n%s", strings.Join(missing, "\n"))
+	}
+	t.Setenv("CHANGECAST_CHUNK_SIZE", "many")
+	var bad serveConfig
+	err = bad.register(flag.NewFlagSet("serve", flag.ContinueOnError))
+	if err == nil || !strings.Contains(err.Error(), "CHANGECAST_CHUNK_SIZE") {
+		t.Fatalf("bad CHANGECAST_CHUNK_SIZE: %v, want an error naming it", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -12,12 +12,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/changecast/changecast/entities"
-	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/watcher"
 )
 
-// This file holds the system events changecast emits about itself (issue
-// 5; docs/events.md lists them) and the system-state snapshot.
+// This file holds the system events changecast emits about itself
+// (docs/events.md lists them) and the system-state snapshot.
 
 // docsBase is where the doc links of changecast's own events point.
 const docsBase = "https://github.com/changecast/changecast/blob/main/docs/"
@@ -31,7 +30,7 @@ const eventQueueLen = 256
 // the queue is full (PostgreSQL has been away for long) the event is
 // dropped, counted and logged.
 type emitter struct {
-	ch       chan entities.Event
+	ch       chan queuedEvent
 	systemID uuid.UUID // this changecast's identity: stable per slot
 	log      *slog.Logger
 	dropped  atomic.Uint64
@@ -39,7 +38,7 @@ type emitter struct {
 
 func newEmitter(slot string, log *slog.Logger) *emitter {
 	return &emitter{
-		ch:       make(chan entities.Event, eventQueueLen),
+		ch:       make(chan queuedEvent, eventQueueLen),
 		systemID: uuid.NewSHA1(uuid.NameSpaceURL, []byte("changecast:slot:"+slot)),
 		log:      log,
 	}
@@ -51,19 +50,44 @@ func (e *emitter) event(category, action string, sev entities.Severity, descript
 		WithSeverity(sev).WithDescription(description).WithMetadata(meta)
 }
 
+// queuedEvent is an event waiting to be persisted, and what to call once
+// it is (or once it is dropped); done may be nil.
+type queuedEvent struct {
+	ev   entities.Event
+	done func()
+}
+
 // emit builds and queues an event. A build error is a bug in the caller's
 // constant parts; it is logged, not fatal.
-func (e *emitter) emit(b *entities.EventBuilder) {
+func (e *emitter) emit(b *entities.EventBuilder) { e.emitThen(b, nil) }
+
+// emitThen is emit, calling done once the event is journaled, or dropped.
+func (e *emitter) emitThen(b *entities.EventBuilder, done func()) {
 	ev, err := b.Build()
 	if err != nil {
 		e.log.Error("build system event", "err", err)
+		if done != nil {
+			done()
+		}
 		return
 	}
+	e.queue(queuedEvent{ev, done})
+}
+
+// queue queues q without blocking, dropping it when the queue is full.
+func (e *emitter) queue(q queuedEvent) {
 	select {
-	case e.ch <- ev:
+	case e.ch <- q:
 	default:
-		e.dropped.Add(1)
-		e.log.Warn("system event queue full; event dropped", "category", ev.Category, "action", ev.Action)
+		e.drop(q)
+		e.log.Warn("system event queue full; event dropped", "category", q.ev.Category, "action", q.ev.Action)
+	}
+}
+
+func (e *emitter) drop(q queuedEvent) {
+	e.dropped.Add(1)
+	if q.done != nil {
+		q.done()
 	}
 }
 
@@ -75,36 +99,39 @@ func (e *emitter) emit(b *entities.EventBuilder) {
 // the queue for the next pipeline (PersistEvent is idempotent) and persist
 // returns that error; any other failure is the event's own (it cannot be
 // stored), so it is logged and dropped rather than retried forever.
-func (e *emitter) persist(ctx context.Context, app *store.Appender) error {
-	write := func(ev entities.Event) error {
-		err := app.PersistEvent(context.WithoutCancel(ctx), ev)
+func (e *emitter) persist(ctx context.Context, app Writer) error {
+	write := func(q queuedEvent) error {
+		err := app.PersistEvent(context.WithoutCancel(ctx), q.ev)
 		switch {
 		case err == nil:
-			return nil
-		case errors.Is(err, store.ErrAppenderStopped), errors.Is(err, store.ErrJournalWriteFailed):
-			select {
-			case e.ch <- ev:
-			default:
-				e.dropped.Add(1)
+			if q.done != nil {
+				q.done()
 			}
-			return fmt.Errorf("persist system event %s/%s: %w", ev.Category, ev.Action, err)
+			return nil
+		case errors.Is(err, ErrWriterStopped), errors.Is(err, ErrWriteFailed):
+			select {
+			case e.ch <- q:
+			default:
+				e.drop(q)
+			}
+			return fmt.Errorf("persist system event %s/%s: %w", q.ev.Category, q.ev.Action, err)
 		default:
-			e.dropped.Add(1)
-			e.log.Error("system event cannot be stored; dropped", "category", ev.Category, "action", ev.Action, "err", err)
+			e.drop(q)
+			e.log.Error("system event cannot be stored; dropped", "category", q.ev.Category, "action", q.ev.Action, "err", err)
 			return nil
 		}
 	}
 	for {
 		select {
-		case ev := <-e.ch:
-			if err := write(ev); err != nil {
+		case q := <-e.ch:
+			if err := write(q); err != nil {
 				return err
 			}
 		case <-ctx.Done():
 			for {
 				select {
-				case ev := <-e.ch:
-					if err := write(ev); err != nil {
+				case q := <-e.ch:
+					if err := write(q); err != nil {
 						return err
 					}
 				default:
@@ -119,24 +146,24 @@ func doc(anchor string) string { return docsBase + "events.md#" + anchor }
 
 // started is the first stream of this process; gaps are those it had to
 // record before it could stream.
-func (e *emitter) started(slot string, confirmed entities.LSN, head int64, gaps []store.Gap) {
+func (e *emitter) started(slot string, confirmed entities.LSN, head int64, gaps []Gap, done func()) {
 	meta := map[string]any{"slot": slot, "confirmed_lsn": confirmed.String(), "journal_head": fmt.Sprint(head)}
 	if len(gaps) == 0 {
-		e.emit(e.event("replication", "started", entities.Informational,
-			fmt.Sprintf("streaming changes from slot %s, resuming after %s", slot, confirmed), meta))
+		e.emitThen(e.event("replication", "started", entities.Informational,
+			fmt.Sprintf("streaming changes from slot %s, resuming after %s", slot, confirmed), meta), done)
 		return
 	}
 	g := gaps[len(gaps)-1]
 	meta["lost_from_lsn"], meta["lost_to_lsn"], meta["gap_cursor"] = gaps[0].FromLSN.String(), g.ToLSN.String(), fmt.Sprint(g.Seq)
-	e.emit(e.event("replication", "started", entities.Warning,
+	e.emitThen(e.event("replication", "started", entities.Warning,
 		fmt.Sprintf("streaming changes from a new slot %s after %s; changes committed between %s and %s were lost (gap at cursor %d, see the slot_lost event)",
-			slot, confirmed, gaps[0].FromLSN, g.ToLSN, g.Seq), meta))
+			slot, confirmed, gaps[0].FromLSN, g.ToLSN, g.Seq), meta), done)
 }
 
-func (e *emitter) resumed(slot string, start entities.LSN, down time.Duration, attempts uint64) {
-	e.emit(e.event("replication", "resumed", entities.Success,
+func (e *emitter) resumed(slot string, start entities.LSN, down time.Duration, attempts uint64, done func()) {
+	e.emitThen(e.event("replication", "resumed", entities.Success,
 		fmt.Sprintf("replication resumed from %s after %s; nothing was lost", start, down.Round(time.Millisecond)),
-		map[string]any{"slot": slot, "start_lsn": start.String(), "downtime_ms": down.Milliseconds(), "attempts": attempts}))
+		map[string]any{"slot": slot, "start_lsn": start.String(), "downtime_ms": down.Milliseconds(), "attempts": attempts}), done)
 }
 
 func (e *emitter) unreachable(slot string, err error, retryIn time.Duration) {
@@ -172,13 +199,13 @@ func lostVerb(kind string) string {
 }
 
 // resumedAfterGap ends an outage in which a slot was lost.
-func (e *emitter) resumedAfterGap(slot string, start entities.LSN, down time.Duration, gaps []store.Gap) {
+func (e *emitter) resumedAfterGap(slot string, start entities.LSN, down time.Duration, gaps []Gap, done func()) {
 	g := gaps[len(gaps)-1]
-	e.emit(e.event("replication", "resumed", entities.Warning,
+	e.emitThen(e.event("replication", "resumed", entities.Warning,
 		fmt.Sprintf("replication resumed on a new slot from %s after %s; changes committed between %s and %s were lost (gap at cursor %d, see the slot_lost event)",
 			start, down.Round(time.Millisecond), gaps[0].FromLSN, g.ToLSN, g.Seq),
 		map[string]any{"slot": slot, "start_lsn": start.String(), "downtime_ms": down.Milliseconds(),
-			"lost_from_lsn": gaps[0].FromLSN.String(), "lost_to_lsn": g.ToLSN.String(), "gap_cursor": fmt.Sprint(g.Seq)}))
+			"lost_from_lsn": gaps[0].FromLSN.String(), "lost_to_lsn": g.ToLSN.String(), "gap_cursor": fmt.Sprint(g.Seq)}), done)
 }
 
 func (e *emitter) lagHigh(slot string, lag, threshold uint64) {
@@ -254,40 +281,25 @@ func (r *rateMeter) observe(now time.Time, head int64) float64 {
 	return r.rate
 }
 
-// systemState is the system_state frame's args (issue 5 item 5).
-func (p *pipeline) systemState() any {
-	st := p.stats()
+// SystemState returns the pipeline's part of the system_state frame
+// (docs/protocol.md): slot health, lag, journal head and rate, events
+// dropped. A sink adds its own (connected clients).
+func (p *Pipeline) SystemState() map[string]any {
+	st := p.Stats()
 	health := "reconnecting"
 	switch {
-	case st.Streaming:
+	case st.Replication.Streaming:
 		health = "streaming"
-	case p.standby.Load():
+	case st.Standby:
 		health = "standby"
 	}
-	head := p.hub.Head()
 	return map[string]any{
-		"slot":               p.slot,
+		"slot":               p.cfg.Slot,
 		"slot_health":        health,
-		"confirmed_lsn":      st.Confirmed.String(),
-		"lag_bytes":          st.LagBytes,
-		"journal_head":       fmt.Sprint(head),
-		"changes_per_second": p.rate.observe(time.Now(), head),
-		"connected_clients":  p.hub.Clients(),
-		"events_dropped":     p.events.dropped.Load(),
-	}
-}
-
-// classify names the state a pipeline failure leaves it in, for logs and
-// events.
-func classify(err error) string {
-	switch {
-	case errors.Is(err, watcher.ErrSlotInUse):
-		return "slot_in_use"
-	case errors.Is(err, store.ErrJournalLocked):
-		return "standby"
-	case errors.Is(err, watcher.ErrSlotLost):
-		return "slot_lost"
-	default:
-		return "interrupted"
+		"confirmed_lsn":      st.Replication.Confirmed.String(),
+		"lag_bytes":          st.Replication.LagBytes,
+		"journal_head":       fmt.Sprint(st.JournalHead),
+		"changes_per_second": p.rate.observe(time.Now(), st.JournalHead),
+		"events_dropped":     st.EventsDropped,
 	}
 }

@@ -1,0 +1,52 @@
+package store
+
+import (
+	"context"
+	"errors"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/pipeline"
+)
+
+// Journal is the PostgreSQL implementation of pipeline.Journal: the
+// changecast.journal table, its offsets and its retention, in the database
+// DB is connected to.
+type Journal struct {
+	DB *DB
+	// Retention is the policy RunRetention applies.
+	Retention RetentionConfig
+}
+
+var (
+	_ pipeline.Journal = (*Journal)(nil)
+	_ pipeline.Writer  = (*Appender)(nil)
+)
+
+// OpenWriter opens the journal's single writer, an Appender.
+func (j *Journal) OpenWriter(ctx context.Context, cfg pipeline.WriterConfig) (pipeline.Writer, error) {
+	a, err := j.DB.NewAppender(ctx, AppenderConfig{Slot: cfg.Slot, OnCommit: cfg.OnCommit, SanitizeEvent: cfg.SanitizeEvent, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Head returns the journal's highest seq.
+func (j *Journal) Head(ctx context.Context) (int64, error) { return j.DB.JournalHead(ctx) }
+
+// Offset returns slot's stored replication position.
+func (j *Journal) Offset(ctx context.Context, slot string) (entities.LSN, error) {
+	return j.DB.LoadOffset(ctx, slot)
+}
+
+// SaveOffset stores slot's replication position, never backwards.
+func (j *Journal) SaveOffset(ctx context.Context, slot string, lsn entities.LSN) error {
+	return j.DB.SaveOffset(ctx, slot, lsn)
+}
+
+// RunRetention prunes the journal by j.Retention until ctx ends.
+func (j *Journal) RunRetention(ctx context.Context) error { return j.DB.RunRetention(ctx, j.Retention) }
+
+// Standby reports whether err is ErrJournalLocked: another process writes
+// this journal.
+func (j *Journal) Standby(err error) bool { return errors.Is(err, ErrJournalLocked) }
