@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/changecast/changecast/entities"
 )
 
 // Stable names (DESIGN.md §6): scripts rely on them.
@@ -95,6 +97,32 @@ func defaultDataDir() string {
 		return filepath.Join(home, ".local", "share", "changecast")
 	}
 	return ".changecast"
+}
+
+// envName is the environment variable that gives flag name its default
+// in serve and demo: CHANGECAST_ and the name in upper case, dashes as
+// underscores (--retention-age: CHANGECAST_RETENTION_AGE).
+func envName(flagName string) string {
+	return "CHANGECAST_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyEnv sets every flag of fs whose environment variable (envName) is
+// set and not empty, so that a flag given on the command line still wins.
+// A value the flag rejects is a usage error naming the variable.
+func applyEnv(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		v, ok := os.LookupEnv(envName(f.Name))
+		if !ok || v == "" || err != nil {
+			return
+		}
+		if serr := f.Value.Set(v); serr != nil {
+			err = usageError{fmt.Errorf("%s=%q: %v (it sets --%s)", envName(f.Name), v, serr, f.Name)}
+			return
+		}
+		f.DefValue = v
+	})
+	return err
 }
 
 // parseFlags parses args and turns flag errors into usage errors.
@@ -204,3 +232,8 @@ func ensureDataDir(dir string) error {
 	}
 	return nil
 }
+
+// registry builds the entity registry every subcommand uses: today the
+// built-in domain. It is the one place that decides which tables
+// changecast knows.
+func registry() *entities.Registry { return entities.DefaultRegistry() }

@@ -1,7 +1,14 @@
 // Command changecast streams committed PostgreSQL row changes, secrets
-// stripped, to WebSocket subscribers.
+// stripped, to WebSocket subscribers. It binds flags, environment and
+// signals to the library packages (pipeline, store, wsapi) and holds no
+// logic a program embedding changecast would need.
 //
-// Subcommands: serve, token, version. Run "changecast help" for usage.
+// Subcommands: serve, demo, tail, token, user, secrets, version. Run
+// "changecast help" for usage. Every flag of serve and demo takes its
+// default from CHANGECAST_ and its name in upper case with dashes as
+// underscores (--retention-age: CHANGECAST_RETENTION_AGE); tail reads
+// CHANGECAST_SERVER and CHANGECAST_TOKEN; secrets come only from the
+// environment or files, never from flags.
 package main
 
 import (
@@ -63,8 +70,9 @@ Usage:
   changecast secrets           print which columns are stripped from every entity type, and why
   changecast version           print the build version
 
-Run "changecast <command> -h" for a command's flags. Every flag has a
-CHANGECAST_* environment variable as its default.
+Run "changecast <command> -h" for a command's flags. Every flag of serve
+and demo takes its default from CHANGECAST_<FLAG> (--retention-age:
+CHANGECAST_RETENTION_AGE).
 `
 
 // run is main without the process: tests call it directly.

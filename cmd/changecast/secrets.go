@@ -7,7 +7,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/sanitize"
 )
 
@@ -21,7 +20,7 @@ func runSecrets(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for _, et := range entities.DefaultRegistry().Types() {
+	for _, et := range registry().Types() {
 		stripped, public := sanitize.Policy(et)
 		fmt.Fprintf(tw, "%s (table %s)\n", et.Name, et.Table)
 		if len(stripped) == 0 && len(public) == 0 {

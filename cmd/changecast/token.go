@@ -10,7 +10,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/wsapi"
 )
 
@@ -41,7 +40,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	}
 	var scopes []string
 	if *scope != "" {
-		reg := entities.DefaultRegistry()
+		reg := registry()
 		for _, s := range strings.Split(*scope, ",") {
 			s = strings.TrimSpace(s)
 			if _, err := reg.Lookup(s); err != nil {

@@ -269,7 +269,7 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 		stopLocal()
 		return nil, nil, err
 	}
-	if err := db.Migrate(ctx, entities.DefaultRegistry()); err != nil {
+	if err := db.Migrate(ctx, registry()); err != nil {
 		db.Close()
 		stopLocal()
 		return nil, nil, err
