@@ -46,6 +46,10 @@ func (e *GapError) Error() string {
 // Unwrap returns ErrJournalGap.
 func (e *GapError) Unwrap() error { return ErrJournalGap }
 
+// ResyncReason is what a client stopped by the gap is told (wsapi sends
+// it in resync-required).
+func (e *GapError) ResyncReason() string { return pipeline.GapMessage(e.Gap) }
+
 // RecordGap journals a gap: marker (a system event saying what was lost,
 // sanitized like PersistEvent's) becomes the marker row, gap's FromLSN,
 // ToLSN and Reason go to changecast.journal_gaps under the marker's seq,

@@ -8,7 +8,8 @@ import (
 	"github.com/changecast/changecast/pipeline"
 )
 
-// Journal is the PostgreSQL implementation of pipeline.Journal: the
+// Journal is the PostgreSQL implementation of pipeline.Journal (for the
+// pipeline) and of wsapi.Journal (for the hub's resume and catch-up): the
 // changecast.journal table, its offsets and its retention, in the database
 // DB is connected to.
 type Journal struct {
@@ -46,6 +47,16 @@ func (j *Journal) SaveOffset(ctx context.Context, slot string, lsn entities.LSN)
 
 // RunRetention prunes the journal by j.Retention until ctx ends.
 func (j *Journal) RunRetention(ctx context.Context) error { return j.DB.RunRetention(ctx, j.Retention) }
+
+// ReadAfter reads journaled changes after a cursor (see DB.ReadJournal):
+// with Horizon, what wsapi's hub needs for resume and catch-up.
+func (j *Journal) ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error) {
+	return j.DB.ReadJournal(ctx, after, limit, types)
+}
+
+// Horizon returns the lowest cursor a reader can resume after (see
+// DB.JournalHorizon).
+func (j *Journal) Horizon(ctx context.Context) (int64, error) { return j.DB.JournalHorizon(ctx) }
 
 // Standby reports whether err is ErrJournalLocked: another process writes
 // this journal.

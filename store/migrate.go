@@ -74,11 +74,12 @@ var ownMigrations = []string{
 }
 
 // Migrate brings the database to the shape changecast needs: schema
-// changecast with its own tables, the built-in entity tables (and those of
-// registered types with a Go type) in the schema of the URL's search path,
-// and REPLICA IDENTITY FULL on every built-in and registered table, so
-// updates and deletes carry the whole previous row. A registered type
-// without a Go type must name an existing table. Migrate is idempotent.
+// changecast with its own tables, the tables of the registered entity
+// types that have a Go type (the built-in domain's when reg holds it) in
+// the schema of the URL's search path, and REPLICA IDENTITY FULL on every
+// registered table, so updates and deletes carry the whole previous row.
+// It creates no table that reg does not name; a registered type without a
+// Go type must name an existing table. Migrate is idempotent.
 func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
@@ -97,16 +98,24 @@ func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 			return err
 		}
 
-		// Go models: the built-ins, then registered types with a Go type
-		// that is not already migrated under that table.
+		// Go models: the registered built-ins (their gorm models carry
+		// defaults and indexes), then other registered types with a Go
+		// type. A table no registered type names is never created.
 		type model struct {
 			table string
 			value any
 		}
 		var models []model
 		seen := map[string]bool{}
+		registered := map[string]bool{}
+		for _, et := range reg.Types() {
+			registered[et.Table] = true
+		}
 		for _, m := range entities.Models() {
 			table := m.(interface{ TableName() string }).TableName()
+			if !registered[table] {
+				continue
+			}
 			models = append(models, model{table, m})
 			seen[table] = true
 		}

@@ -585,11 +585,11 @@ func (c *client) catchUpPage() error {
 	// tell an expired cursor (resync) from a journal that is unavailable
 	// (retry).
 	if readErr != nil {
-		var lost *CursorLostError
+		var lost resyncReasoner
 		if errors.As(readErr, &lost) {
 			c.journalRecovered()
-			c.log.Warn("websocket client's cursor cannot be resumed", "cursor", pos, "reason", lost.Reason)
-			c.kick(resyncReason(lost.Reason))
+			c.log.Warn("websocket client's cursor cannot be resumed", "cursor", pos, "reason", lost.ResyncReason())
+			c.kick(resyncReason(lost.ResyncReason()))
 			return nil
 		}
 		horizon, err := h.journal.Horizon(c.ctx)

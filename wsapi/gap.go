@@ -11,10 +11,14 @@ import (
 // never fill: the replication slot that kept the source's changes was lost
 // (docs/guarantees.md, "When a replication slot is lost").
 
-// CursorLostError is what a Journal's ReadAfter returns (wrapped or not)
-// when resuming after Cursor is impossible for a reason the client should
-// hear, such as a recorded gap in the journal. The reader is stopped with
-// resync-required carrying Reason, without asking Journal.Horizon.
+// A Journal's ReadAfter error that has a ResyncReason method (found with
+// errors.As; store.GapError has one) means resuming after the cursor is
+// impossible for a reason the client should hear, such as a recorded gap
+// in the journal: the reader is stopped with resync-required carrying that
+// reason, without asking Journal.Horizon.
+type resyncReasoner interface{ ResyncReason() string }
+
+// CursorLostError is a ready-made such error.
 type CursorLostError struct {
 	Cursor int64
 	Reason string // for the client: what happened and what to do
@@ -23,6 +27,9 @@ type CursorLostError struct {
 func (e *CursorLostError) Error() string {
 	return fmt.Sprintf("cursor %d cannot be resumed: %s", e.Cursor, e.Reason)
 }
+
+// ResyncReason returns Reason.
+func (e *CursorLostError) ResyncReason() string { return e.Reason }
 
 // Resync stops, with a resync-required control frame carrying message,
 // every connected client that started (live or from its since cursor)

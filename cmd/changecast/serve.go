@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/store"
@@ -169,13 +168,14 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return fmt.Errorf("publication: %w", err)
 	}
 
+	journal := &store.Journal{DB: db, Retention: store.RetentionConfig{
+		MaxAge: cfg.retentionAge, MaxRows: cfg.retentionRows, Interval: cfg.retentionInterval,
+		Logger: log.With("component", "retention"),
+	}}
 	pipe, err := pipeline.New(pipeline.Config{
-		DatabaseURL: dbURL,
-		Registry:    reg,
-		Journal: &store.Journal{DB: db, Retention: store.RetentionConfig{
-			MaxAge: cfg.retentionAge, MaxRows: cfg.retentionRows, Interval: cfg.retentionInterval,
-			Logger: log.With("component", "retention"),
-		}},
+		DatabaseURL:  dbURL,
+		Registry:     reg,
+		Journal:      journal,
 		Slot:         cfg.slot,
 		Publication:  publicationName,
 		ChunkSize:    cfg.chunkSize,
@@ -195,7 +195,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	hub, err = wsapi.NewServer(wsapi.Config{
 		Registry: reg,
 		Auth:     auth,
-		Journal:  journalReader{db},
+		Journal:  journal,
 		// A filter may not test a field that sanitize would strip.
 		SecretField: pipe.SecretField,
 		Logger:      log.With("component", "wsapi"),
@@ -310,21 +310,4 @@ func lagWarn(flag uint64) int64 {
 		return -1
 	}
 	return int64(min(flag, 1<<62))
-}
-
-// journalReader adapts the store's journal to the hub's narrow interface.
-type journalReader struct{ db *store.DB }
-
-func (j journalReader) ReadAfter(ctx context.Context, after int64, limit int, types []string) ([]entities.Change, error) {
-	changes, err := j.db.ReadJournal(ctx, after, limit, types)
-	var gap *store.GapError
-	if errors.As(err, &gap) {
-		// A gap tells the client why it must resync.
-		return nil, &wsapi.CursorLostError{Cursor: after, Reason: pipeline.GapMessage(gap.Gap)}
-	}
-	return changes, err
-}
-
-func (j journalReader) Horizon(ctx context.Context) (int64, error) {
-	return j.db.JournalHorizon(ctx)
 }
