@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -501,43 +501,40 @@ func TestServe_OutageRaisesOneBeginAndOneEnd(t *testing.T) {
 	}
 }
 
-// TestServeFlags_Environment checks that every serve flag takes its
-// default from CHANGECAST_<FLAG>, that the command line wins, and that a
-// bad value names its variable.
-func TestServeFlags_Environment(t *testing.T) {
-	t.Setenv("CHANGECAST_ON_SLOT_LOSS", "stop")
-	t.Setenv("CHANGECAST_MAX_CONNECTIONS", "7")
-	t.Setenv("CHANGECAST_LOGIN_WINDOW", "3m")
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var cfg serveConfig
-	if err := cfg.register(fs); err != nil {
-		t.Fatal(err)
-	}
-	if err := parseFlags(fs, []string{"--max-connections", "9"}); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.onSlotLoss != "stop" || cfg.maxConnections != 9 || cfg.loginWindow != 3*time.Minute {
-		t.Fatalf("on-slot-loss %q, max-connections %d, login-window %s; want stop, 9 (flag wins), 3m", cfg.onSlotLoss, cfg.maxConnections, cfg.loginWindow)
-	}
-	// The README's configuration table names every flag with its variable.
-	readme, err := os.ReadFile("../../README.md")
+// TestServe_StopsOnAFaultThatCannotHeal checks that a fault retrying
+// cannot fix (here: the role's password changed, so every reconnect gets
+// SQLSTATE 28P01) stops serve with its fix instead of retrying forever.
+func TestServe_StopsOnAFaultThatCannotHeal(t *testing.T) {
+	admin := storetest.NewDatabase(t)
+	sql := connect(t, admin)
+	u, err := url.Parse(admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var missing []string
-	fs.VisitAll(func(f *flag.Flag) {
-		row := "| `--" + f.Name + "` | `" + envName(f.Name) + "` |"
-		if !strings.Contains(string(readme), row) {
-			missing = append(missing, row)
-		}
+	q := u.Query()
+	exec1(t, sql, `CREATE ROLE cc_rotate LOGIN REPLICATION PASSWORD 'old-password'`)
+	t.Cleanup(func() {
+		c := connect(t, admin)
+		_, _ = c.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'cc_rotate'`)
 	})
-	if len(missing) > 0 {
-		t.Fatalf("README.md's configuration table lacks rows starting:\n%s", strings.Join(missing, "\n"))
+	exec1(t, sql, `GRANT ALL ON SCHEMA public TO cc_rotate`)
+	exec1(t, sql, fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO cc_rotate`, strings.TrimPrefix(u.Path, "/")))
+	// Over TCP, where the password is checked (the unix socket trusts).
+	tcp := fmt.Sprintf("postgres://cc_rotate:old-password@127.0.0.1:%s%s?sslmode=disable", q.Get("port"), u.Path)
+	srv := startServe(t, serveConfig{common: common{dataDir: t.TempDir()}, databaseURL: tcp, slot: "cc_rotate"}, nil)
+	srv.waitReady(t)
+
+	exec1(t, sql, `ALTER ROLE cc_rotate PASSWORD 'new-password'`)
+	exec1(t, sql, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'cc_rotate'`)
+	select {
+	case <-srv.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve kept retrying with a wrong password\nlogs:\n%s", srv.logs.String())
 	}
-	t.Setenv("CHANGECAST_CHUNK_SIZE", "many")
-	var bad serveConfig
-	err = bad.register(flag.NewFlagSet("serve", flag.ContinueOnError))
-	if err == nil || !strings.Contains(err.Error(), "CHANGECAST_CHUNK_SIZE") {
-		t.Fatalf("bad CHANGECAST_CHUNK_SIZE: %v, want an error naming it", err)
+	if srv.err == nil || !strings.Contains(srv.err.Error(), "refused the credentials") || !strings.Contains(srv.err.Error(), "28P01") {
+		t.Fatalf("serve returned %v; want the authentication failure and its fix", srv.err)
+	}
+	if strings.Contains(srv.err.Error(), "old-password") || strings.Contains(srv.logs.String(), "old-password") {
+		t.Fatalf("the password leaked into the error or the logs")
 	}
 }
