@@ -1,0 +1,100 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/changecast/changecast/localpg"
+	"github.com/changecast/changecast/pipeline"
+	"github.com/changecast/changecast/wsapi"
+)
+
+// serveConfig is serve's (and demo's) settings, bound from flags and
+// CHANGECAST_* variables by register.
+type serveConfig struct {
+	common
+	databaseURL       string
+	listen            string
+	slot              string
+	chunkSize         int
+	retentionAge      time.Duration
+	retentionRows     int64
+	retentionInterval time.Duration
+	maxConnections    int
+	lagWarnBytes      uint64
+	loginTTL          time.Duration
+	onSlotLoss        string // a pipeline.SlotLossPolicy
+	loginFailuresUser int
+	loginFailuresAddr int
+	loginWindow       time.Duration
+	loginMaxDelay     time.Duration
+
+	// beforeWatch, when set (tests only), runs once the HTTP listener is up
+	// and before the watcher starts, with the listen address.
+	beforeWatch func(addr string)
+	// wrapUsers, when set (tests only), wraps the user table the hub
+	// checks logins and sessions against.
+	wrapUsers func(wsapi.Users) wsapi.Users
+	// started, when set (demo and tests), runs once the HTTP listener is up
+	// and the pipeline is starting, with what a caller needs to drive the
+	// server: its address, the database URL it watches and its Auth.
+	started func(serveInfo)
+	// slotLost, when set (tests only), runs when the pipeline starts to
+	// recover a lost slot, after new connections are refused.
+	slotLost func()
+}
+
+// serveInfo describes a running serve, for the started hook.
+type serveInfo struct {
+	Addr        string           // HTTP listen address, host:port
+	DatabaseURL string           // the database watched (embedded or given); contains its password
+	Local       *localpg.Cluster // the embedded PostgreSQL, nil when a URL was given
+	Auth        *wsapi.Auth      // mints tokens the server accepts
+}
+
+// register adds serve's flags (all but --database-url) to fs, with their
+// CHANGECAST_* environment defaults; demo runs serve with the same ones.
+func (cfg *serveConfig) register(fs *flag.FlagSet) error {
+	cfg.common.register(fs)
+	fs.StringVar(&cfg.listen, "listen", envOr(envListen, defaultListen), "HTTP listen address (env "+envListen+")")
+	fs.StringVar(&cfg.slot, "slot", envOr(envSlot, "changecast"), "replication slot name (env "+envSlot+")")
+	var err error
+	if cfg.retentionAge, err = envDuration(envRetentionAge, 7*24*time.Hour); err != nil {
+		return err
+	}
+	if cfg.retentionRows, err = envInt(envRetentionRows, 1_000_000); err != nil {
+		return err
+	}
+	fs.DurationVar(&cfg.retentionAge, "retention-age", cfg.retentionAge, "delete journal rows older than this; negative keeps them forever (env "+envRetentionAge+")")
+	fs.Int64Var(&cfg.retentionRows, "retention-rows", cfg.retentionRows, "keep at most this many journal rows; negative keeps all (env "+envRetentionRows+")")
+	fs.DurationVar(&cfg.retentionInterval, "retention-interval", time.Minute, "how often retention runs")
+	fs.IntVar(&cfg.chunkSize, "chunk-size", 1000, "changes per chunk of a large transaction: bounds memory per transaction")
+	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
+	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
+	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
+	fs.IntVar(&cfg.loginFailuresUser, "login-max-failures-user", wsapi.DefaultLoginFailuresPerUser, "failed logins for one username allowed within --login-window before further attempts wait (429); negative disables")
+	fs.IntVar(&cfg.loginFailuresAddr, "login-max-failures-addr", wsapi.DefaultLoginFailuresPerAddr, "failed logins from one remote address (IPv6: /64) allowed within --login-window before further attempts wait (429); negative disables")
+	fs.DurationVar(&cfg.loginWindow, "login-window", wsapi.DefaultLoginWindow, "how long failed logins are remembered after the last one or the end of a lock-out")
+	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
+	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, string(pipeline.SlotLossResync)), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
+	// Every one of these flags has its CHANGECAST_* variable.
+	return applyEnv(fs)
+}
+
+// check validates the flags that parsing alone cannot.
+func (cfg *serveConfig) check() error {
+	if p := pipeline.SlotLossPolicy(cfg.onSlotLoss); p != pipeline.SlotLossResync && p != pipeline.SlotLossStop {
+		return fmt.Errorf("--on-slot-loss %q: use %q or %q", cfg.onSlotLoss, pipeline.SlotLossResync, pipeline.SlotLossStop)
+	}
+	return nil
+}
+
+// lagWarn maps --lag-warn-bytes (0 disables) to pipeline.Config's
+// LagWarnBytes (negative disables).
+func lagWarn(flag uint64) int64 {
+	if flag == 0 {
+		return -1
+	}
+	return int64(min(flag, 1<<62))
+}
