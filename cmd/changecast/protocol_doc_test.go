@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -22,18 +23,29 @@ import (
 // real.
 const protocolDoc = "../../docs/protocol.md"
 
-// updateDocsEnv rewrites the examples in docs/protocol.md from a test run.
+// protocolGoldens holds one golden file per example, <name>.json: the frame
+// as captured, then a newline. The doc embeds each one verbatim.
+const protocolGoldens = "../../testdata/protocol"
+
+// updateDocsEnv rewrites the protocol goldens and the examples in
+// docs/protocol.md from a test run (as -update does).
 const updateDocsEnv = "CHANGECAST_UPDATE_DOCS"
+
+// updateProtocol reports whether this run rewrites the protocol goldens
+// and the document.
+func updateProtocol() bool { return os.Getenv(updateDocsEnv) == "1" || *updateGolden }
 
 // exampleRE finds an example block: a marker comment, then a json fence.
 var exampleRE = regexp.MustCompile("(?s)<!-- example: ([a-z0-9-]+) -->\n```json\n(.*?)\n```")
 
 // TestProtocolExamples produces every frame of the wire protocol from a real
-// server, with real SQL changes, and checks that docs/protocol.md shows each
-// one as captured: every example in the document must have the shape (keys
-// and JSON types, recursively) of a frame this run produced, and every frame
-// kind must be in the document. Run with CHANGECAST_UPDATE_DOCS=1 to
-// rewrite the examples from the run.
+// server, with real SQL changes, and checks it against the goldens in
+// testdata/protocol: every golden must have the shape (keys and JSON types,
+// recursively) of a frame this run produced, and every frame kind must have
+// a golden. Then docs/protocol.md must show every golden verbatim
+// (checkProtocolDoc, which TestProtocolDoc_MatchesGoldens also runs without
+// a server). Run with CHANGECAST_UPDATE_DOCS=1 (or -update) to rewrite the
+// goldens and the document's examples from the run.
 func TestProtocolExamples(t *testing.T) {
 	srv, url, dataDir := readyServer(t, "cc_protocol_doc")
 	admin := mintToken(t, dataDir, "admin")
@@ -134,7 +146,8 @@ func TestProtocolExamples(t *testing.T) {
 		}
 	}
 
-	checkProtocolDoc(t, got)
+	checkProtocolGoldens(t, got)
+	checkProtocolDoc(t)
 }
 
 func httpBody(t testing.TB, method, url string, body []byte) []byte {
@@ -164,53 +177,142 @@ func waitMetric(t testing.TB, addr, name string, min float64) {
 	}
 }
 
-// checkProtocolDoc compares the document's examples with the frames got (or
-// rewrites them, with CHANGECAST_UPDATE_DOCS=1).
-func checkProtocolDoc(t *testing.T, got map[string][]byte) {
+// checkProtocolGoldens compares the frames got with the goldens (after
+// rewriting the goldens from them, when updating).
+func checkProtocolGoldens(t *testing.T, got map[string][]byte) {
 	t.Helper()
-	doc, err := os.ReadFile(protocolDoc)
-	if err != nil {
-		t.Fatal(err)
+	if updateProtocol() {
+		writeProtocolGoldens(t, got)
 	}
-	seen := map[string]bool{}
-	if os.Getenv(updateDocsEnv) == "1" {
-		updated := exampleRE.ReplaceAllFunc(doc, func(block []byte) []byte {
-			m := exampleRE.FindSubmatch(block)
-			name := string(m[1])
-			frame, ok := got[name]
-			if !ok {
-				return block
-			}
-			seen[name] = true
-			return []byte(fmt.Sprintf("<!-- example: %s -->\n```json\n%s\n```", name, frame))
-		})
-		if err := os.WriteFile(protocolDoc, updated, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		doc = updated
-	}
-	for _, m := range exampleRE.FindAllSubmatch(doc, -1) {
-		name := string(m[1])
-		seen[name] = true
+	goldens := readProtocolGoldens(t)
+	for name, golden := range goldens {
 		frame, ok := got[name]
 		if !ok {
-			t.Errorf("docs/protocol.md shows example %q, which this test does not produce", name)
+			t.Errorf("%s/%s.json is an example this test does not produce; capture it in TestProtocolExamples or delete the file", protocolGoldens, name)
 			continue
 		}
 		var want, have any
-		if err := json.Unmarshal(m[2], &want); err != nil {
-			t.Errorf("docs/protocol.md example %q is not JSON: %v", name, err)
+		if err := json.Unmarshal(golden, &want); err != nil {
+			t.Errorf("%s/%s.json is not JSON: %v", protocolGoldens, name, err)
 			continue
 		}
 		if err := json.Unmarshal(frame, &have); err != nil {
 			t.Fatalf("captured %q is not JSON: %v", name, err)
 		}
 		if a, b := shape(want), shape(have); a != b {
-			t.Errorf("docs/protocol.md example %q is out of date (run %s=1 go test -run TestProtocolExamples ./cmd/changecast)\ndoc shape:  %s\nreal shape: %s\nreal frame: %s", name, updateDocsEnv, a, b, frame)
+			t.Errorf("%s/%s.json is out of date (run %s=1 go test -run TestProtocolExamples ./cmd/changecast)\ngolden shape: %s\nreal shape:   %s\nreal frame: %s", protocolGoldens, name, updateDocsEnv, a, b, frame)
 		}
 	}
 	var missing []string
 	for name := range got {
+		if _, ok := goldens[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("%s lacks goldens %v (run %s=1 go test -run TestProtocolExamples ./cmd/changecast, then show each in docs/protocol.md)", protocolGoldens, missing, updateDocsEnv)
+	}
+}
+
+// writeProtocolGoldens replaces the goldens with the frames got: the
+// directory holds exactly the examples this test produces.
+func writeProtocolGoldens(t *testing.T, got map[string][]byte) {
+	t.Helper()
+	if err := os.MkdirAll(protocolGoldens, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name := range readProtocolGoldens(t) {
+		if _, ok := got[name]; !ok {
+			if err := os.Remove(filepath.Join(protocolGoldens, name+".json")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, frame := range got {
+		if err := os.WriteFile(filepath.Join(protocolGoldens, name+".json"), append(append([]byte(nil), frame...), '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// readProtocolGoldens returns the golden frames by example name, without
+// their final newline.
+func readProtocolGoldens(t testing.TB) map[string][]byte {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(protocolGoldens, "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string][]byte, len(paths))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(filepath.Base(p), ".json")] = bytes.TrimSuffix(b, []byte("\n"))
+	}
+	return out
+}
+
+// TestProtocolDoc_MatchesGoldens checks, without a server, that
+// docs/protocol.md shows every protocol golden verbatim and nothing else.
+// With CHANGECAST_UPDATE_DOCS=1 (or -update) it first rewrites the
+// document's examples from the goldens.
+func TestProtocolDoc_MatchesGoldens(t *testing.T) {
+	checkProtocolDoc(t)
+}
+
+// checkProtocolDoc compares the document's examples with the goldens (after
+// rewriting the examples from them, when updating): each example must equal
+// its golden byte for byte, and each golden must be shown.
+func checkProtocolDoc(t *testing.T) {
+	t.Helper()
+	goldens := readProtocolGoldens(t)
+	if len(goldens) == 0 {
+		t.Fatalf("no goldens in %s (run %s=1 go test -run TestProtocolExamples ./cmd/changecast)", protocolGoldens, updateDocsEnv)
+	}
+	doc, err := os.ReadFile(protocolDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updateProtocol() {
+		updated := exampleRE.ReplaceAllFunc(doc, func(block []byte) []byte {
+			name := string(exampleRE.FindSubmatch(block)[1])
+			golden, ok := goldens[name]
+			if !ok {
+				return block
+			}
+			return []byte(fmt.Sprintf("<!-- example: %s -->\n```json\n%s\n```", name, golden))
+		})
+		if !bytes.Equal(updated, doc) {
+			if err := os.WriteFile(protocolDoc, updated, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			doc = updated
+		}
+	}
+	seen := map[string]bool{}
+	for _, m := range exampleRE.FindAllSubmatch(doc, -1) {
+		name := string(m[1])
+		if seen[name] {
+			t.Errorf("docs/protocol.md shows example %q twice", name)
+		}
+		seen[name] = true
+		golden, ok := goldens[name]
+		if !ok {
+			t.Errorf("docs/protocol.md shows example %q, which has no golden in %s (TestProtocolExamples writes one for each frame it produces)", name, protocolGoldens)
+			continue
+		}
+		if !json.Valid(m[2]) {
+			t.Errorf("docs/protocol.md example %q is not JSON", name)
+		}
+		if !bytes.Equal(m[2], golden) {
+			t.Errorf("docs/protocol.md example %q differs from %s/%s.json (run %s=1 go test -run TestProtocolDoc ./cmd/changecast to copy the goldens into the document)\ndoc:    %s\ngolden: %s", name, protocolGoldens, name, updateDocsEnv, m[2], golden)
+		}
+	}
+	var missing []string
+	for name := range goldens {
 		if !seen[name] {
 			missing = append(missing, name)
 		}

@@ -21,7 +21,7 @@ import (
 	"github.com/changecast/changecast/wsapi/client"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/tail")
+var updateGolden = flag.Bool("update", false, "rewrite the golden files: testdata/tail, and (TestProtocol*) ../../testdata/protocol with the examples of docs/protocol.md")
 
 // tailProc is one "changecast tail" running in-process.
 type tailProc struct {
