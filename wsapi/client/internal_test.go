@@ -43,4 +43,3 @@ func TestParseFrame_SkipsUnknownFrames(t *testing.T) {
 		}
 	}
 }
-
