@@ -128,9 +128,9 @@ const (
 // Event.Validate.
 var ErrInvalidEvent = errors.New("invalid event")
 
-// Event is a system event: something changecast itself reports (DESIGN.md
-// §2), persisted in changecast.events and delivered like an entity change
-// of type "event". Its JSON is the wire payload.
+// Event is a system event: something changecast itself reports
+// (docs/events.md), persisted in changecast.events and delivered like an
+// entity change of type "event". Its JSON is the wire payload.
 //
 // An Event is a value: Build gives each one its own copies of the UUID
 // pointers and of Metadata. Code that receives an Event must not mutate

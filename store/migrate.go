@@ -202,7 +202,7 @@ func migrateModel(tx *gorm.DB, schema, table string, value any) error {
 // replicaIdentityFull sets REPLICA IDENTITY FULL unless it is already set
 // (ALTER TABLE takes an exclusive lock; skip it when there is nothing to do).
 // Without it, a published table without a primary key makes the
-// application's UPDATEs fail (REPLICATION.md rule 14), and deletes carry
+// application's UPDATEs fail (docs/replication.md rule 14), and deletes carry
 // only the key.
 func replicaIdentityFull(tx *gorm.DB, schema, table string) error {
 	qualified := pgx.Identifier{schema, table}.Sanitize()

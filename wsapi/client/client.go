@@ -641,8 +641,8 @@ func responseMessage(resp *http.Response) string {
 func (s *Subscription) filterError(f frame) error {
 	e := &Error{Op: "filter", URL: s.url, Message: f.msg, Cursor: s.st.last, Kind: ErrBadFilter}
 	// The server answers code 403 for a type the token may not see and
-	// 400 for a malformed filter. Servers before issue 17 answered 400
-	// for both; their refusals are told apart by the message.
+	// 400 for a malformed filter. Older servers (before issue 17) answered
+	// 400 for both; their refusals are told apart by the message.
 	if f.code == "403" || strings.Contains(f.msg, "not allowed for this token") {
 		e.Kind = ErrForbidden
 	}
