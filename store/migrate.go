@@ -78,7 +78,8 @@ var ownMigrations = []string{
 // registered types with a Go type) in the schema of the URL's search path,
 // and REPLICA IDENTITY FULL on every built-in and registered table, so
 // updates and deletes carry the whole previous row. A registered type
-// without a Go type must name an existing table. Migrate is idempotent.
+// without a Go type must name an existing table. Migrate is idempotent, and
+// serialised with EnsurePublication between processes by an advisory lock.
 func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
