@@ -80,9 +80,6 @@ func (db *DB) Close() error {
 	return db.sqlDB.Close()
 }
 
-// Gorm returns the underlying gorm handle, for store-internal use and tests.
-func (db *DB) Gorm() *gorm.DB { return db.gdb }
-
 // URL returns the database URL with its password redacted.
 func (db *DB) URL() string { return RedactURL(db.url) }
 
