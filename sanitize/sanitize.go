@@ -193,6 +193,25 @@ func (s *Sanitizer) policy(name string) (*typePolicy, error) {
 
 // Change returns c with secrets removed from Payload and Previous. The
 // returned Change shares nothing mutable with c's rows.
+//
+// Columns marked, declared or (unless allowed) named secret are removed,
+// and secret-named keys are removed at any depth from the values kept:
+// inside json/jsonb values (json.RawMessage, see stripJSON), inside
+// arrays, and inside map[string]any and []any values. Allowing a column
+// (`changecast:"public"`) applies to the top-level column only; the keys
+// inside its value are still checked. A nil row stays nil, so an absent
+// previous row stays absent.
+//
+// Sanitizing never mutates its input: rows decoded by the watcher may be
+// shared, so a new Row is built, and nested maps and slices are copied
+// when something inside them is removed (and shared, read-only,
+// otherwise).
+//
+// Not recognised: secrets inside non-JSON text values (a password inside a
+// connection string in a text column, or a json column whose text the
+// watcher could not parse and passed on as a string) and secrets stored
+// under names that look harmless (a token in a column called "notes", or
+// under a JSON key "value"): mark or declare such columns secret.
 func (s *Sanitizer) Change(c entities.Change) (entities.Change, error) {
 	p, err := s.policy(c.EntityType)
 	if err != nil {
@@ -223,37 +242,8 @@ func (s *Sanitizer) Changes(batch []entities.Change) ([]entities.Change, error) 
 	return out, nil
 }
 
-// Row returns a copy of row with every rule of the package applied for et:
-// columns marked, declared or (unless allowed) named secret are removed,
-// and secret-named keys are removed at any depth from the values kept:
-// inside json/jsonb values (json.RawMessage, see StripJSON), inside arrays,
-// and inside map[string]any and []any values. Allowing a column
-// (`changecast:"public"`) applies to the top-level column only; the keys
-// inside its value are still checked. A nil row stays nil.
-//
-// Sanitizing never mutates its input: rows decoded by the watcher may be
-// shared, so a new Row is built, and nested maps and slices are copied when
-// something inside them is removed (and shared, read-only, otherwise).
-//
-// Not recognised: secrets inside non-JSON text values (a password inside a
-// connection string in a text column, or a json column whose text the
-// watcher could not parse and passed on as a string) and secrets stored
-// under names that look harmless (a token in a column called "notes", or
-// under a JSON key "value"): mark or declare such columns secret.
-//
-// Row decides without the Sanitizer's cache; the pipeline uses
-// (*Sanitizer).Change, which applies the same rules.
-func Row(et entities.EntityType, row entities.Row) entities.Row {
-	return sanitizeRow(uncached{et}, row, nil)
-}
-
 // decider decides columns: why one is stripped, or "" to keep it.
 type decider interface{ reason(col string) Reason }
-
-// uncached decides from the entity type on every call.
-type uncached struct{ et entities.EntityType }
-
-func (u uncached) reason(col string) Reason { return reason(u.et, col) }
 
 func sanitizeRow(d decider, row entities.Row, st *counters) entities.Row {
 	if row == nil {
