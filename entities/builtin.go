@@ -173,8 +173,9 @@ type GitHubEndpoint struct {
 	UpdatedAt     time.Time `json:"updated_at" gorm:"type:timestamptz;not null;default:now()"`
 }
 
-// TableName methods pin the plural snake_case table names of DESIGN.md §6
-// instead of relying on gorm's inflection.
+// TableName methods pin the plural snake_case table names instead of
+// relying on gorm's inflection: the publication and existing databases
+// name these tables, so a change in gorm must not rename them.
 func (Repository) TableName() string        { return "repositories" }
 func (Organization) TableName() string      { return "organizations" }
 func (Enterprise) TableName() string        { return "enterprises" }

@@ -84,7 +84,7 @@ type Change struct {
 
 	// Source position. CommitLSN is the transaction's commit record;
 	// EndLSN the end of it, the only position safe to confirm
-	// (see REPLICATION.md rule 1). Index is the change's place in its
+	// (see docs/replication.md rule 1). Index is the change's place in its
 	// transaction, from 0.
 	CommitLSN  LSN
 	EndLSN     LSN

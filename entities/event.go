@@ -128,9 +128,9 @@ const (
 // Event.Validate.
 var ErrInvalidEvent = errors.New("invalid event")
 
-// Event is a system event: something changecast itself reports (DESIGN.md
-// §2), persisted in changecast.events and delivered like an entity change
-// of type "event". Its JSON is the wire payload.
+// Event is a system event: something changecast itself reports
+// (docs/events.md), persisted in changecast.events and delivered like an
+// entity change of type "event". Its JSON is the wire payload.
 //
 // An Event is a value: Build gives each one its own copies of the UUID
 // pointers and of Metadata. Code that receives an Event must not mutate
@@ -329,66 +329,6 @@ func encodeMetadata(m map[string]any) (json.RawMessage, error) {
 	return json.RawMessage(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))), nil
 }
 
-// EventFromRow converts an event Row back to an Event. It accepts the
-// typed values of Event.Row as well as what the journal hands back (every
-// value a json.RawMessage) and text forms (uuids and RFC 3339 times as
-// strings, metadata as []byte, string or map[string]any). Numbers in
-// metadata become json.Number.
-func EventFromRow(r Row) (Event, error) {
-	var (
-		e    Event
-		errs []string
-	)
-	fail := func(col string, err error) { errs = append(errs, fmt.Sprintf("%s: %v", col, err)) }
-	for _, col := range EventColumns {
-		v, ok := r[col]
-		if !ok {
-			errs = append(errs, col+": missing")
-			continue
-		}
-		var err error
-		switch col {
-		case "id":
-			e.ID, err = rowUUID(v)
-		case "operation_id":
-			e.OperationID, err = rowUUID(v)
-		case "user_id":
-			e.UserID, err = rowNullUUID(v)
-		case "system_id":
-			e.SystemID, err = rowNullUUID(v)
-		case "acted_upon":
-			e.ActedUpon, err = rowNullUUID(v)
-		case "category":
-			e.Category, err = rowString(v)
-		case "action":
-			e.Action, err = rowString(v)
-		case "severity":
-			var s string
-			s, err = rowString(v)
-			e.Severity = Severity(s)
-		case "description":
-			e.Description, err = rowString(v)
-		case "status":
-			var s string
-			s, err = rowString(v)
-			e.Status = EventStatus(s)
-		case "metadata":
-			e.Metadata, err = rowMetadata(v)
-		case "created_at":
-			e.CreatedAt, err = rowTime(v)
-		case "updated_at":
-			e.UpdatedAt, err = rowTime(v)
-		}
-		if err != nil {
-			fail(col, err)
-		}
-	}
-	if len(errs) > 0 {
-		return Event{}, fmt.Errorf("event from row: %s", strings.Join(errs, "; "))
-	}
-	return e, nil
-}
-
 // unraw turns a json.RawMessage into a Go value (strings stay strings,
 // null becomes nil).
 func unraw(v any) (any, error) {
@@ -403,29 +343,6 @@ func unraw(v any) (any, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-func rowString(v any) (string, error) {
-	v, err := unraw(v)
-	if err != nil {
-		return "", err
-	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fmt.Errorf("want a string, got %T", v)
-	}
-	return s, nil
-}
-
-func rowUUID(v any) (uuid.UUID, error) {
-	id, err := rowNullUUID(v)
-	if err != nil {
-		return uuid.Nil, err
-	}
-	if id == nil {
-		return uuid.Nil, errors.New("want a uuid, got null")
-	}
-	return *id, nil
 }
 
 func rowNullUUID(v any) (*uuid.UUID, error) {
@@ -455,52 +372,6 @@ func rowNullUUID(v any) (*uuid.UUID, error) {
 		return &id, nil
 	}
 	return nil, fmt.Errorf("want a uuid, got %T", v)
-}
-
-func rowTime(v any) (time.Time, error) {
-	v, err := unraw(v)
-	if err != nil {
-		return time.Time{}, err
-	}
-	switch x := v.(type) {
-	case time.Time:
-		return x.UTC(), nil
-	case string:
-		t, err := time.Parse(time.RFC3339Nano, x)
-		if err != nil {
-			return time.Time{}, err
-		}
-		return t.UTC(), nil
-	}
-	return time.Time{}, fmt.Errorf("want a time, got %T", v)
-}
-
-func rowMetadata(v any) (map[string]any, error) {
-	var b []byte
-	switch x := v.(type) {
-	case nil:
-		return map[string]any{}, nil
-	case json.RawMessage:
-		b = x
-	case []byte:
-		b = x
-	case string:
-		b = []byte(x)
-	case map[string]any:
-		return normalizeMetadata(x)
-	default:
-		return nil, fmt.Errorf("want a JSON object, got %T", v)
-	}
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("want a JSON object: %w", err)
-	}
-	if m == nil {
-		m = map[string]any{}
-	}
-	return m, nil
 }
 
 // EventBuilder builds an Event step by step; see NewEvent. Its methods

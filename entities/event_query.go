@@ -40,8 +40,8 @@ const (
 // EventSorts lists the accepted EventQuery.Sort values.
 var EventSorts = []string{EventSortCreatedAt, EventSortUpdatedAt, EventSortSeverity, EventSortCategory, EventSortAction}
 
-// EventQuery selects a page of system events (the REST list, DESIGN.md
-// §2 and issue #5). Filters are AND-ed; the values of one filter are
+// EventQuery selects a page of system events (the REST list of docs/events.md,
+// issue 5). Filters are AND-ed; the values of one filter are
 // OR-ed. Call Validate before use: it fills the defaults.
 type EventQuery struct {
 	// Owner restricts the result to what one user may see: events with

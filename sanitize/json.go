@@ -17,30 +17,25 @@ const (
 	jsonInvalid                    // not JSON: replaced by null
 )
 
-// StripJSON removes, at any depth, every object member whose key is a
+// stripJSON removes, at any depth, every object member whose key is a
 // SecretName, including inside arrays: {"a": {"b": {"private_key": "x"}}}
 // becomes {"a":{"b":{}}} and [{"token": 1}] becomes [{}]. The key and its
 // whole value go, whatever the value holds.
 //
-// When nothing is removed, out is raw itself (the same bytes, not a copy)
-// and stripped is false. When something is removed, out is new compact
+// When nothing is removed, it returns raw itself (the same bytes, not a
+// copy) and jsonKept. When something is removed, it returns new compact
 // JSON in which everything kept is the input's own text: member order,
 // duplicate keys, string escapes and number literals (9007199254740993
 // stays exact) are preserved, only insignificant whitespace is dropped.
 //
 // raw that is not valid JSON cannot be inspected reliably, so it is
-// replaced by null and stripped is true. (PostgreSQL validates json and
+// replaced by null (jsonInvalid). (PostgreSQL validates json and
 // jsonb on input, and the watcher only produces valid json.RawMessage
 // values, so this is a defence, not a path expected in practice.)
 //
 // Keys are checked without a full decode: raw is validated, then a single
 // scan finds the object keys; only a value that holds a secret-named key is
 // rewritten.
-func StripJSON(raw []byte) (out []byte, stripped bool) {
-	out, res := stripJSON(raw)
-	return out, res != jsonKept
-}
-
 func stripJSON(raw []byte) ([]byte, jsonResult) {
 	if !json.Valid(raw) {
 		return jsonNull, jsonInvalid

@@ -10,7 +10,7 @@ package sanitize
 // "privateKeyPEM" → private key pem) and letter/digit boundaries
 // ("oauth2Token" → oauth 2 token). Letters are lowered in ASCII only, so a
 // non-ASCII look-alike never folds into a secret word (and every word is a
-// contiguous ASCII substring of the name, which StripJSON's pre-scan relies
+// contiguous ASCII substring of the name, which stripJSON's pre-scan relies
 // on).
 
 // wordKind is what one lowercase word means to the name rule.

@@ -2,42 +2,15 @@
 // stores, with every secret removed from the new row and from the previous
 // row before anything is journaled or published.
 //
-// # Guarantee
-//
-// Nothing secret by mark, by declaration or by name leaves, at any depth.
-// A column is stripped when, from strongest to safety net:
-//
-//   - its field is marked `changecast:"secret"` in the entity's Go type
-//     (ReasonMarked);
-//   - it is declared secret when the entity type is registered,
-//     entities.EntityType.Secrets (ReasonDeclared);
-//   - its name looks secret (SecretName), even though nobody marked it, e.g.
-//     a column added later by ALTER TABLE that the watcher learns from a new
-//     Relation message (ReasonName). This is deny by default: a harmless
-//     column caught by the name rule is allowed per entity type with
-//     `changecast:"public"` or entities.EntityType.Public.
-//
-// Then, in every value kept (explicitly allowed columns included: allowing
-// applies to the top-level column only), every object key that is a
-// SecretName is removed at any depth: inside json/jsonb values
-// (json.RawMessage, see StripJSON), inside arrays, and inside
-// map[string]any and []any values.
-//
-// # Not covered
-//
-// Secrets inside non-JSON text values (a password inside a connection
-// string in a text column, a json column whose text the watcher could not
-// parse and passed on as a string) and secrets stored under names that look
-// harmless (a token in a column called "notes", or under a JSON key
-// "value") are not recognised: mark or declare such columns secret.
-//
-// # Behaviour
-//
-// Sanitizing never mutates its input: rows decoded by the watcher may be
-// shared, so a new Row is built, and nested maps and slices are copied when
-// something inside them is removed (and shared, read-only, otherwise). It
-// fails closed: a change whose entity type is not registered is an error,
-// never passed through.
+// Guarantee: nothing secret by mark (`changecast:"secret"`, ReasonMarked),
+// by declaration (entities.EntityType.Secrets, ReasonDeclared) or by name
+// (SecretName, ReasonName: deny by default, allowed per type with
+// `changecast:"public"` or entities.EntityType.Public) leaves, and
+// secret-named keys are removed at any depth inside JSON values and nested
+// maps and slices, kept columns included. It fails closed: a change of an
+// unregistered entity type is an error. Sanitizing never mutates its input,
+// and a Sanitizer is safe for concurrent use. The rules, their order and
+// what they do not catch are docs/security.md.
 package sanitize
 
 import (
@@ -183,7 +156,9 @@ type counters struct {
 }
 
 // Sanitizer strips secrets using a registry, caching its decisions per
-// entity type and column. It is safe for concurrent use.
+// entity type and column. It is safe for concurrent use. It fails closed:
+// a change whose entity type is not registered is an error, never passed
+// through.
 type Sanitizer struct {
 	reg      *entities.Registry
 	policies sync.Map // type name -> *typePolicy
@@ -218,6 +193,25 @@ func (s *Sanitizer) policy(name string) (*typePolicy, error) {
 
 // Change returns c with secrets removed from Payload and Previous. The
 // returned Change shares nothing mutable with c's rows.
+//
+// Columns marked, declared or (unless allowed) named secret are removed,
+// and secret-named keys are removed at any depth from the values kept:
+// inside json/jsonb values (json.RawMessage, see stripJSON), inside
+// arrays, and inside map[string]any and []any values. Allowing a column
+// (`changecast:"public"`) applies to the top-level column only; the keys
+// inside its value are still checked. A nil row stays nil, so an absent
+// previous row stays absent.
+//
+// Sanitizing never mutates its input: rows decoded by the watcher may be
+// shared, so a new Row is built, and nested maps and slices are copied
+// when something inside them is removed (and shared, read-only,
+// otherwise).
+//
+// Not recognised: secrets inside non-JSON text values (a password inside a
+// connection string in a text column, or a json column whose text the
+// watcher could not parse and passed on as a string) and secrets stored
+// under names that look harmless (a token in a column called "notes", or
+// under a JSON key "value"): mark or declare such columns secret.
 func (s *Sanitizer) Change(c entities.Change) (entities.Change, error) {
 	p, err := s.policy(c.EntityType)
 	if err != nil {
@@ -248,22 +242,8 @@ func (s *Sanitizer) Changes(batch []entities.Change) ([]entities.Change, error) 
 	return out, nil
 }
 
-// Row returns a copy of row with every rule of the package applied for et:
-// columns marked, declared or (unless allowed) named secret are removed,
-// and secret-named keys are removed at any depth from the values kept. A
-// nil row stays nil. Row decides without the Sanitizer's cache; the
-// pipeline uses (*Sanitizer).Change.
-func Row(et entities.EntityType, row entities.Row) entities.Row {
-	return sanitizeRow(uncached{et}, row, nil)
-}
-
 // decider decides columns: why one is stripped, or "" to keep it.
 type decider interface{ reason(col string) Reason }
-
-// uncached decides from the entity type on every call.
-type uncached struct{ et entities.EntityType }
-
-func (u uncached) reason(col string) Reason { return reason(u.et, col) }
 
 func sanitizeRow(d decider, row entities.Row, st *counters) entities.Row {
 	if row == nil {

@@ -247,7 +247,7 @@ func (a *Appender) Close() error {
 // A transaction whose CommitLSN is below the stored offset (all its chunks)
 // is already journaled and is skipped; one whose CommitLSN equals the
 // offset is not (the offset is the previous transaction's EndLSN, where
-// the next commit record may start: REPLICATION.md rule 1).
+// the next commit record may start: docs/replication.md rule 1).
 //
 // A chunked transaction is written chunk by chunk into one open journal
 // transaction, committed at its Final chunk with the offset. Small Final

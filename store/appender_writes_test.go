@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/entities/entitiestest"
 	"github.com/changecast/changecast/store"
 )
 
@@ -63,7 +64,7 @@ func TestAppender_PersistEvent(t *testing.T) {
 	if evRow.Cursor != 4 || evRow.EntityType != entities.EventEntityType || evRow.Operation != entities.OpCreate || evRow.EntityID != ev.ID.String() {
 		t.Fatalf("journal row 4 is %+v, want the event create", evRow)
 	}
-	back, err := entities.EventFromRow(evRow.Payload)
+	back, err := entitiestest.EventFromRow(evRow.Payload)
 	if err != nil {
 		t.Fatalf("EventFromRow: %v", err)
 	}

@@ -19,6 +19,16 @@ import (
 
 // DB is changecast's connection pool to its PostgreSQL database. It is safe
 // for concurrent use.
+//
+// It keeps gorm for what gorm does well: the entity models and their
+// migrations (Migrate, EnsurePublication), where declaring tables from Go
+// structs is worth its reflection and allocations. The hot paths use pgx
+// directly: journal reads (ReadJournal), retention, offsets, events and
+// users go through a pgxpool, and the Appender writes the journal on its
+// own pgx connection with COPY. There gorm's per-row reflection would cost
+// on every change, and the journal needs what only pgx offers: COPY, a
+// session advisory lock held on one connection, and transactions that the
+// appender keeps open across chunks.
 type DB struct {
 	gdb   *gorm.DB
 	sqlDB *sql.DB
@@ -69,9 +79,6 @@ func (db *DB) Close() error {
 	db.pool.Close()
 	return db.sqlDB.Close()
 }
-
-// Gorm returns the underlying gorm handle, for store-internal use and tests.
-func (db *DB) Gorm() *gorm.DB { return db.gdb }
 
 // URL returns the database URL with its password redacted.
 func (db *DB) URL() string { return RedactURL(db.url) }

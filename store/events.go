@@ -18,7 +18,7 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// This file holds the system events table, changecast.events (issue #5):
+// This file holds the system events table, changecast.events (docs/events.md):
 // its migration, the reads behind the REST list, and the writes, which
 // run inside a caller's pgx transaction (the journal appender's, so the
 // row and its journal entry commit together) and return the Changes to

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/entities/entitiestest"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/store/storetest"
 )
@@ -194,7 +195,7 @@ func TestEvents_InsertAndList(t *testing.T) {
 		if !reflect.DeepEqual(c.Payload, evs[i].Row()) {
 			t.Errorf("change %d payload = %v, want %v", i, c.Payload, evs[i].Row())
 		}
-		back, err := entities.EventFromRow(c.Payload)
+		back, err := entitiestest.EventFromRow(c.Payload)
 		if err != nil || !reflect.DeepEqual(back, evs[i]) {
 			t.Errorf("EventFromRow(payload %d) = %+v, %v; want %+v", i, back, err, evs[i])
 		}

@@ -12,6 +12,28 @@ import (
 // pipeline) and of wsapi.Journal (for the hub's resume and catch-up): the
 // changecast.journal table, its offsets and its retention, in the database
 // DB is connected to.
+//
+// The journal is an append-only table of sanitized changes whose seq is
+// the wire cursor. Its guarantees:
+//
+//   - Single writer: one Appender per database, held by a session advisory
+//     lock (a second gets ErrJournalLocked); it assigns seq itself, dense,
+//     without gaps.
+//   - Commit order: the Appender journals source transactions in the order
+//     it receives them, which is commit order, so seq order is commit order
+//     and a reader tailing by seq never skips a row that commits late.
+//   - Exactly once per commit LSN: the slot's offset (the EndLSN of the last
+//     journaled transaction) moves in the same database transaction as the
+//     rows it covers, and transactions with a CommitLSN below it are
+//     skipped, so a replay after a crash adds nothing twice.
+//   - Bounded memory: a chunked source transaction is written chunk by
+//     chunk into one journal transaction; only its commit makes it visible.
+//   - Bounded retention (PruneJournal, RunRetention): rows go oldest first
+//     and the horizon records the highest removed seq; a reader resuming
+//     after a cursor below it gets ErrCursorExpired, never a silent gap.
+//   - Lost slots are recorded, never hidden: RecordGap journals a marker
+//     and the lost LSN range together, and a reader resuming from before
+//     the marker gets a *GapError (gaps.go).
 type Journal struct {
 	DB *DB
 	// Retention is the policy RunRetention applies.

@@ -79,7 +79,8 @@ var ownMigrations = []string{
 // the schema of the URL's search path, and REPLICA IDENTITY FULL on every
 // registered table, so updates and deletes carry the whole previous row.
 // It creates no table that reg does not name; a registered type without a
-// Go type must name an existing table. Migrate is idempotent.
+// Go type must name an existing table. Migrate is idempotent, and
+// serialised with EnsurePublication between processes by an advisory lock.
 func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
@@ -211,7 +212,7 @@ func migrateModel(tx *gorm.DB, schema, table string, value any) error {
 // replicaIdentityFull sets REPLICA IDENTITY FULL unless it is already set
 // (ALTER TABLE takes an exclusive lock; skip it when there is nothing to do).
 // Without it, a published table without a primary key makes the
-// application's UPDATEs fail (REPLICATION.md rule 14), and deletes carry
+// application's UPDATEs fail (docs/replication.md rule 14), and deletes carry
 // only the key.
 func replicaIdentityFull(tx *gorm.DB, schema, table string) error {
 	qualified := pgx.Identifier{schema, table}.Sanitize()

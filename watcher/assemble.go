@@ -60,7 +60,7 @@ type output interface {
 }
 
 // assembler turns the pgoutput messages of one replication connection
-// into Transactions. It holds the relation cache (REPLICATION.md rule 10)
+// into Transactions. It holds the relation cache (docs/replication.md rule 10)
 // and the transaction being received, never more than chunkSize of its
 // changes. It is owned by one goroutine.
 type assembler struct {
@@ -147,8 +147,8 @@ func (a *assembler) handle(walData []byte) error {
 // record. Every transaction committed before it has its commit record
 // below it; the next one's commit record may start exactly there, so its
 // commit LSN can EQUAL the skip position and it must be kept. Hence "<",
-// not "<=": DESIGN.md §4's "commit LSN ≤ stored offset" would lose that
-// transaction (REPLICATION.md rule 1). PostgreSQL applies the same rule
+// not "<=": skipping when "commit LSN ≤ stored offset" would lose that
+// transaction (docs/replication.md rule 1). PostgreSQL applies the same rule
 // when it starts decoding at a requested position (snapbuild.c,
 // SnapBuildXactNeedsSkip: commit record start < start_decoding_at).
 // Deciding at Begin, not at Commit, means a skipped transaction is
@@ -379,8 +379,8 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 // replica-identity columns are present; the others arrive as 'n' meaning
 // "not sent" and are omitted. An unchanged TOAST value ('u') is taken from
 // old when old has the column, and otherwise omitted from the row and
-// listed in unchanged: it is never reported as NULL (REPLICATION.md rule
-// 11). keyText is the key column's text, "" when absent.
+// listed in unchanged: it is never reported as NULL (docs/replication.md
+// rule 11). keyText is the key column's text, "" when absent.
 func (a *assembler) tuple(rel *relation, t *pglogrepl.TupleData, keyOnly bool, old entities.Row) (row entities.Row, unchanged []string, keyText string, err error) {
 	if len(t.Columns) != len(rel.columns) {
 		return nil, nil, "", fmt.Errorf("%w: tuple has %d columns, relation %s has %d", errProtocol, len(t.Columns), rel.name, len(rel.columns))

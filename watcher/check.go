@@ -17,7 +17,8 @@ import (
 // ErrSlotInUse, ErrNoFreeSlot, ErrNoFreeWALSender), or a connection error.
 //
 // Check is a preflight: called while this Watcher's own Run is streaming it
-// reports ErrSlotInUse.
+// reports ErrSlotInUse. It uses its own short-lived ordinary connection,
+// never Run's replication connection.
 func (w *Watcher) Check(ctx context.Context) error {
 	cc, err := pgx.ParseConfig(w.cfg.URL)
 	if err != nil {

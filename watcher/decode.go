@@ -75,7 +75,7 @@ func (d *valueDecoder) decode(oid uint32, text []byte) any {
 		}
 	case pgtype.JSONOID, pgtype.JSONBOID:
 		// Kept as the server's bytes: decoding would turn
-		// 9007199254740993 into 9007199254740992 (REPLICATION.md rule 12).
+		// 9007199254740993 into 9007199254740992 (docs/replication.md rule 12).
 		// Validated so that encoding the Row later cannot fail.
 		if json.Valid(text) {
 			return json.RawMessage(append([]byte(nil), text...))

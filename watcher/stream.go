@@ -19,7 +19,31 @@ import (
 // starts replication (protocol 1, no streaming of in-progress transactions,
 // no two-phase) and sends each committed transaction that touched a
 // registered table on out, in chunks of at most Config.ChunkSize changes
-// (see the package comment), until ctx is done or the connection fails.
+// (see Transaction), until ctx is done or the connection fails.
+//
+// Ordering: transactions go out in commit order. Nothing of a transaction
+// is sent before it committed in PostgreSQL (protocol 1 decodes it only at
+// its commit), but its non-final chunks go out before its Commit message
+// has arrived. A transaction's Changes are in the order the rows were
+// changed, with Index counting from 0 across the whole transaction. A
+// TRUNCATE becomes one change per truncated registered table (OpTruncate,
+// no EntityID, nil Payload) at its place in the transaction; unregistered
+// tables named or reached by CASCADE are ignored. A rolled-back
+// transaction, or one that touched no registered table, produces nothing.
+//
+// Once only: one Watcher never sends the same change twice, across Run
+// calls included: a transaction interrupted between chunks continues at
+// the next Index. It never sends a transaction whose commit LSN is below
+// Config.StartLSN (docs/replication.md rule 2: the slot's own position can
+// go backwards, so the stored one is authoritative). That comparison is
+// strict: the next transaction's commit record can start exactly at the
+// stored EndLSN, and skipping "commit LSN ≤ stored offset" would drop it
+// (rule 1). A new Watcher resumes at whole transactions: a transaction
+// whose Final chunk was not acknowledged is sent again from Index 0. So
+// call Run again on the same Watcher only when the consumer kept all that
+// the previous Run sent it, unacknowledged chunks included; a consumer
+// that started over (rolled back what it had not made durable) needs a new
+// Watcher whose StartLSN is its stored offset.
 //
 // It returns nil when ctx is cancelled (after a last status update that
 // reports the latest Ack), a *PrerequisiteError for a setup problem (see
@@ -30,9 +54,9 @@ import (
 // position, and never re-sends a change it already sent: a transaction
 // whose Final chunk was not sent yet continues with the next Index.
 //
-// Run owns the connection: it keeps answering the server while waiting for
-// room on out, so a slow consumer delays delivery but does not drop the
-// connection.
+// Run owns the connection: only its goroutine reads or writes it (rule 5).
+// It keeps answering the server while waiting for room on out, so a slow
+// consumer delays delivery but does not drop the connection.
 func (w *Watcher) Run(ctx context.Context, out chan<- entities.Transaction) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return ErrRunning

@@ -415,7 +415,7 @@ func TestRun_StartLSNSkipsHandledTransactions(t *testing.T) {
 }
 
 func TestRun_StartLSNDedupesWhenTheSlotWentBack(t *testing.T) {
-	// REPLICATION.md rule 2: after a server restart the slot's
+	// docs/replication.md rule 2: after a server restart the slot's
 	// confirmed_flush_lsn can be older than what was confirmed. The
 	// stored StartLSN still keeps handled transactions out.
 	cluster := newClusterEnv(t)

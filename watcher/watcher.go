@@ -53,8 +53,7 @@ type Config struct {
 	StartLSN entities.LSN
 	// ChunkSize is the most changes the watcher holds for one
 	// transaction: a larger transaction is sent as several Transactions
-	// of ChunkSize changes, the last one Final (see the package
-	// comment). With the capacity of Run's channel it bounds what the
+	// of ChunkSize changes, the last one Final (see Transaction). With the capacity of Run's channel it bounds what the
 	// watcher and that channel hold: (cap(out)+1) × ChunkSize changes.
 	// Default: 1000. Negative is an error.
 	ChunkSize int
@@ -87,7 +86,19 @@ type Config struct {
 }
 
 // Transaction is one committed source transaction, or one chunk of a large
-// one: see entities.Transaction and the package comment's "Chunks".
+// one (see entities.Transaction).
+//
+// Pgoutput protocol 1 sends a transaction whole at its commit, however
+// large; the watcher holds at most Config.ChunkSize of its changes. Each
+// time it has ChunkSize, it sends them as a Transaction with Final false
+// (Xid, CommitLSN and CommitTime set, EndLSN 0) and lets them go. At the
+// Commit it sends the rest with Final true and EndLSN set, possibly with
+// no changes (when the count is a multiple of ChunkSize). A transaction
+// that fits in one chunk is a single Final Transaction. A Change's EndLSN
+// equals its chunk's: 0 except in the Final chunk. Chunks of different
+// transactions never interleave. Only a Final chunk's EndLSN may be passed
+// to Ack: the consumer journals the chunks and acknowledges when the Final
+// is durable.
 type Transaction = entities.Transaction
 
 // Stats is a snapshot of the watcher's replication progress.
@@ -108,7 +119,7 @@ type Stats struct {
 }
 
 // Watcher streams committed row changes from PostgreSQL. Create one with
-// New; see the package comment for its guarantees.
+// New; Run and Ack state its guarantees.
 type Watcher struct {
 	cfg    Config
 	logger *slog.Logger
@@ -189,9 +200,22 @@ func New(cfg Config) (*Watcher, error) {
 
 // Ack records that everything up to lsn, the EndLSN of a Final
 // Transaction (chunks before the Final have none), is durably handled
-// (journaled). The next standby status update reports it
-// to the server, which may then recycle the WAL before it. Acks never move
-// the position backwards. Safe to call from any goroutine.
+// (journaled). The next standby status update reports it to the server,
+// which may then recycle the WAL before it. Acks never move the position
+// backwards. Safe to call from any goroutine.
+//
+// The watcher confirms to PostgreSQL only what was acknowledged: write,
+// flush and apply positions are all the highest Ack'd EndLSN, never the
+// received position. While a transaction is open, chunks of it sent or
+// not, nothing past the last Ack is confirmed. When nothing is pending (no
+// open transaction, every sent Final acknowledged) it also confirms the
+// end of transactions that touched no registered table and the server's
+// position from keepalives, so a quiet publication does not pin WAL
+// (docs/replication.md rule 4). Positions are reported at least every
+// Config.StatusInterval, within about half a second of an Ack, and at once
+// when the server asks, including while Run waits for room on its output
+// channel. Stats reports the lag: the bytes between the server's WAL end
+// and the confirmed position.
 func (w *Watcher) Ack(lsn entities.LSN) { storeMax(&w.acked, uint64(lsn)) }
 
 // storeMax raises p to v; it never lowers it, whoever else writes p.

@@ -8,7 +8,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Role is what a token's holder may see. See DESIGN.md §5.
+// Role is what a token's holder may see. See docs/security.md, "Users,
+// login and sessions", and docs/protocol.md, "Authentication".
 type Role string
 
 // The roles a token can carry.

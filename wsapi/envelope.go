@@ -10,7 +10,8 @@ import (
 	"github.com/changecast/changecast/wire"
 )
 
-// This file holds envelope requests (DESIGN.md §3 item 2, SysAdm style):
+// This file holds envelope requests (docs/protocol.md, "Envelope requests";
+// SysAdm style):
 // {"namespace": "events", "name": "subscribe" | "unsubscribe" | "filter" |
 // "ping", "id": "...", "args": ...}. Each gets exactly one frame back with
 // the same id: a response carrying the connection's filters and cursor, or

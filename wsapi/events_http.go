@@ -18,7 +18,7 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// This file holds the system events REST API (issue #5 item 3):
+// This file holds the system events REST API (docs/events.md, "REST API"):
 //
 //	GET    /api/v1/events               a page of events (query below)
 //	GET    /api/v1/events/types         distinct categories and actions
@@ -27,16 +27,16 @@ import (
 //	DELETE /api/v1/events/{id}
 //	DELETE /api/v1/events               {"ids": [...]}
 //
-// Authorization follows the stream's (DESIGN.md §3, §5): the token must
-// allow entity type "event" (no scope, or a scope naming it; otherwise
-// 403). Admins see and change every event. A viewer sees the events whose
-// user_id is their token's sub and the events without a user_id, and may
-// change or delete only their own: an event without a user_id concerns
-// everyone, and its status is shared, so to a viewer it is not found (404)
-// for writes. A viewer whose sub is not a UUID (a token minted offline for
-// automation) has no events of its own: it sees only events without a
-// user_id and can change none. Another user's event is 404, never 403, so
-// its existence does not leak.
+// Authorization follows the stream's (docs/protocol.md, "Authentication";
+// docs/events.md, "REST API"): the token must allow entity type "event" (no
+// scope, or a scope naming it; otherwise 403). Admins see and change every
+// event. A viewer sees the events whose user_id is their token's sub and
+// the events without a user_id, and may change or delete only their own: an
+// event without a user_id concerns everyone, and its status is shared, so
+// to a viewer it is not found (404) for writes. A viewer whose sub is not a
+// UUID (a token minted offline for automation) has no events of its own: it
+// sees only events without a user_id and can change none. Another user's
+// event is 404, never 403, so its existence does not leak.
 //
 // Bad input is 400 with {"error": "..."} naming the problem; success is
 // 200 with JSON for reads and 204 for writes.

@@ -357,7 +357,7 @@ func TestEventsHTTP_List(t *testing.T) {
 		})
 	}
 
-	// The whole event object, as DESIGN.md §2 names its fields.
+	// The whole event object, as docs/events.md names its fields.
 	r := e.do(t, http.MethodGet, "/api/v1/events?action=unreachable", admin, "")
 	var page struct {
 		Page     int64                        `json:"page"`

@@ -14,7 +14,7 @@ import (
 
 // This file holds the client's subscription: what the token allows (scope)
 // and what the client asked for (filter), and the strict parser for GARM
-// filter messages (DESIGN.md §3 item 1).
+// filter messages (docs/protocol.md, "Choosing what to receive").
 //
 // A filter is a list of clauses rather than a map so that later extensions
 // (field "match" clauses, envelope subscribe/unsubscribe) add fields to a
@@ -30,7 +30,8 @@ type scope struct {
 	types map[string]bool
 }
 
-// userEntityType is the one type viewers never see (DESIGN.md §5).
+// userEntityType is the one type viewers never see, whatever their scope
+// says (docs/protocol.md, "Authentication").
 const userEntityType = "user"
 
 func newScope(c *Claims) scope {

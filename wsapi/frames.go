@@ -11,10 +11,11 @@ import (
 	"github.com/changecast/changecast/wire"
 )
 
-// This file encodes what the server sends (DESIGN.md §3, server → client)
-// with the vocabulary and change-frame encoder of package wire. Encoders
-// return bytes; for change frames hub.go builds the complete WebSocket frame
-// once (wireFrame), shared by every client that receives it.
+// This file encodes what the server sends (docs/protocol.md, server →
+// client) with the vocabulary and change-frame encoder of package wire.
+// Encoders return bytes; for change frames hub.go builds the complete
+// WebSocket frame once (wireFrame), shared by every client that receives
+// it.
 
 // encodeChange encodes c as an entity-change frame (wire.EncodeChange).
 // The server's call sites hold a *entities.Change.
@@ -57,9 +58,9 @@ func mustJSON(v any) []byte {
 	return b.Bytes()
 }
 
-// systemStateFrame is SysAdm's periodic subsystem status (DESIGN.md §3,
-// issue 5): {"namespace": "events", "name": "system_state", "id": "",
-// "args": {...}}.
+// systemStateFrame is SysAdm's periodic subsystem status (docs/protocol.md,
+// "System state"; issue 5): {"namespace": "events", "name":
+// "system_state", "id": "", "args": {...}}.
 type systemStateFrame struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`

@@ -11,8 +11,8 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// This file holds field filters: a clause's "match" object (DESIGN.md §3
-// item 1 extension), {"field": value | [values]}. Conditions are AND-ed; an
+// This file holds field filters: a clause's "match" object (docs/protocol.md,
+// "Field filters"), {"field": value | [values]}. Conditions are AND-ed; an
 // array is IN. Values are JSON scalars, compared by JSON value:
 //
 //   - strings exactly, after decoding escapes ("\u0041" == "A");

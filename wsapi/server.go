@@ -1,63 +1,17 @@
-// Package wsapi is changecast's HTTP face: JWT authentication, the WebSocket
-// event stream of DESIGN.md §3 (GARM-compatible filters, entity-change,
-// control and error frames), the hub that fans committed changes out to
-// connections, catch-up and resume from the journal, and the health
-// endpoints. It is the only package that imports gorilla/websocket.
+// Package wsapi is changecast's HTTP face: JWT authentication, login and
+// sessions, the WebSocket event stream (GARM-compatible filters, envelope
+// requests, entity-change, control and error frames), the hub that fans
+// committed changes out to connections, catch-up and resume from the
+// journal, the system events REST API and the health endpoints. It is the
+// only package that imports gorilla/websocket.
 //
-// Delivery guarantees (DESIGN.md §3, §4), given a Journal and a Publish
-// caller that keeps its contract:
-//
-//   - A connection receives changes in cursor (commit) order, each at most
-//     once per (connection, cursor), with no gap: every change after its
-//     starting position that its filter selects and its token allows.
-//     Authorization is checked when a filter is accepted and again for
-//     every change delivered, live or from the journal; viewers never see
-//     user. A filter applies from the next Publish (live) or the next
-//     journal page (catching up).
-//   - Each client has a position (the last cursor delivered or skipped as
-//     unwanted) and is either live or catching up. Live clients get
-//     Publish's changes through a bounded queue (Config.QueueLen). When the
-//     queue would overflow, the client switches to catch-up from its
-//     position, is told (lagging control frame), and the overflow is
-//     counted (Server.Overflows); its writer then reads the journal a page
-//     at a time (Config.CatchUpPage) at the client's own pace, and rejoins
-//     live, with a caught-up frame, once it reaches the head. A commit too
-//     large to hand over (Publish with a nil batch) sends every live client
-//     that is behind to the journal silently. Memory per client is bounded
-//     by QueueLen frames plus one page, however far behind it is.
-//   - Resume: ?since=<cursor> starts the connection after that cursor; once
-//     the filter is set, it replays the matching changes from the journal,
-//     then continues live. A cursor beyond the head, or one whose changes
-//     retention has removed, gets resync-required and a close. Without
-//     since, the connection starts at the head when it connects; changes
-//     published before its first filter are skipped.
-//   - Without a Journal there is no catch-up: a client whose queue
-//     overflows gets resync-required and is disconnected, and since is
-//     refused the same way.
-//   - Publish never blocks on a client, and nothing holds the hub lock
-//     while reading the journal or writing to a socket.
-//   - Each connection runs exactly one reader and one writer goroutine;
-//     all writes, pings included, and all of its journal reads happen in
-//     the writer, with a write deadline. Close stops new upgrades, tells
-//     every client (shutdown control frame, close frame) and waits for
-//     every goroutine the server started.
-//   - Tokens never appear in logs, errors or URLs: they are accepted only in
-//     the Authorization header, the changecast.v1 + bearer.<jwt>
-//     subprotocol pair, or the changecast_token cookie set by login.
-//   - Sessions (with Config.Users): a token whose user is deleted,
-//     disabled or has a new password is refused at connect, and the
-//     user's open sockets get token-expired and are closed once the user
-//     change reaches Publish.
-//   - Login (with Config.Users) is throttled per username and per remote
-//     address (Config.LoginFailuresPerUser and friends): a locked-out
-//     attempt gets 429 with Retry-After before any password check, with
-//     the same answer for known and unknown usernames, in bounded memory
-//     and without a goroutine of its own.
-//
-// Concurrency: Server's methods are safe for concurrent use, except that
-// Publish must be called from one goroutine (the journal appender), in
-// commit order. The lock rules are on the hub type (hub.go): one mutex
-// guards the client set, the head and every client's position and mode.
+// Guarantees: each connection receives the changes its filter selects and
+// its token allows, in commit order, once per cursor and with no gap, live
+// or from the journal; a slow client is switched to catch-up and never
+// blocks Publish or other clients (Server states the details). Server's
+// methods are safe for concurrent use, except Publish, which one goroutine
+// calls in commit order. The wire protocol is docs/protocol.md; delivery
+// is docs/guarantees.md; tokens, login and sessions are docs/security.md.
 package wsapi
 
 import (
@@ -80,7 +34,8 @@ import (
 	"github.com/changecast/changecast/wire"
 )
 
-// Defaults for Config fields left zero (DESIGN.md §3 keepalive numbers).
+// Defaults for Config fields left zero. The keepalive numbers are those of
+// docs/protocol.md, "Keepalive": the ping period is shorter than the pong wait.
 const (
 	DefaultQueueLen        = 1024
 	DefaultPingInterval    = 54 * time.Second
@@ -211,6 +166,57 @@ const (
 
 // Server serves the WebSocket event stream and the health endpoints, and
 // fans changes given to Publish out to connected clients.
+//
+// Delivery, given a Journal and a Publish caller that keeps its contract:
+//
+//   - A connection receives changes in cursor (commit) order, each at most
+//     once per (connection, cursor), with no gap: every change after its
+//     starting position that its filter selects and its token allows.
+//     Authorization is checked when a filter is accepted and again for
+//     every change delivered, live or from the journal; viewers never see
+//     user. A filter applies from the next Publish (live) or the next
+//     journal page (catching up).
+//   - Each client has a position (the last cursor delivered or skipped as
+//     unwanted) and is either live or catching up. Live clients get
+//     Publish's changes through a bounded queue (Config.QueueLen). When the
+//     queue would overflow, the client switches to catch-up from its
+//     position, is told (lagging control frame), and the overflow is
+//     counted (Server.Overflows); its writer then reads the journal a page
+//     at a time (Config.CatchUpPage) at the client's own pace, and rejoins
+//     live, with a caught-up frame, once it reaches the head. A commit too
+//     large to hand over (Publish with a nil batch) sends every live client
+//     that is behind to the journal silently. Memory per client is bounded
+//     by QueueLen frames plus one page, however far behind it is.
+//   - Resume: ?since=<cursor> starts the connection after that cursor; once
+//     the filter is set, it replays the matching changes from the journal,
+//     then continues live. A cursor beyond the head, or one whose changes
+//     retention has removed, gets resync-required and a close. Without
+//     since, the connection starts at the head when it connects; changes
+//     published before its first filter are skipped.
+//   - Without a Journal there is no catch-up: a client whose queue
+//     overflows gets resync-required and is disconnected, and since is
+//     refused the same way.
+//   - Publish never blocks on a client, and nothing holds the hub lock
+//     while reading the journal or writing to a socket.
+//   - Each connection runs exactly one reader and one writer goroutine;
+//     all writes, pings included, and all of its journal reads happen in
+//     the writer, with a write deadline.
+//   - Tokens never appear in logs, errors or URLs: they are accepted only in
+//     the Authorization header, the changecast.v1 + bearer.<jwt>
+//     subprotocol pair, or the changecast_token cookie set by login.
+//   - With Config.Users, a token whose user is deleted, disabled or has a
+//     new password is refused at connect, and the user's open sockets get
+//     token-expired and are closed once the user change reaches Publish.
+//     Login is throttled per username and per remote address
+//     (Config.LoginFailuresPerUser and friends): a locked-out attempt gets
+//     429 with Retry-After before any password check, with the same answer
+//     for known and unknown usernames, in bounded memory and without a
+//     goroutine of its own.
+//
+// Server's methods are safe for concurrent use, except that Publish must
+// be called from one goroutine (the journal appender), in commit order. The
+// lock rules are on the hub type (hub.go): one mutex guards the client
+// set, the head and every client's position and mode.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger

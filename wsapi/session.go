@@ -21,7 +21,8 @@ import (
 	"github.com/changecast/changecast/wire"
 )
 
-// This file holds login and sessions (DESIGN.md §5): POST /api/v1/auth/login,
+// This file holds login and sessions (docs/security.md, "Users, login and
+// sessions"; docs/protocol.md, "Login"): POST /api/v1/auth/login,
 // the changecast_token cookie, and revocation: a token tied to a user row
 // stops working, and its open sockets are closed with token-expired, once
 // the row is disabled, deleted or gets a new password. The hub learns of

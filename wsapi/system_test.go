@@ -28,9 +28,10 @@ func eventChange(t testing.TB, user *uuid.UUID, action string) entities.Change {
 	return entities.Change{EntityType: entities.EventEntityType, Operation: create, EntityID: ev.ID.String(), Payload: ev.Row(), CommitTime: ev.CreatedAt}
 }
 
-// TestEvents_PerUserDelivery checks DESIGN.md §3: a system event with a
-// user_id goes only to that user's connections and to admins, live and
-// from the journal; one without goes to everyone allowed to see event.
+// TestEvents_PerUserDelivery checks docs/events.md, "Who receives one": a
+// system event with a user_id goes only to that user's connections and to
+// admins, live and from the journal; one without goes to everyone allowed
+// to see event.
 func TestEvents_PerUserDelivery(t *testing.T) {
 	e := newJournalEnv(t, nil)
 	ann, bob := uuid.New(), uuid.New()

@@ -17,7 +17,7 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// Stable names (DESIGN.md §6): scripts rely on them.
+// Stable names (README.md, "Configuration"): scripts rely on them.
 const (
 	envDatabaseURL   = "CHANGECAST_DATABASE_URL"
 	envListen        = "CHANGECAST_LISTEN"

@@ -422,7 +422,8 @@ func TestServe_RestartDeliversChangesCommittedWhileDown(t *testing.T) {
 
 	// The client subscribes before the watcher starts, so it sees what the
 	// slot held. Without the journal there is nothing to replay from for a
-	// client that connects later; that is issue #3's cursor resume.
+	// client that connects later; that is cursor resume (docs/protocol.md,
+	// "Resuming").
 	var ws2 *websocket.Conn
 	startServe(t, cfg, func(addr string) { ws2 = subscribe(addr) })
 	exec1(t, db, "INSERT INTO enterprises (name) VALUES ('after')")

@@ -22,7 +22,8 @@ import (
 	"github.com/changecast/changecast/wsapi/client"
 )
 
-// Stable names (DESIGN.md §6) for tail.
+// Stable names for tail (README.md, "A 60-second tour"): scripts rely on
+// them.
 const (
 	envServer     = "CHANGECAST_SERVER"
 	envToken      = "CHANGECAST_TOKEN"

@@ -30,6 +30,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/localpg"
@@ -179,7 +180,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// 5. Write a note with a secret, and print the change that arrives.
 	note := Note{ID: uuid.New(), Title: "hello from an embedded changecast", ShareToken: "never-leaves-" + uuid.NewString()}
-	if err := db.Gorm().WithContext(ctx).Create(&note).Error; err != nil {
+	app, err := pgx.Connect(ctx, pg.URL()) // the program's own connection
+	if err != nil {
+		return err
+	}
+	defer app.Close(context.WithoutCancel(ctx))
+	if _, err := app.Exec(ctx, `INSERT INTO notes (id, title, share_token, created_at) VALUES ($1, $2, $3, now())`,
+		note.ID, note.Title, note.ShareToken); err != nil {
 		return err
 	}
 	select {

@@ -4,32 +4,13 @@
 // decodes payloads into the entity structs (Decode), and survives dropped
 // connections and server restarts.
 //
-// Delivery: a Subscription delivers changes in commit (cursor) order, one at
-// a time. It tracks the last cursor processed: a change's cursor once the
-// Handler returned nil for it (or, with Changes, once it was received from
-// the channel), and the server's position when it reports having skipped
-// past changes the filter did not select. On a dropped connection, a server
-// restart or a shutdown frame it reconnects with capped, jittered backoff
-// and resumes after that cursor (?since=), so nothing is missed and nothing
-// is delivered twice. With a CursorStore the cursor is saved after each
-// change is processed, so a restarted program resumes too; a crash between
-// processing a change and saving its cursor re-delivers that change rather
-// than losing it (at-least-once across restarts: make the Handler
-// idempotent by cursor if that matters).
-//
-// Errors say whether retrying helps (Retryable). Transient failures are
-// retried inside the Subscription; what retrying cannot fix ends it: a
-// refused token (ErrUnauthorized, ErrTokenExpired), a forbidden or rejected
-// filter (ErrForbidden, ErrBadFilter), a cursor the server can no longer
-// resume from (ErrResyncRequired), or a Handler error.
-//
-// The token travels only in the Authorization header, never in a URL, a
-// log line or an error.
-//
-// Concurrency: Dial starts one goroutine that owns the subscription and,
-// per connection, one reader goroutine; Close stops both and waits. The
-// Handler and Options.OnEvent are called from that one goroutine, never
-// concurrently. Subscription's methods are safe for concurrent use.
+// Guarantees: a Subscription delivers changes in commit (cursor) order, one
+// at a time, and resumes after the last cursor processed, so a reconnect
+// misses nothing and repeats nothing; with a CursorStore, a restarted
+// program resumes too (at least once across restarts). Errors say whether
+// retrying helps (Retryable). The token travels only in the Authorization
+// header. Subscription's methods are safe for concurrent use; the Handler
+// is never called concurrently. Subscription states the details.
 package client
 
 import (
@@ -191,6 +172,31 @@ type Event struct {
 
 // Subscription is a running subscription. Its methods are safe for
 // concurrent use.
+//
+// Delivery: changes arrive in commit (cursor) order, one at a time. A
+// Subscription tracks the last cursor processed: a change's cursor once
+// the Handler returned nil for it (or, with Changes, once it was received
+// from the channel), and the server's position when it reports having
+// skipped past changes the filter did not select. On a dropped
+// connection, a server restart or a shutdown frame it reconnects with
+// capped, jittered backoff and resumes after that cursor (?since=), so
+// nothing is missed and nothing is delivered twice. With a CursorStore the
+// cursor is saved after each change is processed, so a restarted program
+// resumes too; a crash between processing a change and saving its cursor
+// re-delivers that change rather than losing it (at-least-once across
+// restarts: make the Handler idempotent by cursor if that matters).
+//
+// Errors: transient failures are retried inside the Subscription; what
+// retrying cannot fix ends it: a refused token (ErrUnauthorized,
+// ErrTokenExpired), a forbidden or rejected filter (ErrForbidden,
+// ErrBadFilter), a cursor the server can no longer resume from
+// (ErrResyncRequired), or a Handler error. The token travels only in the
+// Authorization header, never in a URL, a log line or an error.
+//
+// Concurrency: Dial starts one goroutine that owns the subscription and,
+// per connection, one reader goroutine; Close stops both and waits. The
+// Handler and Options.OnEvent are called from that one goroutine, never
+// concurrently.
 type Subscription struct {
 	opts       Options
 	url        string // WebSocket URL without query
@@ -641,8 +647,8 @@ func responseMessage(resp *http.Response) string {
 func (s *Subscription) filterError(f frame) error {
 	e := &Error{Op: "filter", URL: s.url, Message: f.msg, Cursor: s.st.last, Kind: ErrBadFilter}
 	// The server answers code 403 for a type the token may not see and
-	// 400 for a malformed filter. Servers before issue 17 answered 400
-	// for both; their refusals are told apart by the message.
+	// 400 for a malformed filter. Older servers (before issue 17) answered
+	// 400 for both; their refusals are told apart by the message.
 	if f.code == "403" || strings.Contains(f.msg, "not allowed for this token") {
 		e.Kind = ErrForbidden
 	}

@@ -1,0 +1,8 @@
+package store
+
+import "gorm.io/gorm"
+
+// Gorm returns the underlying gorm handle for the external tests, which
+// run raw SQL through it. It is not part of the package's API: only store
+// imports gorm, and callers outside it get store's own methods.
+func (db *DB) Gorm() *gorm.DB { return db.gdb }
