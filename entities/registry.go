@@ -35,9 +35,26 @@ type EntityType struct {
 	Name string
 	// Table is the table's name, the plural snake_case of Name ("pools").
 	Table string
+	// Schema is the table's schema ("public"). Empty: the table is found
+	// by name in whatever schema publishes it (the built-in domain's,
+	// which lives in the database URL's search path).
+	Schema string
 	// Key is the key column whose value becomes Change.EntityID.
-	// Default: "id".
+	// Default: "id" (or the first of KeyColumns).
 	Key string
+	// KeyColumns, when it names more than one column, is a composite key:
+	// Change.EntityID is then a JSON object of those columns' values, in
+	// this order ({"order_id":7,"line":2}). Empty or one column: Key.
+	KeyColumns []string
+	// Allowed, when not empty, is an allow-list: only these columns ever
+	// leave changecast; sanitize strips every other column, whatever its
+	// name. Secrets still apply to them.
+	Allowed []string
+	// ReplicaIdentityFull gives consent to set REPLICA IDENTITY FULL on
+	// the table (so updates and deletes carry the whole previous row).
+	// Without it changecast never alters a table it did not create; types
+	// with a GoType (tables changecast creates) always get it.
+	ReplicaIdentityFull bool
 	// GoType is the struct a payload decodes into; nil for types
 	// registered without one.
 	GoType reflect.Type
@@ -131,8 +148,33 @@ func (r *Registry) Register(t EntityType) error {
 	if !snakeName.MatchString(t.Table) {
 		return fmt.Errorf("register entity type %q: table %q must be snake_case", t.Name, t.Table)
 	}
+	if t.Schema != "" && !snakeName.MatchString(t.Schema) && !identName.MatchString(t.Schema) {
+		return fmt.Errorf("register entity type %q: schema %q must be a lower-case identifier", t.Name, t.Schema)
+	}
+	if len(t.KeyColumns) == 1 && t.Key == "" {
+		t.Key = t.KeyColumns[0]
+	}
+	if len(t.KeyColumns) > 1 {
+		if t.Key == "" {
+			t.Key = t.KeyColumns[0]
+		}
+		for _, k := range t.KeyColumns {
+			if k == "" {
+				return fmt.Errorf("register entity type %q: empty key column", t.Name)
+			}
+		}
+	} else {
+		t.KeyColumns = nil
+	}
 	if t.Key == "" {
 		t.Key = "id"
+	}
+	if len(t.Allowed) > 0 {
+		for _, k := range append([]string{t.Key}, t.KeyColumns...) {
+			if !contains(t.Allowed, k) {
+				return fmt.Errorf("register entity type %q: key column %q must be in the allow-list (columns): the entity id is sent with every change", t.Name, k)
+			}
+		}
 	}
 	t.Marked = nil
 	if t.GoType != nil {
@@ -161,21 +203,41 @@ func (r *Registry) Register(t EntityType) error {
 	if len(t.Columns) > 0 && !contains(t.Columns, t.Key) {
 		return fmt.Errorf("register entity type %q: key column %q is not a column of %s", t.Name, t.Key, t.GoType)
 	}
-	if t.IsSecret(t.Key) {
-		return fmt.Errorf("register entity type %q: key column %q cannot be secret", t.Name, t.Key)
+	for _, k := range append([]string{t.Key}, t.KeyColumns...) {
+		if t.IsSecret(k) {
+			return fmt.Errorf("register entity type %q: key column %q cannot be secret", t.Name, k)
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.mu.byName[t.Name]; ok {
 		return fmt.Errorf("register entity type %q: already registered", t.Name)
 	}
-	if other, ok := r.mu.byTable[t.Table]; ok {
-		return fmt.Errorf("register entity type %q: table %q already belongs to %q", t.Name, t.Table, other)
+	if other, ok := r.mu.byTable[t.QualifiedTable()]; ok {
+		return fmt.Errorf("register entity type %q: table %q already belongs to %q", t.Name, t.QualifiedTable(), other)
 	}
 	r.mu.byName[t.Name] = t
-	r.mu.byTable[t.Table] = t.Name
+	r.mu.byTable[t.QualifiedTable()] = t.Name
 	return nil
 }
+
+// QualifiedTable is "schema.table", or the table alone when Schema is
+// empty.
+func (t EntityType) QualifiedTable() string {
+	if t.Schema == "" {
+		return t.Table
+	}
+	return t.Schema + "." + t.Table
+}
+
+// IsAllowed reports whether column may leave changecast as far as the
+// allow-list goes: true when there is none.
+func (t EntityType) IsAllowed(column string) bool {
+	return len(t.Allowed) == 0 || contains(t.Allowed, column)
+}
+
+// identName is a lower-case SQL identifier (schemas may be "app2", "public").
+var identName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Lookup returns the entity type called name, or an error wrapping
 // ErrUnknownType that lists the known names.
@@ -189,7 +251,8 @@ func (r *Registry) Lookup(name string) (EntityType, error) {
 	return t, nil
 }
 
-// ByTable returns the entity type stored in table.
+// ByTable returns the entity type stored in table (a name, or
+// "schema.table" for a type registered with a Schema).
 func (r *Registry) ByTable(table string) (EntityType, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -198,6 +261,16 @@ func (r *Registry) ByTable(table string) (EntityType, bool) {
 		return EntityType{}, false
 	}
 	return r.mu.byName[name], true
+}
+
+// ByRelation returns the entity type of the table schema.table as
+// PostgreSQL names it in a replication Relation message: a type
+// registered for that schema, else one registered by table name alone.
+func (r *Registry) ByRelation(schema, table string) (EntityType, bool) {
+	if et, ok := r.ByTable(schema + "." + table); ok {
+		return et, true
+	}
+	return r.ByTable(table)
 }
 
 // Names returns the registered type names, sorted.

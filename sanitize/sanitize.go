@@ -36,6 +36,9 @@ const (
 	// ReasonName: nobody marked it, but its name is a SecretName and it is
 	// not explicitly allowed.
 	ReasonName Reason = "name"
+	// ReasonNotAllowed: the type has an allow-list (entities.EntityType.
+	// Allowed) and the column is not on it.
+	ReasonNotAllowed Reason = "not in the allow-list"
 )
 
 // Rule is one stripped column and the reason it is stripped.
@@ -64,7 +67,7 @@ func Policy(et entities.EntityType) (stripped []Rule, public []string) {
 func staticColumns(et entities.EntityType) []string {
 	seen := make(map[string]bool, len(et.Columns)+len(et.Secrets)+len(et.Public))
 	var out []string
-	for _, list := range [][]string{et.Columns, et.Secrets, et.Public} {
+	for _, list := range [][]string{et.Columns, et.Allowed, et.Secrets, et.Public} {
 		for _, c := range list {
 			if !seen[c] {
 				seen[c] = true
@@ -88,6 +91,8 @@ func reason(et entities.EntityType, col string) Reason {
 		return ReasonMarked
 	case et.IsSecret(col):
 		return ReasonDeclared
+	case !et.IsAllowed(col):
+		return ReasonNotAllowed
 	case et.IsPublic(col):
 		return ""
 	case SecretName(col):
@@ -223,6 +228,11 @@ func (s *Sanitizer) Change(c entities.Change) (entities.Change, error) {
 	// secret (and nobody allowed it), the id must not leave either.
 	if p.reason(p.et.Key) != "" { // Stripped's rule, from the type's cache
 		c.EntityID = ""
+	}
+	for _, k := range p.et.KeyColumns {
+		if p.reason(k) != "" { // a composite id carries every key column
+			c.EntityID = ""
+		}
 	}
 	return c, nil
 }

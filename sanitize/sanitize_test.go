@@ -475,3 +475,31 @@ func TestSanitizer_Change_SecretNamedKeyHidesEntityID(t *testing.T) {
 		t.Fatalf("got id %q payload %v: a secret-named key column must not leave as the entity id", got.EntityID, got.Payload)
 	}
 }
+
+// TestSanitizer_AllowList: with an allow-list nothing else leaves, even a
+// column whose name looks harmless; secrets still apply within it.
+func TestSanitizer_AllowList(t *testing.T) {
+	reg := entities.NewRegistry()
+	if err := reg.Register(entities.EntityType{Name: "order", Table: "orders", Schema: "public",
+		Allowed: []string{"id", "total", "note"}, Secrets: []string{"note"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(reg)
+	c, err := s.Change(entities.Change{EntityType: "order", Operation: entities.OpUpdate, EntityID: "7",
+		Payload:  entities.Row{"id": 7, "total": "9.50", "note": "CANARY-note", "internal_margin": "0.42"},
+		Previous: entities.Row{"id": 7, "total": "9.00", "internal_margin": "0.40"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := entities.Row{"id": 7, "total": "9.50"}
+	if !reflect.DeepEqual(c.Payload, want) || !reflect.DeepEqual(c.Previous, entities.Row{"id": 7, "total": "9.00"}) || c.EntityID != "7" {
+		t.Fatalf("payload %v, previous %v, id %q; want only id and total", c.Payload, c.Previous, c.EntityID)
+	}
+	et, _ := reg.Lookup("order")
+	if !Stripped(et, "internal_margin") || Stripped(et, "total") {
+		t.Fatal("Stripped must follow the allow-list: a filter may not test a column that never leaves")
+	}
+	if err := reg.Register(entities.EntityType{Name: "bad", Table: "bad", Allowed: []string{"total"}}); err == nil || !strings.Contains(err.Error(), "allow-list") {
+		t.Fatalf("an allow-list without the key: %v, want an error", err)
+	}
+}

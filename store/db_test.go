@@ -274,8 +274,53 @@ func TestMigrate_TableWithoutGoType(t *testing.T) {
 	if err := db.Migrate(testCtx(t), reg); err != nil {
 		t.Fatalf("Migrate once widgets exists: %v", err)
 	}
+	// A table changecast did not create is never altered without consent.
+	if got := strings1(t, db, "SELECT relreplident::text FROM pg_class WHERE oid = 'widgets'::regclass"); !reflect.DeepEqual(got, []string{"d"}) {
+		t.Errorf("relreplident of widgets = %v, want [d]: altered without consent", got)
+	}
+	// With consent it gets REPLICA IDENTITY FULL.
+	consent := entities.DefaultRegistry()
+	if err := consent.Register(entities.EntityType{Name: "widget", Table: "widgets", ReplicaIdentityFull: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(testCtx(t), consent); err != nil {
+		t.Fatalf("Migrate with consent: %v", err)
+	}
 	if got := strings1(t, db, "SELECT relreplident::text FROM pg_class WHERE oid = 'widgets'::regclass"); !reflect.DeepEqual(got, []string{"f"}) {
 		t.Errorf("relreplident of widgets = %v, want [f]", got)
+	}
+}
+
+// TestMigrate_DeclaredTableNeedsAnIdentity: a declared table without a
+// primary key or replica identity is refused with the fix, and a table in
+// another schema is found there and published schema-qualified.
+func TestMigrate_DeclaredTableNeedsAnIdentity(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	execSQL(t, db, "CREATE SCHEMA shop; CREATE TABLE shop.logs (at timestamptz, line text); CREATE TABLE shop.orders (id bigint PRIMARY KEY, total numeric)")
+	reg := entities.NewRegistry()
+	if err := reg.Register(entities.EntityType{Name: "log", Table: "logs", Schema: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Migrate(testCtx(t), reg)
+	if err == nil || !strings.Contains(err.Error(), `"shop"."logs" has no primary key`) || !strings.Contains(err.Error(), "replica_identity: full") {
+		t.Fatalf("Migrate with a table without identity: %v, want the refusal and its fix", err)
+	}
+	reg = entities.NewRegistry()
+	if err := reg.Register(entities.EntityType{Name: "order", Table: "orders", Schema: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(testCtx(t), reg); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if err := db.EnsurePublication(testCtx(t), "pub_shop", reg); err != nil {
+		t.Fatalf("EnsurePublication: %v", err)
+	}
+	if got := strings1(t, db, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'pub_shop'"); !reflect.DeepEqual(got, []string{"shop.orders"}) {
+		t.Errorf("published %v, want [shop.orders]", got)
+	}
+	if got := strings1(t, db, "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'"); len(got) != 0 {
+		t.Errorf("tables created in public: %v, want none (the registry names no built-in type)", got)
 	}
 }
 

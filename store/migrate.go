@@ -118,10 +118,10 @@ func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 				continue
 			}
 			models = append(models, model{table, m})
-			seen[table] = true
+			seen[schema+"."+table] = true
 		}
 		for _, et := range reg.Types() {
-			if et.GoType == nil || seen[et.Table] {
+			if et.GoType == nil || et.Schema != "" || seen[schema+"."+et.Table] {
 				continue
 			}
 			rt := et.GoType
@@ -129,7 +129,7 @@ func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 				rt = rt.Elem()
 			}
 			models = append(models, model{et.Table, reflect.New(rt).Interface()})
-			seen[et.Table] = true
+			seen[schema+"."+et.Table] = true
 		}
 		for _, m := range models {
 			if err := migrateModel(tx, schema, m.table, m.value); err != nil {
@@ -137,25 +137,47 @@ func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
 			}
 		}
 
+		// Declared types (no Go type) name tables that must exist; they
+		// are altered only with consent.
+		full := map[string]bool{}
+		for t := range seen {
+			full[t] = true // created (or extended) from a Go model
+		}
 		for _, et := range reg.Types() {
-			if !seen[et.Table] {
-				ok, err := tableExists(tx, schema, et.Table)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return fmt.Errorf("entity type %q: table %s does not exist; changecast creates tables only for entity types with a Go type, so create it first (with a primary key) or unregister the type", et.Name, pgx.Identifier{schema, et.Table}.Sanitize())
-				}
-				seen[et.Table] = true
+			s := schema
+			if et.Schema != "" {
+				s = et.Schema
+			}
+			q := pgx.Identifier{s, et.Table}.Sanitize()
+			if et.GoType != nil && et.Schema == "" {
+				continue // migrated above
+			}
+			ok, err := tableExists(tx, s, et.Table)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("entity type %q: table %s does not exist; changecast creates tables only for entity types with a Go type, so create it first (with a primary key) or remove the type from the configuration", et.Name, q)
+			}
+			if et.ReplicaIdentityFull {
+				full[s+"."+et.Table] = true
+				continue
+			}
+			if err := identityUsable(tx, et.Name, s, et.Table); err != nil {
+				return err
 			}
 		}
-		tables := make([]string, 0, len(seen))
-		for t := range seen {
+		tables := make([]string, 0, len(full))
+		for t := range full {
 			tables = append(tables, t)
 		}
 		sort.Strings(tables)
 		for _, t := range tables {
-			if err := replicaIdentityFull(tx, schema, t); err != nil {
+			sc, tb, ok := strings.Cut(t, ".")
+			if !ok {
+				sc, tb = schema, t
+			}
+			if err := replicaIdentityFull(tx, sc, tb); err != nil {
 				return err
 			}
 		}
@@ -214,6 +236,28 @@ func migrateModel(tx *gorm.DB, schema, table string, value any) error {
 // Without it, a published table without a primary key makes the
 // application's UPDATEs fail (docs/replication.md rule 14), and deletes carry
 // only the key.
+// identityUsable checks that a declared table's replica identity lets
+// PostgreSQL publish its updates and deletes (REPLICATION rule: a table
+// without one makes the application's own UPDATEs fail once published):
+// a primary key, a replica identity index, or FULL.
+func identityUsable(tx *gorm.DB, name, schema, table string) error {
+	qualified := pgx.Identifier{schema, table}.Sanitize()
+	var ident string
+	var hasPK, hasIndex bool
+	err := tx.Raw(`SELECT c.relreplident::text,
+			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+		FROM pg_class c WHERE c.oid = to_regclass(?)`, qualified).Row().Scan(&ident, &hasPK, &hasIndex)
+	if err != nil {
+		return fmt.Errorf("replica identity of %s: %w", qualified, err)
+	}
+	switch {
+	case ident == "f", ident == "d" && hasPK, ident == "i" && hasIndex:
+		return nil
+	}
+	return fmt.Errorf("entity type %q: table %s has no primary key or usable replica identity, so PostgreSQL could not publish its updates and deletes (and would refuse the application's own UPDATEs); add a primary key, run ALTER TABLE %s REPLICA IDENTITY FULL, or set replica_identity: full for it in the configuration", name, qualified, qualified)
+}
+
 func replicaIdentityFull(tx *gorm.DB, schema, table string) error {
 	qualified := pgx.Identifier{schema, table}.Sanitize()
 	var ident string
@@ -284,15 +328,19 @@ func (db *DB) EnsurePublication(ctx context.Context, name string, reg *entities.
 		want := map[string]bool{}
 		var list []string
 		for _, et := range types {
-			ok, err := tableExists(tx, schema, et.Table)
+			s := schema
+			if et.Schema != "" {
+				s = et.Schema
+			}
+			ok, err := tableExists(tx, s, et.Table)
 			if err != nil {
 				return err
 			}
-			q := pgx.Identifier{schema, et.Table}.Sanitize()
+			q := pgx.Identifier{s, et.Table}.Sanitize()
 			if !ok {
 				return fmt.Errorf("table %s of entity type %q does not exist; run changecast migrate first", q, et.Name)
 			}
-			want[schema+"."+et.Table] = true
+			want[s+"."+et.Table] = true
 			list = append(list, q)
 		}
 		sort.Strings(list)

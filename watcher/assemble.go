@@ -2,9 +2,11 @@ package watcher
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/changecast/changecast/entities"
@@ -289,11 +291,13 @@ func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 	for _, c := range m.Columns {
 		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
 	}
-	if et, ok := a.registry.ByTable(m.RelationName); ok {
+	if et, ok := a.registry.ByRelation(m.Namespace, m.RelationName); ok {
 		rel.entity = &et
-		if !hasColumn(rel.columns, et.Key) {
-			a.warnOnce("nokey:"+m.RelationName, "table has no key column: changes will carry an empty entity id",
-				"table", m.Namespace+"."+m.RelationName, "key", et.Key)
+		for _, k := range append([]string{et.Key}, et.KeyColumns...) {
+			if !hasColumn(rel.columns, k) {
+				a.warnOnce("nokey:"+m.Namespace+"."+m.RelationName+"."+k, "table has no key column: changes will carry an empty entity id",
+					"table", m.Namespace+"."+m.RelationName, "key", k)
+			}
 		}
 	}
 	a.relations[m.RelationID] = rel
@@ -410,5 +414,35 @@ func (a *assembler) tuple(rel *relation, t *pglogrepl.TupleData, keyOnly bool, o
 			return nil, nil, "", fmt.Errorf("%w: column %s has tuple data kind %q", errProtocol, col.name, tc.DataType)
 		}
 	}
+	if len(rel.entity.KeyColumns) > 1 {
+		keyText = compositeKey(rel.entity.KeyColumns, row)
+	}
 	return row, unchanged, keyText, nil
+}
+
+// compositeKey is the entity id of a composite key: a JSON object of the
+// key columns' values in key order ({"order_id":7,"line":2}); "" when a
+// key column is missing from row.
+func compositeKey(cols []string, row entities.Row) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, c := range cols {
+		v, ok := row[c]
+		if !ok {
+			return ""
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(c)
+		b.Write(k)
+		b.WriteByte(':')
+		val, err := json.Marshal(v)
+		if err != nil {
+			return ""
+		}
+		b.Write(val)
+	}
+	b.WriteByte('}')
+	return b.String()
 }
