@@ -9,9 +9,9 @@
 // database; this package never connects to one.
 //
 // The YAML parser is github.com/goccy/go-yaml (v1.19.2), used with strict
-// decoding (yaml.Strict) and its token positions. Anchors and aliases are
-// refused: a config file is short, and every value it holds should be
-// visible where it applies.
+// decoding (yaml.Strict) and its token positions. Anchors, aliases, merge
+// keys and tags are refused: a config file is short, and every value it
+// holds should be read plainly where it is written.
 package config
 
 import (
@@ -230,7 +230,11 @@ func (p *parse) errorf(n ast.Node, format string, args ...any) *Error {
 const example = "write, e.g.\n  entities:\n    - name: order\n      table: public.orders"
 
 func (p *parse) run(data []byte) (*File, error) {
-	af, err := parser.ParseBytes(data, 0)
+	var af *ast.File
+	err := safely(func() (err error) {
+		af, err = parser.ParseBytes(data, 0)
+		return err
+	})
 	if err != nil {
 		return nil, p.yamlError(err)
 	}
@@ -247,7 +251,7 @@ func (p *parse) run(data []byte) (*File, error) {
 		return nil, p.errorf(docs[1].Body, "the file holds %d YAML documents; keep one", len(docs))
 	}
 	p.root = docs[0].Body
-	if err := p.refuseAnchors(); err != nil {
+	if err := p.refuseExtras(); err != nil {
 		return nil, err
 	}
 	if _, ok := untag(p.root).(*ast.NullNode); ok {
@@ -256,7 +260,7 @@ func (p *parse) run(data []byte) (*File, error) {
 
 	var raw rawFile
 	dec := yaml.NewDecoder(bytes.NewReader(nil), yaml.Strict())
-	if err := dec.DecodeFromNode(p.root, &raw); err != nil {
+	if err := safely(func() error { return dec.DecodeFromNode(p.root, &raw) }); err != nil {
 		return nil, p.yamlError(err)
 	}
 	if len(raw.Entities) == 0 {
@@ -290,9 +294,9 @@ func (p *parse) run(data []byte) (*File, error) {
 func (p *parse) entityOf(i int, en ast.Node, r rawEntity) (Entity, error) {
 	e := Entity{
 		Name:            r.Name,
-		Key:             []string(r.Key),
-		Secrets:         r.Secrets,
-		Columns:         r.Columns,
+		Key:             nonEmpty(r.Key),
+		Secrets:         nonEmpty(r.Secrets),
+		Columns:         nonEmpty(r.Columns),
 		ReplicaIdentity: r.ReplicaIdentity,
 		Line:            line(en),
 	}
@@ -462,26 +466,44 @@ func wrongType(path []any) string {
 	}
 }
 
-// refuseAnchors rejects anchors, aliases and merge keys: they would make
-// a value apply far from where it is written, and positions ambiguous.
-func (p *parse) refuseAnchors() error {
+// safely runs a call into the YAML library and turns a panic into an
+// error: a mistake in a config file, read again on reload, must not stop
+// the server. go-yaml v1.19.2 panics, for one, on a tag without a value
+// decoded into a list (goccy/go-yaml#735); refuseExtras avoids that case.
+func safely(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML parser failed on this file (%v)", r)
+		}
+	}()
+	return f()
+}
+
+// refuseExtras rejects the YAML features a config file has no use for:
+// anchors, aliases and merge keys would make a value apply far from where
+// it is written, and positions ambiguous; a tag (!!str, !x) changes how a
+// value is read, where quoting says the same plainly.
+func (p *parse) refuseExtras() error {
 	var found ast.Node
+	var msg string
 	ast.Walk(visitFunc(func(n ast.Node) bool {
 		if found != nil {
 			return false
 		}
 		switch v := n.(type) {
 		case *ast.AnchorNode, *ast.AliasNode:
-			found = n
+			found, msg = n, "anchors, aliases and merge keys (&, *, <<) are not supported; write each value where it applies"
 		case *ast.MappingValueNode:
 			if v.Key != nil && v.Key.IsMergeKey() {
-				found = n
+				found, msg = n, "anchors, aliases and merge keys (&, *, <<) are not supported; write each value where it applies"
 			}
+		case *ast.TagNode:
+			found, msg = n, "YAML tags (!...) are not supported; remove the tag, and quote the value if it must be read as text"
 		}
 		return found == nil
 	}), p.root)
 	if found != nil {
-		return p.errorf(found, "anchors, aliases and merge keys (&, *, <<) are not supported; write each value where it applies")
+		return p.errorf(found, "%s", msg)
 	}
 	return nil
 }
@@ -649,6 +671,15 @@ func column(n ast.Node) int {
 		return tk.Position.Column
 	}
 	return 0
+}
+
+// nonEmpty returns list, or nil when it is empty: "secrets: []" and no
+// secrets read the same.
+func nonEmpty(list []string) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	return list
 }
 
 func contains(list []string, s string) bool { return indexOf(list, s) >= 0 }

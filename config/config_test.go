@@ -116,6 +116,9 @@ func TestParse_Errors(t *testing.T) {
 		{"two documents", "entities: []\n---\nentities: []\n", "c.yaml:3:1: the file holds 2 YAML documents"},
 		{"duplicate key", "entities:\n  - name: a\n    name: b\n", "c.yaml:3:5: mapping key \"name\" already defined"},
 		{"merge key", "entities:\n  - <<: {name: a}\n    table: t\n", "anchors, aliases and merge keys"},
+		{"tag", "entities:\n  - name: !!str a\n    table: t\n", "c.yaml:2:11: YAML tags (!...) are not supported"},
+		// goccy/go-yaml#735: decoding this panics inside the library.
+		{"tag without a value", "entities:\n  - name: a\n    table: t\n    columns: !foo\n", "c.yaml:4:14: YAML tags (!...) are not supported"},
 		{"duplicate key column", "entities:\n  - name: a\n    table: t\n    key: [id, id]\n", "c.yaml:4:15: key lists \"id\" twice"},
 		{"flow entity", "entities: [{name: a, table: t}, {name: a, table: u}]\n", "c.yaml:1:40: duplicate entity name \"a\", declared on lines 1 and 1"},
 	} {
@@ -224,5 +227,12 @@ func TestSamples_FirstLine(t *testing.T) {
 		if n != 1 || filepath.Ext(path) != ".yaml" {
 			t.Errorf("%s: got %d want headers, want one in a .yaml file", path, n)
 		}
+	}
+}
+
+func TestSafely(t *testing.T) {
+	err := safely(func() error { panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("got %v, want an error naming the panic", err)
 	}
 }
