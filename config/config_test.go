@@ -236,3 +236,19 @@ func TestSafely(t *testing.T) {
 		t.Errorf("got %v, want an error naming the panic", err)
 	}
 }
+
+// TestConfigurationDoc_ShowsOrders keeps the documentation's example the
+// sample that TestLoad_Orders checks.
+func TestConfigurationDoc_ShowsOrders(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample, err := os.ReadFile(filepath.Join(samples, "orders.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, append([]byte("```yaml\n"), sample...)) {
+		t.Error("docs/configuration.md does not show testdata/config/orders.yaml verbatim in a yaml block")
+	}
+}
