@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/cloudbase/garm-provider-common v0.1.7
+	github.com/goccy/go-yaml v1.19.2
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0
 	github.com/gorilla/websocket v1.5.4-0.20240702125206-a62d9d2a8413
