@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -257,5 +259,57 @@ func TestInspect_EntityNames(t *testing.T) {
 	want := []string{"archive_order", "order", "order_2", "public_event"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("entityNames: got %q, want %q", got, want)
+	}
+}
+
+// TestInspect_Unprivileged runs inspect as a role without REPLICATION or
+// CREATE on the database that owns only public.orders: the report and
+// the config say what it lacks, and the tables it does not own stay in
+// the config with a warning (the role serve runs as may own them).
+func TestInspect_Unprivileged(t *testing.T) {
+	t.Setenv(envDatabaseURL, "")
+	role := fmt.Sprintf("inspect_cmd_%d", time.Now().UnixNano())
+	admin := storetest.Cluster(t).DatabaseURL("postgres")
+	exec := func(dbURL, sql string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// Registered before inspectDB's cleanup, so it runs after the
+	// database is dropped.
+	t.Cleanup(func() { exec(admin, "DROP ROLE IF EXISTS "+role) })
+	exec(admin, "CREATE ROLE "+role+" LOGIN")
+	dbURL := inspectDB(t)
+	exec(dbURL, "ALTER TABLE orders OWNER TO "+role)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+
+	out := runInspectCmd(t, "--database-url", u.String(), "--schema", "public")
+	for _, want := range []string{
+		"  replication  no\n",
+		"  MISSING: role " + `"` + role + `"` + " lacks the REPLICATION attribute",
+		"# warning: role " + `"` + role + `"` + " lacks the REPLICATION attribute",
+		"# warning: role " + `"` + role + `"` + " may not create a publication",
+		"  # warning: role " + `"` + role + `"` + " does not own the table (",
+		`so it cannot add it to a publication; run changecast as its owner, or ALTER TABLE "public"."customers" OWNER TO "` + role + `"`,
+		"  - name: customer\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `ALTER TABLE "public"."orders" OWNER TO`) {
+		t.Errorf("public.orders is owned by %s, yet a warning says otherwise:\n%s", role, out)
 	}
 }
