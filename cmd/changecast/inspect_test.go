@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/store/storetest"
+)
+
+// inspectDB returns the URL of a fresh database holding
+// testdata/schema/inspect.sql: an application's own schema.
+func inspectDB(t testing.TB) string {
+	t.Helper()
+	dbURL := storetest.NewDatabase(t)
+	sql, err := os.ReadFile(filepath.Join("..", "..", "testdata", "schema", "inspect.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, string(sql)); err != nil {
+		t.Fatalf("inspect.sql: %v", err)
+	}
+	return dbURL
+}
+
+// runInspectCmd runs "changecast inspect args..." and fails the test
+// unless it succeeds.
+func runInspectCmd(t testing.TB, args ...string) (stdout string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	if err := run(ctx, append([]string{"inspect"}, args...), &out, &errb); err != nil {
+		t.Fatalf("changecast inspect %s: %v\nstderr:\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+// databaseLine is the one line of the config that names the database,
+// whose name differs per run.
+var databaseLine = regexp.MustCompile(`of database \S+\.`)
+
+// TestInspect_YAMLGolden checks that --output yaml prints exactly
+// testdata/inspect/config.golden.yaml (only the config: it must be
+// redirectable to a file), that it parses as YAML, and that it holds the
+// expected entries. -update rewrites the golden.
+func TestInspect_YAMLGolden(t *testing.T) {
+	t.Setenv(envDatabaseURL, "")
+	dbURL := inspectDB(t)
+	got := runInspectCmd(t, "--database-url", dbURL, "--output", "yaml")
+	got = databaseLine.ReplaceAllString(got, "of database DATABASE.")
+
+	golden := filepath.Join("testdata", "inspect", "config.golden.yaml")
+	if *updateGolden {
+		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden (run with -update to create): %v", err)
+	}
+	if got != string(want) {
+		t.Errorf("inspect --output yaml differs from %s (if intended, run go test ./cmd/changecast -run TestInspect_YAMLGolden -update and review the diff)\n--- got\n%s\n--- want\n%s", golden, got, want)
+	}
+
+	type entity struct {
+		Name    string   `yaml:"name"`
+		Table   string   `yaml:"table"`
+		Key     any      `yaml:"key"`
+		Secrets []string `yaml:"secrets"`
+	}
+	var cfg struct {
+		Entities []entity `yaml:"entities"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(got))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatalf("the config does not parse as YAML: %v", err)
+	}
+	wantEntities := []entity{
+		{"archive_order", "archive.orders", "id", []string{}},
+		{"status", "archive.statuses", "code", []string{}},
+		{"address", "public.addresses", []any{"street", "city"}, []string{}},
+		{"category", "public.categories", "id", []string{}},
+		{"customer", "public.customers", "id", []string{"api_key", "password_hash"}},
+		{"measurement", "public.measurements", []any{"id", "taken_on"}, []string{}},
+		{"order_item", "public.order_items", []any{"order_id", "line"}, []string{}},
+		{"order", "public.orders", "id", []string{}},
+	}
+	if !reflect.DeepEqual(cfg.Entities, wantEntities) {
+		t.Errorf("entities:\ngot  %#v\nwant %#v", cfg.Entities, wantEntities)
+	}
+	// Tables that cannot be watched are named in a comment, not listed.
+	for _, table := range []string{"public.audit_log", "public.page_views"} {
+		if !strings.Contains(got, "# skipped: "+table+": ") {
+			t.Errorf("the config has no \"# skipped: %s\" comment", table)
+		}
+	}
+	// Nothing but the config: every line is YAML or a comment.
+	if strings.Contains(got, "STRIPPED") || strings.Contains(got, "wal_level") {
+		t.Errorf("--output yaml printed the report too:\n%s", got)
+	}
+}
+
+// TestInspect_Report checks the text report: secrets marked, a missing
+// key explained, the partitioned root shown with its partitions and the
+// partitions not listed on their own; then the config follows. And
+// inspect writes nothing into the database.
+func TestInspect_Report(t *testing.T) {
+	t.Setenv(envDatabaseURL, "")
+	dbURL := inspectDB(t)
+	out := runInspectCmd(t, "--database-url", dbURL)
+
+	report, config, ok := strings.Cut(out, "\n# Starter config")
+	if !ok {
+		t.Fatalf("no starter config after the report:\n%s", out)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(config), "from \"changecast inspect\"") || !strings.Contains(config, "\n  - name: order\n") {
+		t.Errorf("the config after the report is not the starter config:\n%s", config)
+	}
+	section := func(table string) string {
+		t.Helper()
+		_, rest, ok := strings.Cut(report, "\n\n"+table)
+		if !ok {
+			t.Fatalf("table %s missing from the report:\n%s", table, report)
+		}
+		s, _, _ := strings.Cut(rest, "\n\n")
+		return s
+	}
+	for _, c := range []struct{ table, re string }{
+		{"public.customers", `(?m)^\s+api_key\s+text\s+STRIPPED`},
+		{"public.customers", `(?m)^\s+password_hash\s+bytea\s+STRIPPED`},
+		{"public.orders", `(?m)^\s+total\s+numeric\(12,2\)$`},
+		{"public.orders", `(?m)^\s+tags\s+text\[\]$`},
+		{"public.orders", `(?m)^\s+placed_at\s+timestamp with time zone$`},
+		{"public.orders", `(?m)^  key\s+id \(primary key\)$`},
+		{"public.orders", `(?m)^  entity\s+order$`},
+		{"public.order_items", `(?m)^  key\s+order_id, line \(primary key\)$`},
+		{"public.audit_log", `(?m)^  key\s+none$`},
+		{"public.audit_log", `MISSING: no primary key and replica identity DEFAULT: UPDATE and DELETE would fail`},
+		{"public.page_views", `MISSING: no primary key: no column identifies an entity`},
+		{"public.measurements", `^ \(partitioned; watched through this root, which stands for its 2 partitions: public\.measurements_2024, public\.measurements_2025\)`},
+		{"archive.orders", `(?m)^  entity\s+archive_order$`},
+	} {
+		if !regexp.MustCompile(c.re).MatchString(section(c.table)) {
+			t.Errorf("%s: report section does not match %s:\n%s", c.table, c.re, section(c.table))
+		}
+	}
+	if regexp.MustCompile(`(?m)^\s+email\s+text\s+STRIPPED`).MatchString(section("public.customers")) {
+		t.Errorf("public.customers: email marked STRIPPED")
+	}
+	if strings.Contains(report, "\npublic.measurements_2024") {
+		t.Errorf("a partition is listed as a table of its own:\n%s", report)
+	}
+	if !strings.Contains(report, "wal_level    logical") || strings.Contains(report, "  MISSING: wal_level") {
+		t.Errorf("server facts: want wal_level logical and nothing missing:\n%s", report)
+	}
+
+	// Read only: no changecast schema, no publication.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'changecast') + (SELECT count(*) FROM pg_publication)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("inspect created a changecast schema or a publication in the inspected database")
+	}
+}
+
+func TestInspect_Flags(t *testing.T) {
+	t.Setenv(envDatabaseURL, "")
+	dbURL := inspectDB(t)
+	out := runInspectCmd(t, "--database-url", dbURL, "--schema", "archive", "--output", "yaml")
+	if strings.Contains(out, "public.") || !strings.Contains(out, "table: archive.orders") {
+		t.Errorf("--schema archive: got\n%s", out)
+	}
+	// Alone, archive.orders is the only "order": no schema prefix.
+	if !strings.Contains(out, "- name: order\n") {
+		t.Errorf("--schema archive: want entity order for archive.orders, got\n%s", out)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--database-url", dbURL, "--output", "json"}, `--output "json": want text or yaml`},
+		{[]string{"--database-url", dbURL, "--schema", "nope"}, "no such schema: nope"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), append([]string{"inspect"}, c.args...), &out, &errb)
+		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("inspect %q: got %v, want a usage error containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+func TestInspect_EntityNames(t *testing.T) {
+	for _, c := range []struct{ table, want string }{
+		{"orders", "order"},
+		{"customers", "customer"},
+		{"categories", "category"},
+		{"addresses", "address"},
+		{"statuses", "status"},
+		{"order_items", "order_item"},
+		{"OrderItems", "order_item"},
+		{"boxes", "box"},
+		{"houses", "house"},
+		{"status", "status"},
+		{"address", "address"},
+		{"news", "news"},
+		{"movies", "movies"},
+		{"batches", "batches"},
+		{"inventory", "inventory"},
+		{"bus", "bus"},
+		{"2024 data", "t_2024_data"},
+	} {
+		if got := entityName(c.table); got != c.want {
+			t.Errorf("entityName(%q): got %q, want %q", c.table, got, c.want)
+		}
+	}
+
+	tables := []store.InspectedTable{
+		{Schema: "archive", Name: "orders"},
+		{Schema: "public", Name: "orders"},
+		{Schema: "public", Name: "order"},
+		{Schema: "public", Name: "events"},
+	}
+	got := entityNames(tables)
+	want := []string{"archive_order", "order", "order_2", "public_event"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("entityNames: got %q, want %q", got, want)
+	}
+}
+
+// TestInspect_Unprivileged runs inspect as a role without REPLICATION or
+// CREATE on the database that owns only public.orders: the report and
+// the config say what it lacks, and the tables it does not own stay in
+// the config with a warning (the role serve runs as may own them).
+func TestInspect_Unprivileged(t *testing.T) {
+	t.Setenv(envDatabaseURL, "")
+	role := fmt.Sprintf("inspect_cmd_%d", time.Now().UnixNano())
+	admin := storetest.Cluster(t).DatabaseURL("postgres")
+	exec := func(dbURL, sql string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// Registered before inspectDB's cleanup, so it runs after the
+	// database is dropped.
+	t.Cleanup(func() { exec(admin, "DROP ROLE IF EXISTS "+role) })
+	exec(admin, "CREATE ROLE "+role+" LOGIN")
+	dbURL := inspectDB(t)
+	exec(dbURL, "ALTER TABLE orders OWNER TO "+role)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+
+	out := runInspectCmd(t, "--database-url", u.String(), "--schema", "public")
+	for _, want := range []string{
+		"  replication  no\n",
+		"  MISSING: role " + `"` + role + `"` + " lacks the REPLICATION attribute",
+		"# warning: role " + `"` + role + `"` + " lacks the REPLICATION attribute",
+		"# warning: role " + `"` + role + `"` + " may not create a publication",
+		"  # warning: role " + `"` + role + `"` + " does not own the table (",
+		`so it cannot add it to a publication; run changecast as its owner, or ALTER TABLE "public"."customers" OWNER TO "` + role + `"`,
+		"  - name: customer\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `ALTER TABLE "public"."orders" OWNER TO`) {
+		t.Errorf("public.orders is owned by %s, yet a warning says otherwise:\n%s", role, out)
+	}
+}
