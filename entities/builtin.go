@@ -8,7 +8,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// The built-in entity types model a runner fleet, the domain GARM exposes.
+// The built-in entity types model a runner fleet, the domain GARM exposes,
+// one type per entity in GARM's list (garm.go holds the later additions).
 // JSON names are the column names. Fields tagged `changecast:"secret"` never
 // leave changecast. Fields tagged `changecast:"public"` hold no secret
 // although their names look secret (a foreign key to credentials, a bool
@@ -218,10 +219,16 @@ var builtinModels = []struct {
 	{"organization", "id", Organization{}},
 	{"enterprise", "id", Enterprise{}},
 	{"pool", "id", Pool{}},
+	{"scaleset", "id", ScaleSet{}},
 	{"user", "id", User{}},
 	{"instance", "id", Instance{}},
 	{"job", "id", Job{}},
 	{"controller", "id", Controller{}},
 	{"github_credentials", "id", GitHubCredentials{}},
+	{"gitea_credentials", "id", GiteaCredentials{}},
 	{"github_endpoint", "name", GitHubEndpoint{}},
+	{"template", "id", Template{}},
+	{"file_object", "id", FileObject{}},
+	{"forge_instance", "id", ForgeInstance{}},
+	{"proxy", "id", Proxy{}},
 }

@@ -9,7 +9,9 @@ import (
 
 func TestDefaultRegistry_Builtins(t *testing.T) {
 	r := DefaultRegistry()
-	want := []string{"controller", "enterprise", "github_credentials", "github_endpoint", "instance", "job", "organization", "pool", "repository", "user"}
+	// GARM's entity list: a GARM client's filter may name any of these.
+	want := []string{"controller", "enterprise", "file_object", "forge_instance", "gitea_credentials", "github_credentials", "github_endpoint",
+		"instance", "job", "organization", "pool", "proxy", "repository", "scaleset", "template", "user"}
 	if got := r.Names(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
 	}
@@ -17,6 +19,8 @@ func TestDefaultRegistry_Builtins(t *testing.T) {
 		"repository": "repositories", "organization": "organizations", "enterprise": "enterprises",
 		"pool": "pools", "user": "users", "instance": "instances", "job": "jobs", "controller": "controllers",
 		"github_credentials": "github_credentials", "github_endpoint": "github_endpoints",
+		"scaleset": "scalesets", "gitea_credentials": "gitea_credentials", "template": "templates",
+		"file_object": "file_objects", "forge_instance": "forge_instances", "proxy": "proxies",
 	}
 	secrets := map[string][]string{
 		"repository":         {"webhook_secret"},
@@ -25,12 +29,19 @@ func TestDefaultRegistry_Builtins(t *testing.T) {
 		"user":               {"password", "generation"},
 		"instance":           {"jit_configuration", "callback_token"},
 		"github_credentials": {"payload"},
+		"gitea_credentials":  {"payload"},
+		"template":           {"data"},
+		"file_object":        {"content"},
+		"forge_instance":     {"webhook_secret"},
+		"proxy":              {"http_proxy", "https_proxy", "credentials"},
 	}
 	public := map[string][]string{
 		"repository":   {"credentials_id"},
 		"organization": {"credentials_id"},
 		"enterprise":   {"credentials_id"},
 		"instance":     {"token_fetched"},
+		// forge_instance's gitea_credentials_id: a foreign key, not a secret.
+		"forge_instance": {"gitea_credentials_id"},
 	}
 	for _, et := range r.Types() {
 		if got := tables[et.Name]; et.Table != got {
@@ -161,7 +172,7 @@ func TestRegistry_Lookup_Unknown(t *testing.T) {
 	if !errors.Is(err, ErrUnknownType) {
 		t.Fatalf("Lookup(pools) error = %v, want ErrUnknownType", err)
 	}
-	if !strings.Contains(err.Error(), `"pools"`) || !strings.Contains(err.Error(), "pool, repository") {
+	if !strings.Contains(err.Error(), `"pools"`) || !strings.Contains(err.Error(), "pool, proxy, repository") {
 		t.Fatalf("Lookup error %q should name the value and the known types", err)
 	}
 }

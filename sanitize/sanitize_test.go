@@ -113,6 +113,12 @@ func TestPolicy_Builtins(t *testing.T) {
 		"controller":         {},
 		"github_credentials": {marked("payload"), nil},
 		"github_endpoint":    {},
+		"scaleset":           {},
+		"gitea_credentials":  {marked("payload"), nil},
+		"template":           {marked("data"), nil},
+		"file_object":        {marked("content"), nil},
+		"forge_instance":     {marked("webhook_secret"), []string{"gitea_credentials_id"}},
+		"proxy":              {marked("http_proxy", "https_proxy", "credentials"), nil},
 	}
 	reg := entities.DefaultRegistry()
 	if len(reg.Types()) != len(wants) {

@@ -13,7 +13,7 @@ import (
 )
 
 // knownTypes is the built-in registry's list as error messages print it.
-const knownTypes = "controller, enterprise, event, github_credentials, github_endpoint, instance, job, organization, pool, repository, user"
+const knownTypes = "controller, enterprise, event, file_object, forge_instance, gitea_credentials, github_credentials, github_endpoint, instance, job, organization, pool, proxy, repository, scaleset, template, user"
 
 // expectError reads the next frame and checks it is exactly the 400 error
 // frame carrying msg.

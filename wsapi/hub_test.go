@@ -122,7 +122,7 @@ func TestServer_ViewerFilterOutOfScope(t *testing.T) {
 		want  string
 	}{
 		{nil, `{"filters": [{"entity-type": "user"}]}`,
-			`entity type "user" is not allowed for this token; allowed: controller, enterprise, event, github_credentials, github_endpoint, instance, job, organization, pool, repository`},
+			`entity type "user" is not allowed for this token; allowed: controller, enterprise, event, file_object, forge_instance, gitea_credentials, github_credentials, github_endpoint, instance, job, organization, pool, proxy, repository, scaleset, template`},
 		{[]string{"pool", "job"}, `{"filters": [{"entity-type": "pool"}, {"entity-type": "instance"}]}`,
 			`entity type "instance" is not allowed for this token; allowed: job, pool`},
 		{[]string{"user"}, `{"filters": [{"entity-type": "user"}]}`,

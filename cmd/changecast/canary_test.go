@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -41,6 +42,14 @@ func (c *canaries) number() string {
 	return v
 }
 
+// bytes returns a new canary for a bytea column as a SQL expression, and
+// remembers it both as text and as base64, the form bytea takes in a frame.
+func (c *canaries) bytes(what string) string {
+	v := c.text(what)
+	c.seen = append(c.seen, base64.StdEncoding.EncodeToString([]byte(v)))
+	return fmt.Sprintf("convert_to('%s', 'UTF8')", v)
+}
+
 // leaks returns the canaries found in b.
 func (c *canaries) leaks(b []byte) []string {
 	var out []string
@@ -68,8 +77,11 @@ func newCanaryEntity(et entities.EntityType, i int) canaryEntity {
 		f := et.GoType.Field(i)
 		col, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		k := f.Type.Kind()
-		if f.Type == reflect.TypeOf(json.RawMessage{}) {
+		switch f.Type {
+		case reflect.TypeOf(json.RawMessage{}):
 			k = reflect.Map // jsonb
+		case reflect.TypeOf([]byte(nil)):
+			k = reflect.Uint8 // bytea
 		}
 		ce.kinds[col] = k
 		if ce.visible == "" && k == reflect.String && col != et.Key && !et.IsSecret(col) && f.Type.Name() == "string" {
@@ -95,6 +107,8 @@ func (ce canaryEntity) secretValues(c *canaries) map[string]string {
 		switch ce.kinds[col] {
 		case reflect.Int64:
 			vals[col] = c.number()
+		case reflect.Uint8:
+			vals[col] = c.bytes(ce.et.Name + "-" + col)
 		case reflect.Map:
 			vals[col] = fmt.Sprintf(`'{"token": "%s", "nested": {"private_key": "%s"}}'`, c.text(ce.et.Name+"-"+col), c.text(ce.et.Name+"-"+col+"-pk"))
 		default:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -218,6 +219,9 @@ type workload struct {
 	jobs      []*demoJob // in creation order
 	nextJobID int64      // 0 until read from the database
 	nextRunID int64
+
+	giteaCredsID string // set by createGiteaCreds
+	templateID   string // set by createTemplate
 }
 
 // demoAction is one row change. run applies its effect on the workload's
@@ -526,7 +530,94 @@ func (w *workload) setup() []demoAction {
 	for i := range 6 { // one pool per owner above
 		acts = append(acts, demoAction{"create pool", w.createPool(i)})
 	}
+	// GARM's other entities, one row each, so every built-in type streams.
+	acts = append(acts,
+		demoAction{"create gitea credentials", w.createGiteaCreds},
+		demoAction{"create forge instance", w.createForgeInstance},
+		demoAction{"create template", w.createTemplate},
+		demoAction{"create scale set", w.createScaleSet},
+		demoAction{"create file object", w.createFileObject},
+		demoAction{"create proxy", w.createProxy},
+	)
 	return acts
+}
+
+func (w *workload) createGiteaCreds(ctx context.Context) error {
+	tok := w.secret("gta_" + crand.Text())
+	payload, _ := json.Marshal(map[string]string{"token": tok}) // a map of strings always encodes
+	id, err := w.insert(ctx, "create gitea credentials", []string{tok},
+		`INSERT INTO gitea_credentials (name, description, auth_type, endpoint_name, payload) VALUES ('demo-gitea', 'demo Gitea token', 'pat', 'gitea.demo.example', $1) RETURNING id`,
+		string(payload))
+	if err == nil {
+		w.giteaCredsID = id
+	}
+	return err
+}
+
+func (w *workload) createForgeInstance(ctx context.Context) error {
+	hook := w.newWebhookSecret()
+	var credsID any
+	if w.giteaCredsID != "" {
+		credsID = w.giteaCredsID
+	}
+	_, err := w.insert(ctx, "create forge instance", []string{hook},
+		`INSERT INTO forge_instances (endpoint_name, gitea_credentials_id, webhook_secret) VALUES ('gitea.demo.example', $1, $2) RETURNING id`,
+		credsID, hook)
+	return err
+}
+
+// createTemplate writes a runner install script that logs in to a
+// registry, the kind of secret a template's data holds.
+func (w *workload) createTemplate(ctx context.Context) error {
+	pass := w.secret(hex.EncodeToString(randomBytes(16)))
+	data := "#!/bin/sh\nset -e\necho " + pass + " | docker login --password-stdin registry.demo.example\n"
+	id, err := w.insert(ctx, "create template", []string{pass},
+		`INSERT INTO templates (name, description, os_type, forge_type, data) VALUES ('demo-linux', 'runner install script', 'linux', 'github', $1) RETURNING id`,
+		data)
+	if err == nil {
+		w.templateID = id
+	}
+	return err
+}
+
+func (w *workload) createScaleSet(ctx context.Context) error {
+	var repoID, templateID any
+	for _, o := range w.owners {
+		if o.table == "repositories" {
+			repoID = o.id
+			break
+		}
+	}
+	if w.templateID != "" {
+		templateID = w.templateID
+	}
+	_, err := w.insert(ctx, "create scale set", nil,
+		`INSERT INTO scalesets (name, provider_name, max_runners, image, flavor, repo_id, template_id) VALUES ('demo-scale', 'lxd', 4, 'ubuntu:24.04', 'small', $1, $2) RETURNING id`,
+		repoID, templateID)
+	return err
+}
+
+// createFileObject stores an uploaded file; its content is secret, and would
+// leave as base64, so that form is what the test looks for.
+func (w *workload) createFileObject(ctx context.Context) error {
+	content := randomBytes(48)
+	w.secret(base64.StdEncoding.EncodeToString(content))
+	sum := sha256.Sum256(content)
+	_, err := w.insert(ctx, "create file object", nil,
+		`INSERT INTO file_objects (name, description, file_type, size, sha256, tags, content) VALUES ('garm-agent-linux-amd64', 'demo agent binary', 'application/octet-stream', $1, $2, '{agent,linux}', $3) RETURNING id`,
+		len(content), hex.EncodeToString(sum[:]), content)
+	return err
+}
+
+// createProxy writes a proxy whose URLs carry a password, as proxy URLs may.
+func (w *workload) createProxy(ctx context.Context) error {
+	pass := w.secret(hex.EncodeToString(randomBytes(12)))
+	url := "http://ci:" + pass + "@proxy.demo.example:3128"
+	creds, _ := json.Marshal(map[string]string{"username": "ci", "password": pass}) // a map of strings always encodes
+	_, err := w.insert(ctx, "create proxy", []string{pass},
+		`INSERT INTO proxies (name, description, http_proxy, https_proxy, no_proxy, credentials) VALUES ('demo-proxy', 'corporate proxy', $1, $1, 'localhost,.demo.example', $2) RETURNING id`,
+		url, string(creds))
+	return err
 }
 
 func (w *workload) createEndpoint(ctx context.Context) error {

@@ -181,8 +181,8 @@ func TestDemo_EndToEnd(t *testing.T) {
 			want[et.Name] = []string{"create"}
 		}
 	}
-	if len(want) != 10 {
-		t.Fatalf("%d built-in entity types, want 10", len(want))
+	if len(want) != 16 { // GARM's entity list
+		t.Fatalf("%d built-in entity types, want 16", len(want))
 	}
 	seen := map[string]map[string]int{}
 	missing := func() []string {
@@ -236,8 +236,8 @@ func TestDemo_EndToEnd(t *testing.T) {
 		seen[f.EntityType][f.Operation]++
 	}
 	t.Logf("every entity type seen after %d frames: %v", frames, seen)
-	if n := secrets.len(); n < 10 {
-		t.Errorf("the workload recorded %d secrets, want at least 10 (credentials, webhooks, users, instances)", n)
+	if n := secrets.len(); n < 15 {
+		t.Errorf("the workload recorded %d secrets, want at least 15 (credentials, webhooks, users, instances, templates, file objects, proxies)", n)
 	}
 
 	// Ctrl-C: the workload stops, then serve, then PostgreSQL.

@@ -22,10 +22,20 @@ func TestSecrets_PrintsPolicy(t *testing.T) {
 		`(?m)^  jit_configuration\s+stripped`,
 		`(?m)^  token_fetched\s+kept\s+explicitly allowed`,
 		`(?m)^  credentials_id\s+kept\s+explicitly allowed`,
+		`(?m)^template \(table templates\)\n  data\s+stripped\s+marked secret in the Go type$`,
+		`(?m)^file_object \(table file_objects\)\n  content\s+stripped\s+marked secret in the Go type$`,
+		`(?m)^proxy \(table proxies\)\n  http_proxy\s+stripped.*\n  https_proxy\s+stripped.*\n  credentials\s+stripped`,
+		`(?m)^  gitea_credentials_id\s+kept\s+explicitly allowed`,
+		`(?m)^scaleset \(table scalesets\)\n  \(no column stripped`,
 		`any depth inside\s+json`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out.String()) {
 			t.Errorf("output lacks %s:\n%s", want, out.String())
+		}
+	}
+	for _, et := range testRegistry.Types() {
+		if !strings.Contains(out.String(), "\n"+et.Name+" (table "+et.Table+")\n") && !strings.HasPrefix(out.String(), et.Name+" (table ") {
+			t.Errorf("output lacks entity type %s", et.Name)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -261,8 +262,38 @@ func entityCases() []sqlCase {
 			`INSERT INTO github_endpoints (name, base_url, ca_cert_bundle) VALUES ('ghes', 'https://ghes.example.com', '\x0102')`,
 			`UPDATE github_endpoints SET description = 'on-prem' WHERE name = 'ghes'`,
 			`DELETE FROM github_endpoints WHERE name = 'ghes'`, "description", "on-prem", nil},
+		{"scaleset", "4712",
+			`INSERT INTO scalesets (id, name, provider_name, max_runners, extra_specs) VALUES (4712, 'ubuntu-scale', 'lxd', 3, '{"disk": 20}')`,
+			`UPDATE scalesets SET state = 'active', desired_runner_count = 2 WHERE id = 4712`,
+			`DELETE FROM scalesets WHERE id = 4712`, "state", "active", nil},
+		{"gitea_credentials", u(12),
+			`INSERT INTO gitea_credentials (id, name, endpoint_name, payload) VALUES ('` + u(12) + `', 'gitea-pat', 'gitea.example.com', '{"token": "CANARY-gitea-pat-1", "nested": {"private_key": "CANARY-gitea-key-1"}}')`,
+			`UPDATE gitea_credentials SET description = 'rotated', payload = '{"token": "CANARY-gitea-pat-2"}' WHERE id = '` + u(12) + `'`,
+			`DELETE FROM gitea_credentials WHERE id = '` + u(12) + `'`, "description", "rotated", []string{"CANARY-gitea-pat-1", "CANARY-gitea-key-1", "CANARY-gitea-pat-2"}},
+		{"template", "4713",
+			`INSERT INTO templates (id, name, data) VALUES (4713, 'linux-github', '#!/bin/sh
+docker login -p CANARY-tpl-data-1 registry.example.com')`,
+			`UPDATE templates SET description = 'with registry login', data = '#!/bin/sh
+export GH_TOKEN=CANARY-tpl-data-2' WHERE id = 4713`,
+			`DELETE FROM templates WHERE id = 4713`, "description", "with registry login", []string{"CANARY-tpl-data-1", "CANARY-tpl-data-2"}},
+		{"file_object", "4714",
+			`INSERT INTO file_objects (id, name, size, sha256, content) VALUES (4714, 'kubeconfig', 20, 'abc123', convert_to('CANARY-file-content-1', 'UTF8'))`,
+			`UPDATE file_objects SET description = 'cluster access', content = convert_to('CANARY-file-content-2', 'UTF8') WHERE id = 4714`,
+			`DELETE FROM file_objects WHERE id = 4714`, "description", "cluster access",
+			[]string{"CANARY-file-content-1", "CANARY-file-content-2", b64("CANARY-file-content-1"), b64("CANARY-file-content-2")}},
+		{"forge_instance", u(15),
+			`INSERT INTO forge_instances (id, endpoint_name, webhook_secret) VALUES ('` + u(15) + `', 'gitea.example.com', 'CANARY-forge-hook-1')`,
+			`UPDATE forge_instances SET pool_balancer_type = 'pack', webhook_secret = 'CANARY-forge-hook-2' WHERE id = '` + u(15) + `'`,
+			`DELETE FROM forge_instances WHERE id = '` + u(15) + `'`, "pool_balancer_type", "pack", []string{"CANARY-forge-hook-1", "CANARY-forge-hook-2"}},
+		{"proxy", "4716",
+			`INSERT INTO proxies (id, name, http_proxy, https_proxy, no_proxy, credentials) VALUES (4716, 'corp', 'http://ci:CANARY-proxy-url-1@proxy.example.com:3128', 'http://ci:CANARY-proxy-url-2@proxy.example.com:3128', 'localhost,.internal', '{"username": "ci", "password": "CANARY-proxy-pass-1"}')`,
+			`UPDATE proxies SET no_proxy = 'localhost', https_proxy = 'http://ci:CANARY-proxy-url-3@proxy.example.com:3129' WHERE id = 4716`,
+			`DELETE FROM proxies WHERE id = 4716`, "no_proxy", "localhost", []string{"CANARY-proxy-url-1", "CANARY-proxy-url-2", "CANARY-proxy-url-3", "CANARY-proxy-pass-1"}},
 	}
 }
+
+// b64 is how a bytea canary would appear in a frame: base64.
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestServe_EveryEntityType(t *testing.T) {
 	srv, url, dataDir := readyServer(t, "cc_every")

@@ -28,6 +28,49 @@ CREATE TABLE public.enterprises (
 );
 ALTER TABLE public.enterprises REPLICA IDENTITY FULL;
 
+CREATE TABLE public.file_objects (
+    id bigint DEFAULT nextval('file_objects_id_seq'::regclass) NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    file_type text DEFAULT ''::text NOT NULL,
+    size bigint DEFAULT 0 NOT NULL,
+    sha256 text DEFAULT ''::text NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    content bytea,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT file_objects_pkey PRIMARY KEY (id)
+);
+ALTER TABLE public.file_objects REPLICA IDENTITY FULL;
+
+CREATE TABLE public.forge_instances (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    endpoint_name text DEFAULT ''::text NOT NULL,
+    gitea_credentials_id uuid,
+    pool_manager_running boolean DEFAULT false NOT NULL,
+    pool_manager_failure_reason text DEFAULT ''::text NOT NULL,
+    pool_balancer_type text DEFAULT 'roundrobin'::text NOT NULL,
+    agent_mode boolean DEFAULT false NOT NULL,
+    webhook_secret text DEFAULT ''::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT forge_instances_pkey PRIMARY KEY (id)
+);
+ALTER TABLE public.forge_instances REPLICA IDENTITY FULL;
+
+CREATE TABLE public.gitea_credentials (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    auth_type text DEFAULT 'pat'::text NOT NULL,
+    endpoint_name text DEFAULT ''::text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT gitea_credentials_pkey PRIMARY KEY (id)
+);
+ALTER TABLE public.gitea_credentials REPLICA IDENTITY FULL;
+
 CREATE TABLE public.github_credentials (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     name text DEFAULT ''::text NOT NULL,
@@ -136,6 +179,20 @@ CREATE TABLE public.pools (
 );
 ALTER TABLE public.pools REPLICA IDENTITY FULL;
 
+CREATE TABLE public.proxies (
+    id bigint DEFAULT nextval('proxies_id_seq'::regclass) NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    http_proxy text DEFAULT ''::text NOT NULL,
+    https_proxy text DEFAULT ''::text NOT NULL,
+    no_proxy text DEFAULT ''::text NOT NULL,
+    credentials jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT proxies_pkey PRIMARY KEY (id)
+);
+ALTER TABLE public.proxies REPLICA IDENTITY FULL;
+
 CREATE TABLE public.repositories (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     owner text DEFAULT ''::text NOT NULL,
@@ -148,6 +205,51 @@ CREATE TABLE public.repositories (
     CONSTRAINT repositories_pkey PRIMARY KEY (id)
 );
 ALTER TABLE public.repositories REPLICA IDENTITY FULL;
+
+CREATE TABLE public.scalesets (
+    id bigint DEFAULT nextval('scalesets_id_seq'::regclass) NOT NULL,
+    scale_set_id bigint DEFAULT 0 NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    state text DEFAULT 'pending'::text NOT NULL,
+    extended_state text DEFAULT ''::text NOT NULL,
+    provider_name text DEFAULT ''::text NOT NULL,
+    runner_prefix text DEFAULT 'garm'::text NOT NULL,
+    max_runners bigint DEFAULT 0 NOT NULL,
+    min_idle_runners bigint DEFAULT 0 NOT NULL,
+    desired_runner_count bigint DEFAULT 0 NOT NULL,
+    runner_bootstrap_timeout bigint DEFAULT 20 NOT NULL,
+    image text DEFAULT ''::text NOT NULL,
+    flavor text DEFAULT ''::text NOT NULL,
+    os_type text DEFAULT 'linux'::text NOT NULL,
+    os_arch text DEFAULT 'amd64'::text NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    disable_update boolean DEFAULT false NOT NULL,
+    last_message_id bigint DEFAULT 0 NOT NULL,
+    extra_specs jsonb DEFAULT '{}'::jsonb NOT NULL,
+    github_runner_group text DEFAULT ''::text NOT NULL,
+    repo_id uuid,
+    org_id uuid,
+    enterprise_id uuid,
+    template_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT scalesets_pkey PRIMARY KEY (id)
+);
+ALTER TABLE public.scalesets REPLICA IDENTITY FULL;
+
+CREATE TABLE public.templates (
+    id bigint DEFAULT nextval('templates_id_seq'::regclass) NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    os_type text DEFAULT 'linux'::text NOT NULL,
+    forge_type text DEFAULT 'github'::text NOT NULL,
+    data text DEFAULT ''::text NOT NULL,
+    user_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT templates_pkey PRIMARY KEY (id)
+);
+ALTER TABLE public.templates REPLICA IDENTITY FULL;
 
 CREATE TABLE public.users (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
