@@ -122,7 +122,7 @@ func (h *harness) close() error {
 // startServer runs changecast on database db (url) with its own slot.
 func (h *harness) startServer(ctx context.Context, db, url, slot string) (*server, error) {
 	args := append([]string{
-		"--database-url", url, "--listen", "127.0.0.1:0", "--data-dir", h.dataDir, "--slot", slot,
+		"--database-url", url, "--domain", "garm", "--listen", "127.0.0.1:0", "--data-dir", h.dataDir, "--slot", slot,
 	}, h.serveArgs...)
 	s, err := startServer(ctx, h.cfg.changecast, filepath.Join(h.dir, "logs", db+".log"), args...)
 	if err != nil {

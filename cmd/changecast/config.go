@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/changecast/changecast/entities"
 )
 
 // Stable names (README.md, "Configuration"): scripts rely on them.
@@ -232,8 +230,3 @@ func ensureDataDir(dir string) error {
 	}
 	return nil
 }
-
-// registry builds the entity registry every subcommand uses: today the
-// built-in domain. It is the one place that decides which tables
-// changecast knows.
-func registry() *entities.Registry { return entities.DefaultRegistry() }

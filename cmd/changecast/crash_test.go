@@ -257,7 +257,7 @@ func TestCrash_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	args := []string{"serve", "--database-url", url, "--listen", addr, "--data-dir", dataDir, "--slot", "cc_crash", "--log-level", "debug"}
+	args := []string{"serve", "--database-url", url, "--domain", "garm", "--listen", addr, "--data-dir", dataDir, "--slot", "cc_crash", "--log-level", "debug"}
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)

@@ -99,7 +99,8 @@ func parseDemoFlags(args []string, stderr io.Writer) (demoConfig, error) {
 // cannot fix, or serve failing, ends the demo with that error.
 func demo(ctx context.Context, cfg demoConfig, stdout io.Writer, log *slog.Logger) error {
 	scfg := cfg.serve
-	scfg.databaseURL = "" // always the embedded default
+	scfg.databaseURL = ""    // always the embedded default
+	scfg.domain = domainGARM // the workload writes the runner-fleet tables
 
 	// serve gets its own context so that it shuts down only after the
 	// workload has stopped writing.

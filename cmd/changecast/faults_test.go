@@ -476,7 +476,7 @@ func TestServe_ExplainsMissingLogicalReplication(t *testing.T) {
 	t.Cleanup(func() { l.Close() })
 
 	var out, errb strings.Builder
-	err = run(ctx, []string{"serve", "--database-url", l.URL(), "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, &out, &errb)
+	err = run(ctx, []string{"serve", "--database-url", l.URL(), "--domain", "garm", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, &out, &errb)
 	want := "wal_level is replica; set wal_level=logical in postgresql.conf and restart PostgreSQL"
 	if err == nil || err.Error() != want {
 		t.Fatalf("serve = %v, want exactly %q", err, want)

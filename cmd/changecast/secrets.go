@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -16,13 +17,24 @@ import (
 func runSecrets(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("secrets", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var src sources
+	src.register(fs)
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// Without a database: declared types are listed as configured (no
+	// key lookup); with no configuration, the garm domain's types.
+	reg, err := src.registry(context.Background(), nil, true)
+	if err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for _, et := range registry().Types() {
+	for _, et := range reg.Types() {
 		stripped, public := sanitize.Policy(et)
-		fmt.Fprintf(tw, "%s (table %s)\n", et.Name, et.Table)
+		fmt.Fprintf(tw, "%s (table %s)\n", et.Name, et.QualifiedTable())
 		if len(stripped) == 0 && len(public) == 0 {
 			fmt.Fprintf(tw, "  (no column stripped by mark or declaration)\n")
 		}

@@ -77,12 +77,15 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		dbURL = local.URL()
 	}
 
-	reg := registry()
 	db, err := store.Open(ctx, dbURL)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	reg, err := cfg.sources.registry(ctx, db, local != nil)
+	if err != nil {
+		return err
+	}
 	if err := db.Migrate(ctx, reg); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 // CHANGECAST_* variables by register.
 type serveConfig struct {
 	common
+	sources
 	databaseURL       string
 	listen            string
 	slot              string
@@ -78,6 +79,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.DurationVar(&cfg.loginWindow, "login-window", wsapi.DefaultLoginWindow, "how long failed logins are remembered after the last one or the end of a lock-out")
 	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
 	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, string(pipeline.SlotLossResync)), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
+	cfg.sources.register(fs)
 	// Every one of these flags has its CHANGECAST_* variable.
 	return applyEnv(fs)
 }

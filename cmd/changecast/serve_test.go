@@ -65,6 +65,9 @@ func startServe(t testing.TB, cfg serveConfig, beforeWatch func(addr string)) *i
 	if cfg.slot == "" {
 		cfg.slot = "changecast"
 	}
+	if cfg.domain == "" && cfg.configPath == "" && len(cfg.tables) == 0 {
+		cfg.domain = domainGARM // these tests watch the built-in domain
+	}
 	cfg.beforeWatch = beforeWatch
 	in := &instance{stdout: &syncBuffer{}, logs: &syncBuffer{}, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -105,7 +108,12 @@ func startServe(t testing.TB, cfg serveConfig, beforeWatch func(addr string)) *i
 // data dir (for minting tokens). tweaks adjust the configuration.
 func readyServer(t testing.TB, slot string, tweaks ...func(*serveConfig)) (srv *instance, url, dataDir string) {
 	t.Helper()
-	url = storetest.NewDatabase(t)
+	return readyServerAt(t, storetest.NewDatabase(t), slot, tweaks...)
+}
+
+// readyServerAt is readyServer on the database at url.
+func readyServerAt(t testing.TB, url, slot string, tweaks ...func(*serveConfig)) (srv *instance, _, dataDir string) {
+	t.Helper()
 	dataDir = t.TempDir()
 	cfg := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: slot}
 	for _, tweak := range tweaks {

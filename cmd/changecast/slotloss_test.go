@@ -345,10 +345,10 @@ func TestServe_OnSlotLossStop(t *testing.T) {
 
 	// At start, through the command line: the slot is still missing.
 	var stdout, stderr syncBuffer
-	err := run(context.Background(), []string{"serve", "--database-url", url, "--data-dir", dataDir, "--slot", slot,
+	err := run(context.Background(), []string{"serve", "--database-url", url, "--domain", "garm", "--data-dir", dataDir, "--slot", slot,
 		"--listen", "127.0.0.1:0", "--on-slot-loss", "stop"}, &stdout, &stderr)
 	checkStopError(t, err)
-	if err := run(context.Background(), []string{"serve", "--database-url", url, "--data-dir", dataDir, "--on-slot-loss", "maybe"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), `use "resync" or "stop"`) {
+	if err := run(context.Background(), []string{"serve", "--database-url", url, "--domain", "garm", "--data-dir", dataDir, "--on-slot-loss", "maybe"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), `use "resync" or "stop"`) {
 		t.Fatalf("--on-slot-loss maybe: %v, want an error naming the choices", err)
 	}
 

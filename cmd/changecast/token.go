@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,8 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	role := fs.String("role", "viewer", "admin or viewer")
 	scope := fs.String("scope", "", "comma-separated entity types a viewer may see (default: all but user)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
+	var src sources // --scope names are checked against these types
+	src.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,7 +43,10 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	}
 	var scopes []string
 	if *scope != "" {
-		reg := registry()
+		reg, err := src.registry(context.Background(), nil, true)
+		if err != nil {
+			return err
+		}
 		for _, s := range strings.Split(*scope, ",") {
 			s = strings.TrimSpace(s)
 			if _, err := reg.Lookup(s); err != nil {

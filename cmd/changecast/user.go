@@ -269,7 +269,8 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 		stopLocal()
 		return nil, nil, err
 	}
-	if err := db.Migrate(ctx, registry()); err != nil {
+	// Login users live in the garm domain's users table.
+	if err := db.Migrate(ctx, entities.DefaultRegistry()); err != nil {
 		db.Close()
 		stopLocal()
 		return nil, nil, err

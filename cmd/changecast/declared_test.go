@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/changecast/changecast/store/storetest"
+)
+
+// shopSchema is the application schema of testdata/config/orders.yaml: no
+// table changecast knows, one in another schema, a composite key, a table
+// with REPLICA IDENTITY DEFAULT.
+const shopSchema = `
+CREATE SCHEMA shop;
+CREATE TABLE public.orders (
+	id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(12,2) NOT NULL,
+	status text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+	internal_note text, tags text[], details jsonb);
+CREATE TABLE public.customers (
+	id bigint PRIMARY KEY, email text NOT NULL, api_key text, password_reset_code text, balance numeric);
+CREATE TABLE shop.order_items (
+	order_id bigint NOT NULL, line_no int NOT NULL, sku text NOT NULL, quantity int NOT NULL,
+	unit_price numeric(10,2) NOT NULL, supplier_cost numeric(10,2),
+	PRIMARY KEY (order_id, line_no));
+`
+
+// TestServe_DeclaredTypes watches a schema no built-in type knows, from a
+// configuration in testdata: every change arrives typed and sanitized, the
+// allow-list hides the rest, a composite key becomes an object id, and
+// changecast creates nothing in the application's schema.
+func TestServe_DeclaredTypes(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, shopSchema)
+	srv, _, dataDir := readyServerAt(t, url, "cc_declared", func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+	})
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"send-everything": true}`)
+	filterApplied(t, ws)
+
+	exec1(t, sql, `INSERT INTO customers (id, email, api_key, password_reset_code, balance) VALUES (1, 'ada@example.com', 'CANARY-api-key', 'CANARY-reset', 12.5)`)
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status, internal_note, tags, details) VALUES (7, 1, 19.99, 'new', 'CANARY-internal', '{a,b}', '{"n": 9007199254740993}')`)
+	exec1(t, sql, `INSERT INTO shop.order_items (order_id, line_no, sku, quantity, unit_price, supplier_cost) VALUES (7, 1, 'SKU-1', 2, 9.99, 4.00)`)
+	exec1(t, sql, `UPDATE orders SET status = 'paid', internal_note = 'CANARY-internal-2' WHERE id = 7`)
+	exec1(t, sql, `DELETE FROM shop.order_items WHERE order_id = 7 AND line_no = 1`)
+
+	var got []frame
+	for len(got) < 5 {
+		f, _ := readChange(t, ws, 30*time.Second)
+		got = append(got, f)
+		if strings.Contains(string(f.raw), "CANARY") {
+			t.Fatalf("a secret or a column outside the allow-list left changecast: %s", f.raw)
+		}
+	}
+	want := []struct{ typ, op string }{{"customer", "create"}, {"order", "create"}, {"order_item", "create"}, {"order", "update"}, {"order_item", "delete"}}
+	for i, w := range want {
+		if got[i].EntityType != w.typ || got[i].Operation != w.op {
+			t.Fatalf("change %d is %s %s, want %s %s: %s", i, got[i].EntityType, got[i].Operation, w.typ, w.op, got[i].raw)
+		}
+	}
+	// customer: secrets (declared and by name) stripped, the rest typed.
+	if c := got[0].Payload; c["email"] != "ada@example.com" || c["balance"] != 12.5 || c["id"] != float64(1) {
+		t.Errorf("customer payload %v", c)
+	}
+	// order: only the allow-list leaves.
+	var keys []string
+	for k := range got[1].Payload {
+		keys = append(keys, k)
+	}
+	if len(keys) != 5 || got[1].Payload["total"] != 19.99 || got[1].Payload["status"] != "new" {
+		t.Errorf("order payload %v, want exactly id, customer_id, total, status, updated_at", got[1].Payload)
+	}
+	if got[3].Previous["status"] != "new" || got[3].Payload["status"] != "paid" {
+		t.Errorf("order update: previous %v, payload %v; want status new → paid (REPLICA IDENTITY FULL by consent)", got[3].Previous, got[3].Payload)
+	}
+	// order_item (REPLICA IDENTITY DEFAULT): the delete carries the key.
+	if d := got[4].Payload; d["order_id"] != float64(7) || d["line_no"] != float64(1) {
+		t.Errorf("order_item delete payload %v, want the key columns", d)
+	}
+	if _, ok := got[2].Payload["supplier_cost"]; ok {
+		t.Errorf("order_item payload %v: supplier_cost is not in the allow-list", got[2].Payload)
+	}
+	var id string
+	if err := sql.QueryRow(context.Background(), `SELECT entity_id FROM changecast.journal WHERE entity_type = 'order_item' ORDER BY seq LIMIT 1`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	var idObj map[string]any
+	if err := json.Unmarshal([]byte(id), &idObj); err != nil || idObj["order_id"] != float64(7) || idObj["line_no"] != float64(1) {
+		t.Errorf("composite entity id %q, want {\"order_id\":7,\"line_no\":1}", id)
+	}
+
+	// Consent: orders asked for FULL, the others are untouched; no
+	// built-in table was created.
+	for table, want := range map[string]string{"public.orders": "f", "public.customers": "d", "shop.order_items": "d"} {
+		var ident string
+		if err := sql.QueryRow(context.Background(), `SELECT relreplident::text FROM pg_class WHERE oid = $1::regclass`, table).Scan(&ident); err != nil || ident != want {
+			t.Errorf("replica identity of %s = %q (%v), want %q", table, ident, err, want)
+		}
+	}
+	var builtin bool
+	if err := sql.QueryRow(context.Background(), `SELECT to_regclass('public.repositories') IS NOT NULL`).Scan(&builtin); err != nil || builtin {
+		t.Errorf("a built-in table was created in the application's schema")
+	}
+}
+
+// TestServe_RefusesWhatItCannotWatch: an external database without a
+// configuration or domain, and a configuration naming a missing table,
+// are refused with what to do.
+func TestServe_RefusesWhatItCannotWatch(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	var stdout, stderr syncBuffer
+	err := run(context.Background(), []string{"serve", "--database-url", url, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "changecast inspect") || !strings.Contains(err.Error(), "--table") || !strings.Contains(err.Error(), "--domain garm") {
+		t.Fatalf("serve without a configuration: %v, want the three ways forward", err)
+	}
+	err = run(context.Background(), []string{"serve", "--database-url", url, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--config", "testdata/declared/missing-table.yaml"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "missing-table.yaml:3") || !strings.Contains(err.Error(), "public.no_such_orders does not exist") {
+		t.Fatalf("serve with a missing table: %v, want file:line and the table", err)
+	}
+	sql := connect(t, url)
+	var n int
+	if err := sql.QueryRow(context.Background(), `SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d tables created (%v), want none: a refused start changes nothing", n, err)
+	}
+}
