@@ -10,6 +10,7 @@ import (
 	"github.com/changecast/changecast/internal/backoff"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -206,8 +207,11 @@ func parseTailFlags(args []string, stdout, stderr io.Writer) (tailConfig, error)
 func parseTailFilter(s string) (client.Filter, error) {
 	name, opList, hasOps := strings.Cut(s, ":")
 	if name != entities.EventEntityType {
-		if _, err := tailRegistry().Lookup(name); err != nil {
-			return client.Filter{}, fmt.Errorf("unknown entity type %q; known: all, %s", name, strings.Join(knownTailTypes(), ", "))
+		// Types declared in the server's configuration are not known
+		// here: a well-formed name goes to the server, which refuses
+		// one it does not watch (naming the ones it does).
+		if _, err := tailRegistry().Lookup(name); err != nil && !typeName.MatchString(name) {
+			return client.Filter{}, fmt.Errorf("%q is not an entity type name (snake_case); built-in ones: all, %s", name, strings.Join(knownTailTypes(), ", "))
 		}
 	}
 	f := client.Filter{EntityType: name}
@@ -222,6 +226,9 @@ func parseTailFilter(s string) (client.Filter, error) {
 	}
 	return f, nil
 }
+
+// typeName is the form of an entity type name.
+var typeName = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
 // tailRegistry is the registry tail checks --filter against: the built-in
 // types, as serve registers them.
