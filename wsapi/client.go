@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -389,13 +390,9 @@ func (c *client) writeSystemState() error {
 	return c.writeText(encodeSystemState(c.srv.cfg.SystemState()))
 }
 
-// closedChan is always ready: the writer selects on it when it has
-// catch-up work, so pings, pongs and stops still interleave with pages.
-var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
-
 // writeLoop writes queued frames, replies, pongs and pings, and serves
-// catch-up from the journal, until the client is stopped or its reader
-// ends. It owns every write and, on exit, closes the connection, which ends
+// catch-up from the journal one page per catch-up slot (hub.slots), until
+// the client is stopped or its reader ends. It owns every write and, on exit, closes the connection, which ends
 // the reader if it is still running.
 func (c *client) writeLoop() {
 	defer c.exit()
@@ -425,7 +422,7 @@ func (c *client) writeLoop() {
 			return
 		default:
 		}
-		var work <-chan struct{}
+		var slot chan<- struct{}
 		var retry, state <-chan time.Time
 		if c.w.state != nil {
 			state = c.w.state.C
@@ -435,8 +432,9 @@ func (c *client) writeLoop() {
 		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
-			// waiting, and the client has said what it wants.
-			work = closedChan
+			// waiting, and the client has said what it wants: wait
+			// for a catch-up slot, still serving everything else.
+			slot = c.srv.hub.slots
 		}
 		var err error
 		select {
@@ -468,7 +466,7 @@ func (c *client) writeLoop() {
 			// re-evaluate work at the top of the loop
 		case <-retry:
 			c.w.retry = nil
-		case <-work:
+		case slot <- struct{}{}:
 			err = c.catchUpPage()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
@@ -550,10 +548,14 @@ const (
 	catchUpRetryMax = 5 * time.Second
 )
 
-// catchUpPage serves one page of catch-up: it reads the changes after the
-// client's position (of the types the current filter can select), writes
-// those the filter and the token select, advances the position over the
-// whole page, and rejoins live when the journal has nothing more up to the
+// catchUpPage serves one page of catch-up. The caller has taken one of the
+// hub's catch-up slots; catchUpPage reads the changes after the client's
+// position (of the types the current filter can select) and encodes those
+// the filter and the token select, then gives the slot back and yields,
+// and only then writes: a client whose socket is slow holds no slot, and
+// whoever the slot went to (and the appender, and live writers) runs
+// before this writer's next page. It then advances the position over the
+// whole page and rejoins live when the journal has nothing more up to the
 // head. Only a write error is returned; journal errors schedule a retry.
 //
 // Why the position may jump to the head after a short page: every change at
@@ -562,6 +564,11 @@ const (
 func (c *client) catchUpPage() error {
 	h := c.srv.hub
 	pos, head, lagging := h.startPage(c)
+	p := c.readPage(pos)
+	<-h.slots
+	runtime.Gosched()
+	defer p.free()
+
 	if lagging {
 		if err := c.writeText(encodeControl(ControlLagging, pos, fmt.Sprintf(
 			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
@@ -569,6 +576,66 @@ func (c *client) catchUpPage() error {
 		}
 		c.w.lagSent = true
 	}
+	if !p.ok {
+		return nil // retry scheduled, or stopped with resync-required
+	}
+	from := 0
+	for _, b := range p.batches {
+		if err := c.writeWire((*p.wire)[from:b.end], b.cursor); err != nil {
+			return err
+		}
+		from = b.end
+	}
+	next := p.next
+	short := p.rows < h.page
+	if short {
+		next = max(next, head)
+	}
+	if h.endPage(c, next, short) && c.w.lagSent {
+		c.w.lagSent = false
+		c.log.Info("websocket client caught up", "cursor", next)
+		return c.writeText(encodeControl(ControlCaughtUp, next, "caught up; changes are live again"))
+	}
+	return nil
+}
+
+// page is one catch-up page, read and encoded under a catch-up slot and
+// written after it is given back.
+type page struct {
+	ok      bool    // the read succeeded; otherwise nothing to write
+	rows    int     // rows the journal returned
+	next    int64   // the position after the page: its last row's cursor
+	wire    *[]byte // the selected changes as complete frames (pagePool)
+	batches []batch // wire split into writes of about maxBatchBytes
+}
+
+// batch is one write of a page: wire[previous end:end], ending with the
+// change at cursor.
+type batch struct {
+	end    int
+	cursor int64
+}
+
+// pagePool holds page buffers, so catching-up clients reuse them instead
+// of allocating a page of frames each time.
+var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBytes); return &b }}
+
+// free returns the page's buffer to pagePool (an unusually large one is
+// left to the garbage collector).
+func (p *page) free() {
+	if p.wire != nil && cap(*p.wire) <= 16*maxBatchBytes {
+		*p.wire = (*p.wire)[:0]
+		pagePool.Put(p.wire)
+	}
+	p.wire = nil
+}
+
+// readPage reads and encodes the page after pos (see catchUpPage). On a
+// failed read it asks for the horizon to tell an expired cursor (the
+// client is stopped with resync-required) from an unavailable journal (a
+// retry is scheduled), and returns a page that is not ok.
+func (c *client) readPage(pos int64) page {
+	h := c.srv.hub
 	f := c.filter.Load()
 	types, none := readTypes(f, c.scope)
 	var rows []entities.Change
@@ -596,16 +663,19 @@ func (c *client) catchUpPage() error {
 		default:
 			c.journalFailed("read journal", readErr)
 		}
-		return nil
+		return page{}
 	}
 	c.journalRecovered()
-	next := pos
+	p := page{ok: true, rows: len(rows), next: pos, wire: pagePool.Get().(*[]byte)}
+	buf := (*p.wire)[:0]
+	cut := 0       // where the current batch starts
+	var last int64 // cursor of the last frame in buf
 	for i := range rows {
 		ch := &rows[i]
-		if ch.Cursor <= next {
+		if ch.Cursor <= p.next {
 			continue // not ascending: already delivered or skipped
 		}
-		next = ch.Cursor
+		p.next = ch.Cursor
 		if c.stopped.Load() || !c.maySee(ch) || !f.matches(ch) {
 			continue
 		}
@@ -614,21 +684,18 @@ func (c *client) catchUpPage() error {
 			logUnencodable(c.log, ch, err)
 			continue
 		}
-		if err := c.writeText(data); err != nil {
-			return err
+		if len(buf) > cut && len(buf)-cut+len(data) > maxBatchBytes {
+			p.batches = append(p.batches, batch{end: len(buf), cursor: last})
+			cut = len(buf)
 		}
-		c.w.lastCursor = ch.Cursor
+		buf = appendWireFrame(buf, data)
+		last = ch.Cursor
 	}
-	short := len(rows) < h.page
-	if short {
-		next = max(next, head)
+	if len(buf) > cut {
+		p.batches = append(p.batches, batch{end: len(buf), cursor: last})
 	}
-	if h.endPage(c, next, short) && c.w.lagSent {
-		c.w.lagSent = false
-		c.log.Info("websocket client caught up", "cursor", next)
-		return c.writeText(encodeControl(ControlCaughtUp, next, "caught up; changes are live again"))
-	}
-	return nil
+	*p.wire = buf
+	return p
 }
 
 // journalFailed schedules a retry after a failed journal read, logging only

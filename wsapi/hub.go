@@ -46,10 +46,18 @@ type Journal interface {
 //
 // wg counts every per-client goroutine; Add happens under mu while closing
 // is false, so no Add can race with Close's Wait.
+//
+// slots is the catch-up budget (Config.CatchUpWorkers), a semaphore: a
+// writer sends to take a slot, inside its select loop so it still serves
+// pings, replies and stops while it waits, and receives to give it back
+// after one page. Blocked senders are served in arrival order, so a writer
+// that gives a slot up cannot take it straight back while others wait.
+// Publish never touches it.
 type hub struct {
 	log     *slog.Logger
 	journal Journal // nil: no catch-up
 	page    int     // CatchUpPage
+	slots   chan struct{}
 
 	overflows atomic.Uint64
 	catchUps  atomic.Uint64
@@ -82,8 +90,8 @@ type hub struct {
 	wg sync.WaitGroup
 }
 
-func newHub(log *slog.Logger, journal Journal, page int) *hub {
-	h := &hub{log: log, journal: journal, page: page}
+func newHub(log *slog.Logger, journal Journal, page, workers int) *hub {
+	h := &hub{log: log, journal: journal, page: page, slots: make(chan struct{}, workers)}
 	h.mu.clients = map[*client]struct{}{}
 	h.mu.everything = map[*client]struct{}{}
 	h.mu.byType = map[string]map[*client]struct{}{}

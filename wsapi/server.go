@@ -21,7 +21,11 @@
 //     position, is told (lagging control frame), and the overflow is
 //     counted (Server.Overflows); its writer then reads the journal a page
 //     at a time (Config.CatchUpPage) at the client's own pace, and rejoins
-//     live, with a caught-up frame, once it reaches the head. A commit too
+//     live, with a caught-up frame, once it reaches the head. Catch-up is
+//     rationed (Config.CatchUpWorkers): at most that many clients read and
+//     encode a page at once, each gives its slot up after every page, and
+//     Publish never waits for a slot, so however many clients catch up the
+//     journal appender and live delivery keep their CPU (issue 17). A commit too
 //     large to hand over (Publish with a nil batch) sends every live client
 //     that is behind to the journal silently. Memory per client is bounded
 //     by QueueLen frames plus one page, however far behind it is.
@@ -63,6 +67,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +87,9 @@ const (
 	DefaultWriteWait       = 10 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultCatchUpPage     = 500
+	// DefaultCatchUpWorkers caps the default of Config.CatchUpWorkers,
+	// which is also at most half of GOMAXPROCS (at least 1).
+	DefaultCatchUpWorkers = 2
 )
 
 // Subprotocol is the WebSocket subprotocol a browser offers, together with
@@ -116,6 +124,16 @@ type Config struct {
 	// Journal at a time; with QueueLen it bounds a client's memory.
 	// Default: 500.
 	CatchUpPage int
+	// CatchUpWorkers is how many catching-up clients, across the whole
+	// server, may read a page from Journal and encode it at the same
+	// time; the others wait for a slot (still answering pings) and each
+	// client gives its slot up after every page, so slots rotate among
+	// them. It bounds the CPU and the database connections catch-up can
+	// take from the journal appender and live delivery, which never wait
+	// for a slot. Writing a page to the socket happens after the slot is
+	// given up, so a client that reads slowly holds none. Default (zero):
+	// min(DefaultCatchUpWorkers, GOMAXPROCS/2), at least 1.
+	CatchUpWorkers int
 	// PingInterval is how often the server pings each client. Must be
 	// less than PongWait. Default: 54s.
 	PingInterval time.Duration
@@ -227,11 +245,14 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
-		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.CatchUpWorkers < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
+		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, CatchUpWorkers, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
 	}
 	if cfg.CatchUpPage == 0 {
 		cfg.CatchUpPage = DefaultCatchUpPage
+	}
+	if cfg.CatchUpWorkers == 0 {
+		cfg.CatchUpWorkers = defaultCatchUpWorkers(runtime.GOMAXPROCS(0))
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
@@ -270,7 +291,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		origins: map[string]bool{},
-		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage),
+		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage, cfg.CatchUpWorkers),
 		closed:  make(chan struct{}),
 
 		loginSlots: make(chan struct{}, defaultLoginSlots()),
@@ -319,6 +340,13 @@ func NewServer(cfg Config) (*Server, error) {
 		}()
 	}
 	return s, nil
+}
+
+// defaultCatchUpWorkers is Config.CatchUpWorkers's default for procs
+// GOMAXPROCS: at most half the processors go to catch-up, so the appender
+// and the live writers always find one free.
+func defaultCatchUpWorkers(procs int) int {
+	return max(1, min(DefaultCatchUpWorkers, procs/2))
 }
 
 // Handler returns the server's routes: GET /api/v1/ws/events, GET /healthz
