@@ -120,6 +120,7 @@ type writerState struct {
 	failing    bool          // journal reads are failing (logged once per state change)
 	backoff    time.Duration // current retry delay after a failed journal read
 	retry      *time.Timer   // pending retry; nil when none
+	rest       *time.Timer   // holds a catch-up slot idle after a page (see catchUpPage); nil when no slot is held
 	state      *time.Ticker  // system_state frames; nil when not subscribed
 }
 
@@ -408,6 +409,10 @@ func (c *client) writeLoop() {
 		if c.w.retry != nil {
 			c.w.retry.Stop()
 		}
+		if c.w.rest != nil {
+			c.w.rest.Stop()
+			<-c.srv.hub.slots
+		}
 		if c.w.state != nil {
 			c.w.state.Stop()
 		}
@@ -423,11 +428,13 @@ func (c *client) writeLoop() {
 		default:
 		}
 		var slot chan<- struct{}
-		var retry, state <-chan time.Time
+		var retry, state, rest <-chan time.Time
 		if c.w.state != nil {
 			state = c.w.state.C
 		}
-		if c.w.retry != nil {
+		if c.w.rest != nil {
+			rest = c.w.rest.C
+		} else if c.w.retry != nil {
 			retry = c.w.retry.C
 		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
@@ -468,6 +475,9 @@ func (c *client) writeLoop() {
 			c.w.retry = nil
 		case slot <- struct{}{}:
 			err = c.catchUpPage()
+		case <-rest:
+			c.w.rest = nil
+			<-c.srv.hub.slots
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
 			// its close frame, best effort.
@@ -551,21 +561,30 @@ const (
 // catchUpPage serves one page of catch-up. The caller has taken one of the
 // hub's catch-up slots; catchUpPage reads the changes after the client's
 // position (of the types the current filter can select) and encodes those
-// the filter and the token select, then gives the slot back and yields,
-// and only then writes: a client whose socket is slow holds no slot, and
-// whoever the slot went to (and the appender, and live writers) runs
-// before this writer's next page. It then advances the position over the
-// whole page and rejoins live when the journal has nothing more up to the
-// head. Only a write error is returned; journal errors schedule a retry.
+// the filter and the token select, then leaves the slot to rest (see
+// below), yields, and only then writes: a client whose socket is slow
+// holds the slot no longer than its rest. It then advances the position
+// over the whole page and rejoins live when the journal has nothing more
+// up to the head. Only a write error is returned; journal errors schedule
+// a retry.
+//
+// The slot rests, taken but idle, for as long as the read and encoding
+// took before writeLoop gives it back (c.w.rest), so each slot is busy at
+// most half the time: with CatchUpWorkers slots, catch-up reads and
+// encodes on at most CatchUpWorkers/2 processors' worth of time, and
+// however many clients catch up, the appender, the watcher and the live
+// writers keep the rest (issue 17: on a 2-core machine a slot that never
+// rested still delayed live changes by hundreds of milliseconds).
 //
 // Why the position may jump to the head after a short page: every change at
 // or below the head was committed before Publish announced it, which was
 // before the read began, so a short read returned all of them that match.
 func (c *client) catchUpPage() error {
 	h := c.srv.hub
+	began := time.Now()
 	pos, head, lagging := h.startPage(c)
 	p := c.readPage(pos)
-	<-h.slots
+	c.w.rest = time.NewTimer(time.Since(began))
 	runtime.Gosched()
 	defer p.free()
 

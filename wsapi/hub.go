@@ -50,7 +50,8 @@ type Journal interface {
 // slots is the catch-up budget (Config.CatchUpWorkers), a semaphore: a
 // writer sends to take a slot, inside its select loop so it still serves
 // pings, replies and stops while it waits, and receives to give it back
-// after one page. Blocked senders are served in arrival order, so a writer
+// after one page and a rest as long as the page's read and encoding took
+// (catchUpPage). Blocked senders are served in arrival order, so a writer
 // that gives a slot up cannot take it straight back while others wait.
 // Publish never touches it.
 type hub struct {

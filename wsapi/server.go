@@ -23,7 +23,8 @@
 //     at a time (Config.CatchUpPage) at the client's own pace, and rejoins
 //     live, with a caught-up frame, once it reaches the head. Catch-up is
 //     rationed (Config.CatchUpWorkers): at most that many clients read and
-//     encode a page at once, each gives its slot up after every page, and
+//     encode a page at once, each slot rests after every page as long as
+//     the page took, and
 //     Publish never waits for a slot, so however many clients catch up the
 //     journal appender and live delivery keep their CPU (issue 17). A commit too
 //     large to hand over (Publish with a nil batch) sends every live client
@@ -128,10 +129,12 @@ type Config struct {
 	// server, may read a page from Journal and encode it at the same
 	// time; the others wait for a slot (still answering pings) and each
 	// client gives its slot up after every page, so slots rotate among
-	// them. It bounds the CPU and the database connections catch-up can
-	// take from the journal appender and live delivery, which never wait
-	// for a slot. Writing a page to the socket happens after the slot is
-	// given up, so a client that reads slowly holds none. Default (zero):
+	// them. A slot stays idle after a page for as long as the page's read
+	// and encoding took, so catch-up takes at most CatchUpWorkers/2
+	// processors and CatchUpWorkers database connections from the journal
+	// appender and live delivery, which never wait for a slot. A page is
+	// written to the socket while its slot rests, so a client that reads
+	// slowly holds a slot no longer than that. Default (zero):
 	// min(DefaultCatchUpWorkers, GOMAXPROCS/2), at least 1.
 	CatchUpWorkers int
 	// PingInterval is how often the server pings each client. Must be
