@@ -166,3 +166,27 @@ func TestDefaultCatchUpWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestCatchUp_RawFramesNeedNoCompression pins what catch-up's and the
+// live path's raw frame writes rely on (they bypass gorilla's writer):
+// the server never negotiates permessage-deflate, even when the client
+// offers it, so the uncompressed frames written directly are what the
+// client expects. A server that starts negotiating compression fails here
+// and must revisit writeWire.
+func TestCatchUp_RawFramesNeedNoCompression(t *testing.T) {
+	e := newJournalEnv(t, func(c *Config) { c.CatchUpPage = 4 })
+	all := e.publish(blobChanges(0, 10, 0, "pool"))
+	d := websocket.Dialer{HandshakeTimeout: waitTimeout, EnableCompression: true}
+	conn, resp, err := d.Dial(e.wsURL()+"?since=0", bearer(e.token(t, "u1", RoleAdmin)))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Fatalf("got Sec-WebSocket-Extensions %q, want none: catch-up and live frames are written uncompressed, around gorilla's writer", ext)
+	}
+	e.sendFilter(t, conn, `{"send-everything": true}`)
+	expectCursors(t, conn, cursorsWhere(all, ofType("pool")))
+	m := e.publish([]entities.Change{marker()})
+	expectCursors(t, conn, []int64{m[0].Cursor})
+}
