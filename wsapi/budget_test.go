@@ -190,3 +190,39 @@ func TestCatchUp_RawFramesNeedNoCompression(t *testing.T) {
 	m := e.publish([]entities.Change{marker()})
 	expectCursors(t, conn, []int64{m[0].Cursor})
 }
+
+// TestCatchUp_SlowSocketHoldsNoSlot resumes a client that does not read
+// behind 16 MiB of changes, with a single catch-up slot: its writer blocks
+// on a full socket, yet a second resuming client still catches up in
+// full, because a page is written only after its slot is given back.
+func TestCatchUp_SlowSocketHoldsNoSlot(t *testing.T) {
+	const total = 2000
+	e := newJournalEnv(t, func(c *Config) {
+		c.CatchUpWorkers = 1
+		c.CatchUpPage = 50
+		c.WriteWait = time.Minute // the slow client is not reading on purpose
+	})
+	all := e.publish(blobChanges(0, total, 8<<10, "pool"))
+	slow := e.dialSince(t, e.token(t, "slow", RoleAdmin), "0")
+	e.sendFilter(t, slow, `{"send-everything": true}`)
+	fast := e.dialSince(t, e.token(t, "fast", RoleAdmin), "0")
+	e.sendFilter(t, fast, `{"send-everything": true}`)
+
+	expectCursors(t, fast, cursorsWhere(all, ofType("pool")))
+	waitFor(t, "the fast client to rejoin live", func() bool { return e.srv.CatchingUp() == 1 })
+	if got := e.srv.hub.position(slowClient(t, e)); got >= int64(total) {
+		t.Fatalf("the slow client reached cursor %d of %d without reading; the test does not fill its socket", got, total)
+	}
+}
+
+// slowClient returns the one registered client still catching up.
+func slowClient(t testing.TB, e *testEnv) *client {
+	t.Helper()
+	for _, c := range e.srv.hub.snapshot() {
+		if c.catchingUp.Load() {
+			return c
+		}
+	}
+	t.Fatal("no client is catching up")
+	return nil
+}

@@ -120,7 +120,8 @@ type writerState struct {
 	failing    bool          // journal reads are failing (logged once per state change)
 	backoff    time.Duration // current retry delay after a failed journal read
 	retry      *time.Timer   // pending retry; nil when none
-	rest       *time.Timer   // holds a catch-up slot idle after a page (see catchUpPage); nil when no slot is held
+	slot       time.Time     // the catch-up token held while rest runs (see hub.slots)
+	rest       *time.Timer   // runs until slot's time, then the page starts; nil when no token is held
 	state      *time.Ticker  // system_state frames; nil when not subscribed
 }
 
@@ -392,9 +393,10 @@ func (c *client) writeSystemState() error {
 }
 
 // writeLoop writes queued frames, replies, pongs and pings, and serves
-// catch-up from the journal one page per catch-up slot (hub.slots), until
-// the client is stopped or its reader ends. It owns every write and, on exit, closes the connection, which ends
-// the reader if it is still running.
+// catch-up from the journal one page per catch-up token (hub.slots), until
+// the client is stopped or its reader ends. It owns every write and, on
+// exit, closes the connection, which ends the reader if it is still
+// running.
 func (c *client) writeLoop() {
 	defer c.exit()
 	defer close(c.writerDone)
@@ -411,7 +413,7 @@ func (c *client) writeLoop() {
 		}
 		if c.w.rest != nil {
 			c.w.rest.Stop()
-			<-c.srv.hub.slots
+			c.srv.hub.slots <- c.w.slot // never blocks: the token came from there
 		}
 		if c.w.state != nil {
 			c.w.state.Stop()
@@ -427,8 +429,7 @@ func (c *client) writeLoop() {
 			return
 		default:
 		}
-		var slot chan<- struct{}
-		var retry, state, rest <-chan time.Time
+		var slot, retry, state, rest <-chan time.Time
 		if c.w.state != nil {
 			state = c.w.state.C
 		}
@@ -440,7 +441,7 @@ func (c *client) writeLoop() {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
 			// waiting, and the client has said what it wants: wait
-			// for a catch-up slot, still serving everything else.
+			// for a catch-up token, still serving everything else.
 			slot = c.srv.hub.slots
 		}
 		var err error
@@ -473,11 +474,15 @@ func (c *client) writeLoop() {
 			// re-evaluate work at the top of the loop
 		case <-retry:
 			c.w.retry = nil
-		case slot <- struct{}{}:
+		case tok := <-slot:
+			if d := time.Until(tok); d > 0 {
+				c.w.slot, c.w.rest = tok, time.NewTimer(d)
+				break
+			}
 			err = c.catchUpPage()
 		case <-rest:
 			c.w.rest = nil
-			<-c.srv.hub.slots
+			err = c.catchUpPage()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
 			// its close frame, best effort.
@@ -558,23 +563,23 @@ const (
 	catchUpRetryMax = 5 * time.Second
 )
 
-// catchUpPage serves one page of catch-up. The caller has taken one of the
-// hub's catch-up slots; catchUpPage reads the changes after the client's
-// position (of the types the current filter can select) and encodes those
-// the filter and the token select, then leaves the slot to rest (see
-// below), yields, and only then writes: a client whose socket is slow
-// holds the slot no longer than its rest. It then advances the position
-// over the whole page and rejoins live when the journal has nothing more
-// up to the head. Only a write error is returned; journal errors schedule
-// a retry.
+// catchUpPage serves one page of catch-up. The caller holds one of the
+// hub's catch-up tokens, and its time has come; catchUpPage reads the
+// changes after the client's position (of the types the current filter
+// can select) and encodes those the filter and the token select, then
+// gives the token back, dated as far ahead as the read and encoding took,
+// yields, and only then writes: a client whose socket is slow holds no
+// token. It then advances the position over the whole page and rejoins
+// live when the journal has nothing more up to the head. Only a write
+// error is returned; journal errors schedule a retry.
 //
-// The slot rests, taken but idle, for as long as the read and encoding
-// took before writeLoop gives it back (c.w.rest), so each slot is busy at
-// most half the time: with CatchUpWorkers slots, catch-up reads and
-// encodes on at most CatchUpWorkers/2 processors' worth of time, and
-// however many clients catch up, the appender, the watcher and the live
-// writers keep the rest (issue 17: on a 2-core machine a slot that never
-// rested still delayed live changes by hundreds of milliseconds).
+// The dating makes each token rest after a page as long as the page took,
+// so it is busy at most half the time: with CatchUpWorkers tokens,
+// catch-up reads and encodes on at most CatchUpWorkers/2 processors' worth
+// of time, however many clients catch up, and the appender, the watcher
+// and the live writers keep the rest (issue 17: on a 2-core machine a
+// token that never rested still delayed live changes by hundreds of
+// milliseconds).
 //
 // Why the position may jump to the head after a short page: every change at
 // or below the head was committed before Publish announced it, which was
@@ -584,7 +589,7 @@ func (c *client) catchUpPage() error {
 	began := time.Now()
 	pos, head, lagging := h.startPage(c)
 	p := c.readPage(pos)
-	c.w.rest = time.NewTimer(time.Since(began))
+	h.slots <- time.Now().Add(time.Since(began)) // never blocks: the token came from there
 	runtime.Gosched()
 	defer p.free()
 

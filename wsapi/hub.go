@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -47,18 +48,20 @@ type Journal interface {
 // wg counts every per-client goroutine; Add happens under mu while closing
 // is false, so no Add can race with Close's Wait.
 //
-// slots is the catch-up budget (Config.CatchUpWorkers), a semaphore: a
-// writer sends to take a slot, inside its select loop so it still serves
-// pings, replies and stops while it waits, and receives to give it back
-// after one page and a rest as long as the page's read and encoding took
-// (catchUpPage). Blocked senders are served in arrival order, so a writer
-// that gives a slot up cannot take it straight back while others wait.
-// Publish never touches it.
+// slots is the catch-up budget (Config.CatchUpWorkers): that many tokens,
+// each the earliest time its next page may start. A writer receives a
+// token inside its select loop (so it still serves pings, replies and
+// stops while it waits), waits in the same loop until the token's time,
+// reads and encodes one page, and sends the token back, dated as far
+// ahead as the page took, before it writes the page to its socket: each
+// token is busy at most half the time, and a slow socket holds none.
+// Waiting receivers are served in arrival order, so tokens rotate among
+// the catching-up clients. Publish never touches them.
 type hub struct {
 	log     *slog.Logger
 	journal Journal // nil: no catch-up
 	page    int     // CatchUpPage
-	slots   chan struct{}
+	slots   chan time.Time
 
 	overflows atomic.Uint64
 	catchUps  atomic.Uint64
@@ -92,7 +95,10 @@ type hub struct {
 }
 
 func newHub(log *slog.Logger, journal Journal, page, workers int) *hub {
-	h := &hub{log: log, journal: journal, page: page, slots: make(chan struct{}, workers)}
+	h := &hub{log: log, journal: journal, page: page, slots: make(chan time.Time, workers)}
+	for range workers {
+		h.slots <- time.Time{}
+	}
 	h.mu.clients = map[*client]struct{}{}
 	h.mu.everything = map[*client]struct{}{}
 	h.mu.byType = map[string]map[*client]struct{}{}

@@ -129,12 +129,12 @@ type Config struct {
 	// server, may read a page from Journal and encode it at the same
 	// time; the others wait for a slot (still answering pings) and each
 	// client gives its slot up after every page, so slots rotate among
-	// them. A slot stays idle after a page for as long as the page's read
-	// and encoding took, so catch-up takes at most CatchUpWorkers/2
+	// them. A slot rests after a page for as long as the page's read and
+	// encoding took, so catch-up takes at most CatchUpWorkers/2
 	// processors and CatchUpWorkers database connections from the journal
 	// appender and live delivery, which never wait for a slot. A page is
-	// written to the socket while its slot rests, so a client that reads
-	// slowly holds a slot no longer than that. Default (zero):
+	// written to the socket after its slot is given back, so a client
+	// that reads slowly holds none. Default (zero):
 	// min(DefaultCatchUpWorkers, GOMAXPROCS/2), at least 1.
 	CatchUpWorkers int
 	// PingInterval is how often the server pings each client. Must be
