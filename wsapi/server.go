@@ -24,11 +24,11 @@
 //     live, with a caught-up frame, once it reaches the head. Catch-up is
 //     rationed (Config.CatchUpWorkers): at most that many clients read and
 //     encode a page at once, each slot rests after every page as long as
-//     the page took, and
-//     Publish never waits for a slot, so however many clients catch up the
-//     journal appender and live delivery keep their CPU (issue 17). A commit too
-//     large to hand over (Publish with a nil batch) sends every live client
-//     that is behind to the journal silently. Memory per client is bounded
+//     the page took, and Publish never waits for a slot, so however many
+//     clients catch up, the journal appender and live delivery keep their
+//     CPU (issue 17). A commit too large to hand over (Publish with a nil
+//     batch) sends every live client that is behind to the journal
+//     silently. Memory per client is bounded
 //     by QueueLen frames plus one page, however far behind it is.
 //   - Resume: ?since=<cursor> starts the connection after that cursor; once
 //     the filter is set, it replays the matching changes from the journal,
