@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/changecast/changecast/internal/backoff"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -118,12 +119,14 @@ type feed struct {
 
 // writerState is the writer goroutine's own bookkeeping.
 type writerState struct {
-	lastCursor int64         // last change cursor written, for control frames
-	lagSent    bool          // a lagging frame was sent; caught-up is owed on rejoining live
-	failing    bool          // journal reads are failing (logged once per state change)
-	backoff    time.Duration // current retry delay after a failed journal read
-	retry      *time.Timer   // pending retry; nil when none
-	state      *time.Ticker  // system_state frames; nil when not subscribed
+	lastCursor int64           // last change cursor written, for control frames
+	lagSent    bool            // a lagging frame was sent; caught-up is owed on rejoining live
+	failing    bool            // journal reads are failing (logged once per state change)
+	backoff    backoff.Backoff // retry delay after a failed journal read (set up by newClient)
+	retry      *time.Timer     // pending retry; nil when none
+	slot       time.Time       // the catch-up token held while rest runs (see hub.slots)
+	rest       *time.Timer     // runs until slot's time, then the page starts; nil when no token is held
+	state      *time.Ticker    // system_state frames; nil when not subscribed
 }
 
 // outFrame is one queued change frame and its journal cursor. Publish makes
@@ -177,6 +180,7 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 		writerDone: make(chan struct{}),
 	}
 	c.log = srv.log.With("user_id", claims.Subject, "remote_addr", conn.RemoteAddr().String())
+	c.w.backoff = backoff.Backoff{Min: catchUpRetryMin, Max: catchUpRetryMax}
 	return c
 }
 
@@ -189,7 +193,7 @@ func (c *client) wants(ch *entities.Change) bool {
 
 // maySee reports whether the token allows ch: its type is in scope, and a
 // system event concerning a user goes only to that user and to admins
-// (DESIGN.md §3).
+// (docs/events.md, "Who receives one").
 func (c *client) maySee(ch *entities.Change) bool {
 	if !c.scope.allows(ch.EntityType) {
 		return false
@@ -393,14 +397,11 @@ func (c *client) writeSystemState() error {
 	return c.writeText(encodeSystemState(c.srv.cfg.SystemState()))
 }
 
-// closedChan is always ready: the writer selects on it when it has
-// catch-up work, so pings, pongs and stops still interleave with pages.
-var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
-
 // writeLoop writes queued frames, replies, pongs and pings, and serves
-// catch-up from the journal, until the client is stopped or its reader
-// ends. It owns every write and, on exit, closes the connection, which ends
-// the reader if it is still running.
+// catch-up from the journal one page per catch-up token (hub.slots), until
+// the client is stopped or its reader ends. It owns every write and, on
+// exit, closes the connection, which ends the reader if it is still
+// running.
 func (c *client) writeLoop() {
 	defer c.exit()
 	defer close(c.writerDone)
@@ -414,6 +415,10 @@ func (c *client) writeLoop() {
 	defer func() {
 		if c.w.retry != nil {
 			c.w.retry.Stop()
+		}
+		if c.w.rest != nil {
+			c.w.rest.Stop()
+			c.srv.hub.slots <- c.w.slot // never blocks: the token came from there
 		}
 		if c.w.state != nil {
 			c.w.state.Stop()
@@ -429,18 +434,20 @@ func (c *client) writeLoop() {
 			return
 		default:
 		}
-		var work <-chan struct{}
-		var retry, state <-chan time.Time
+		var slot, retry, state, rest <-chan time.Time
 		if c.w.state != nil {
 			state = c.w.state.C
 		}
-		if c.w.retry != nil {
+		if c.w.rest != nil {
+			rest = c.w.rest.C
+		} else if c.w.retry != nil {
 			retry = c.w.retry.C
 		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
-			// waiting, and the client has said what it wants.
-			work = closedChan
+			// waiting, and the client has said what it wants: wait
+			// for a catch-up token, still serving everything else.
+			slot = c.srv.hub.slots
 		}
 		var err error
 		select {
@@ -472,7 +479,14 @@ func (c *client) writeLoop() {
 			// re-evaluate work at the top of the loop
 		case <-retry:
 			c.w.retry = nil
-		case <-work:
+		case tok := <-slot:
+			if d := time.Until(tok); d > 0 {
+				c.w.slot, c.w.rest = tok, time.NewTimer(d)
+				break
+			}
+			err = c.catchUpPage()
+		case <-rest:
+			c.w.rest = nil
 			err = c.catchUpPage()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
@@ -554,18 +568,36 @@ const (
 	catchUpRetryMax = 5 * time.Second
 )
 
-// catchUpPage serves one page of catch-up: it reads the changes after the
-// client's position (of the types the current filter can select), writes
-// those the filter and the token select, advances the position over the
-// whole page, and rejoins live when the journal has nothing more up to the
-// head. Only a write error is returned; journal errors schedule a retry.
+// catchUpPage serves one page of catch-up. The caller holds one of the
+// hub's catch-up tokens, and its time has come; catchUpPage reads the
+// changes after the client's position (of the types the current filter
+// can select) and encodes those the filter and the token select, then
+// gives the token back, dated as far ahead as the read and encoding took,
+// yields, and only then writes: a client whose socket is slow holds no
+// token. It then advances the position over the whole page and rejoins
+// live when the journal has nothing more up to the head. Only a write
+// error is returned; journal errors schedule a retry.
+//
+// The dating makes each token rest after a page as long as the page took,
+// so it is busy at most half the time: with CatchUpWorkers tokens,
+// catch-up reads and encodes on at most CatchUpWorkers/2 processors' worth
+// of time, however many clients catch up, and the appender, the watcher
+// and the live writers keep the rest (issue 17: on a 2-core machine a
+// token that never rested still delayed live changes by hundreds of
+// milliseconds).
 //
 // Why the position may jump to the head after a short page: every change at
 // or below the head was committed before Publish announced it, which was
 // before the read began, so a short read returned all of them that match.
 func (c *client) catchUpPage() error {
 	h := c.srv.hub
+	began := time.Now()
 	pos, head, lagging := h.startPage(c)
+	p := c.readPage(pos)
+	h.slots <- time.Now().Add(time.Since(began)) // never blocks: the token came from there
+	runtime.Gosched()
+	defer p.free()
+
 	if lagging {
 		if err := c.writeText(encodeControl(wire.ControlLagging, pos, fmt.Sprintf(
 			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
@@ -573,6 +605,66 @@ func (c *client) catchUpPage() error {
 		}
 		c.w.lagSent = true
 	}
+	if !p.ok {
+		return nil // retry scheduled, or stopped with resync-required
+	}
+	from := 0
+	for _, b := range p.batches {
+		if err := c.writeWire((*p.wire)[from:b.end], b.cursor); err != nil {
+			return err
+		}
+		from = b.end
+	}
+	next := p.next
+	short := p.rows < h.page
+	if short {
+		next = max(next, head)
+	}
+	if h.endPage(c, next, short) && c.w.lagSent {
+		c.w.lagSent = false
+		c.log.Info("websocket client caught up", "cursor", next)
+		return c.writeText(encodeControl(wire.ControlCaughtUp, next, "caught up; changes are live again"))
+	}
+	return nil
+}
+
+// page is one catch-up page, read and encoded under a catch-up slot and
+// written after it is given back.
+type page struct {
+	ok      bool    // the read succeeded; otherwise nothing to write
+	rows    int     // rows the journal returned
+	next    int64   // the position after the page: its last row's cursor
+	wire    *[]byte // the selected changes as complete frames (pagePool)
+	batches []batch // wire split into writes of about maxBatchBytes
+}
+
+// batch is one write of a page: wire[previous end:end], ending with the
+// change at cursor.
+type batch struct {
+	end    int
+	cursor int64
+}
+
+// pagePool holds page buffers, so catching-up clients reuse them instead
+// of allocating a page of frames each time.
+var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBytes); return &b }}
+
+// free returns the page's buffer to pagePool (an unusually large one is
+// left to the garbage collector).
+func (p *page) free() {
+	if p.wire != nil && cap(*p.wire) <= 16*maxBatchBytes {
+		*p.wire = (*p.wire)[:0]
+		pagePool.Put(p.wire)
+	}
+	p.wire = nil
+}
+
+// readPage reads and encodes the page after pos (see catchUpPage). On a
+// failed read it asks for the horizon to tell an expired cursor (the
+// client is stopped with resync-required) from an unavailable journal (a
+// retry is scheduled), and returns a page that is not ok.
+func (c *client) readPage(pos int64) page {
+	h := c.srv.hub
 	f := c.filter.Load()
 	types, none := readTypes(f, c.scope)
 	var rows []entities.Change
@@ -590,7 +682,7 @@ func (c *client) catchUpPage() error {
 			c.journalRecovered()
 			c.log.Warn("websocket client's cursor cannot be resumed", "cursor", pos, "reason", lost.ResyncReason())
 			c.kick(resyncReason(lost.ResyncReason()))
-			return nil
+			return page{}
 		}
 		horizon, err := h.journal.Horizon(c.ctx)
 		switch {
@@ -607,16 +699,19 @@ func (c *client) catchUpPage() error {
 		default:
 			c.journalFailed("read journal", readErr)
 		}
-		return nil
+		return page{}
 	}
 	c.journalRecovered()
-	next := pos
+	p := page{ok: true, rows: len(rows), next: pos, wire: pagePool.Get().(*[]byte)}
+	buf := (*p.wire)[:0]
+	cut := 0       // where the current batch starts
+	var last int64 // cursor of the last frame in buf
 	for i := range rows {
 		ch := &rows[i]
-		if ch.Cursor <= next {
+		if ch.Cursor <= p.next {
 			continue // not ascending: already delivered or skipped
 		}
-		next = ch.Cursor
+		p.next = ch.Cursor
 		if c.stopped.Load() || !c.maySee(ch) || !f.matches(ch) {
 			continue
 		}
@@ -625,21 +720,18 @@ func (c *client) catchUpPage() error {
 			logUnencodable(c.log, ch, err)
 			continue
 		}
-		if err := c.writeText(data); err != nil {
-			return err
+		if len(buf) > cut && len(buf)-cut+len(data) > maxBatchBytes {
+			p.batches = append(p.batches, batch{end: len(buf), cursor: last})
+			cut = len(buf)
 		}
-		c.w.lastCursor = ch.Cursor
+		buf = appendWireFrame(buf, data)
+		last = ch.Cursor
 	}
-	short := len(rows) < h.page
-	if short {
-		next = max(next, head)
+	if len(buf) > cut {
+		p.batches = append(p.batches, batch{end: len(buf), cursor: last})
 	}
-	if h.endPage(c, next, short) && c.w.lagSent {
-		c.w.lagSent = false
-		c.log.Info("websocket client caught up", "cursor", next)
-		return c.writeText(encodeControl(wire.ControlCaughtUp, next, "caught up; changes are live again"))
-	}
-	return nil
+	*p.wire = buf
+	return p
 }
 
 // journalFailed schedules a retry after a failed journal read, logging only
@@ -652,9 +744,7 @@ func (c *client) journalFailed(step string, err error) {
 		c.w.failing = true
 		c.log.Warn("websocket catch-up: "+step+" failed; retrying", "err", err)
 	}
-	c.w.backoff = min(max(2*c.w.backoff, catchUpRetryMin), catchUpRetryMax)
-	d := c.w.backoff/2 + rand.N(c.w.backoff/2+1)
-	c.w.retry = time.NewTimer(d)
+	c.w.retry = time.NewTimer(c.w.backoff.Next())
 }
 
 // journalRecovered logs the end of a run of failed reads.
@@ -663,7 +753,7 @@ func (c *client) journalRecovered() {
 		c.w.failing = false
 		c.log.Info("websocket catch-up: journal reads recovered")
 	}
-	c.w.backoff = 0
+	c.w.backoff.Reset()
 }
 
 // readTypes returns the entity types a catch-up read needs for filter f and

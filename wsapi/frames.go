@@ -78,21 +78,22 @@ func encodeSystemState(args any) []byte {
 // change and every client's writer sends the same bytes, several queued
 // frames in one write when a client is behind.
 func wireFrame(payload []byte) []byte {
+	return appendWireFrame(make([]byte, 0, 10+len(payload)), payload)
+}
+
+// appendWireFrame appends payload to dst as one complete frame (see
+// wireFrame) and returns the extended slice.
+func appendWireFrame(dst, payload []byte) []byte {
 	n := len(payload)
-	var b []byte
 	switch {
 	case n < 126:
-		b = make([]byte, 2, 2+n)
-		b[1] = byte(n)
+		dst = append(dst, 0x80|0x1, byte(n)) // FIN, text
 	case n <= 0xFFFF:
-		b = make([]byte, 4, 4+n)
-		b[1] = 126
-		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		dst = append(dst, 0x80|0x1, 126)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
 	default:
-		b = make([]byte, 10, 10+n)
-		b[1] = 127
-		binary.BigEndian.PutUint64(b[2:], uint64(n))
+		dst = append(dst, 0x80|0x1, 127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
 	}
-	b[0] = 0x80 | 0x1 // FIN, text
-	return append(b, payload...)
+	return append(dst, payload...)
 }

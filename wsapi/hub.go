@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -46,10 +47,21 @@ type Journal interface {
 //
 // wg counts every per-client goroutine; Add happens under mu while closing
 // is false, so no Add can race with Close's Wait.
+//
+// slots is the catch-up budget (Config.CatchUpWorkers): that many tokens,
+// each the earliest time its next page may start. A writer receives a
+// token inside its select loop (so it still serves pings, replies and
+// stops while it waits), waits in the same loop until the token's time,
+// reads and encodes one page, and sends the token back, dated as far
+// ahead as the page took, before it writes the page to its socket: each
+// token is busy at most half the time, and a slow socket holds none.
+// Waiting receivers are served in arrival order, so tokens rotate among
+// the catching-up clients. Publish never touches them.
 type hub struct {
 	log     *slog.Logger
 	journal Journal // nil: no catch-up
 	page    int     // CatchUpPage
+	slots   chan time.Time
 
 	overflows atomic.Uint64
 	catchUps  atomic.Uint64
@@ -82,8 +94,11 @@ type hub struct {
 	wg sync.WaitGroup
 }
 
-func newHub(log *slog.Logger, journal Journal, page int) *hub {
-	h := &hub{log: log, journal: journal, page: page}
+func newHub(log *slog.Logger, journal Journal, page, workers int) *hub {
+	h := &hub{log: log, journal: journal, page: page, slots: make(chan time.Time, workers)}
+	for range workers {
+		h.slots <- time.Time{}
+	}
 	h.mu.clients = map[*client]struct{}{}
 	h.mu.everything = map[*client]struct{}{}
 	h.mu.byType = map[string]map[*client]struct{}{}

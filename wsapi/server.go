@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,9 @@ const (
 	DefaultWriteWait       = 10 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultCatchUpPage     = 500
+	// DefaultCatchUpWorkers caps the default of Config.CatchUpWorkers,
+	// which is also at most half of GOMAXPROCS (at least 1).
+	DefaultCatchUpWorkers = 2
 )
 
 // Config configures a Server. Zero values take the documented defaults.
@@ -66,6 +70,18 @@ type Config struct {
 	// Journal at a time; with QueueLen it bounds a client's memory.
 	// Default: 500.
 	CatchUpPage int
+	// CatchUpWorkers is how many catching-up clients, across the whole
+	// server, may read a page from Journal and encode it at the same
+	// time; the others wait for a slot (still answering pings) and each
+	// client gives its slot up after every page, so slots rotate among
+	// them. A slot rests after a page for as long as the page's read and
+	// encoding took, so catch-up takes at most CatchUpWorkers/2
+	// processors and CatchUpWorkers database connections from the journal
+	// appender and live delivery, which never wait for a slot. A page is
+	// written to the socket after its slot is given back, so a client
+	// that reads slowly holds none. Default (zero):
+	// min(DefaultCatchUpWorkers, GOMAXPROCS/2), at least 1.
+	CatchUpWorkers int
 	// PingInterval is how often the server pings each client. Must be
 	// less than PongWait. Default: 54s.
 	PingInterval time.Duration
@@ -258,11 +274,14 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
-		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.CatchUpWorkers < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
+		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, CatchUpWorkers, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
 	}
 	if cfg.CatchUpPage == 0 {
 		cfg.CatchUpPage = DefaultCatchUpPage
+	}
+	if cfg.CatchUpWorkers == 0 {
+		cfg.CatchUpWorkers = defaultCatchUpWorkers(runtime.GOMAXPROCS(0))
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
@@ -319,7 +338,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		origins: map[string]bool{},
-		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage),
+		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage, cfg.CatchUpWorkers),
 		closed:  make(chan struct{}),
 
 		loginSlots: make(chan struct{}, defaultLoginSlots()),
@@ -369,6 +388,13 @@ func NewServer(cfg Config) (*Server, error) {
 		}()
 	}
 	return s, nil
+}
+
+// defaultCatchUpWorkers is Config.CatchUpWorkers's default for procs
+// GOMAXPROCS: at most half the processors go to catch-up, so the appender
+// and the live writers always find one free.
+func defaultCatchUpWorkers(procs int) int {
+	return max(1, min(DefaultCatchUpWorkers, procs/2))
 }
 
 // Handler returns the server's routes: GET /api/v1/ws/events, GET /healthz

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,7 @@ func TestNewServer_Validates(t *testing.T) {
 		"ping >= pong":      {Registry: reg, Auth: auth, PingInterval: time.Minute, PongWait: time.Minute},
 		"negative queue":    {Registry: reg, Auth: auth, QueueLen: -1},
 		"negative page":     {Registry: reg, Auth: auth, CatchUpPage: -1},
+		"negative workers":  {Registry: reg, Auth: auth, CatchUpWorkers: -1},
 		"origin with path":  {Registry: reg, Auth: auth, AllowedOrigins: []string{"https://a.example/x"}},
 		"origin sans host":  {Registry: reg, Auth: auth, AllowedOrigins: []string{"a.example"}},
 		"negative max size": {Registry: reg, Auth: auth, MaxMessageBytes: -1},
@@ -42,7 +44,8 @@ func TestNewServer_Validates(t *testing.T) {
 	}
 	c := s.cfg
 	if c.QueueLen != DefaultQueueLen || c.CatchUpPage != DefaultCatchUpPage || c.PingInterval != DefaultPingInterval || c.PongWait != DefaultPongWait ||
-		c.WriteWait != DefaultWriteWait || c.MaxMessageBytes != DefaultMaxMessageBytes || c.Logger == nil {
+		c.WriteWait != DefaultWriteWait || c.MaxMessageBytes != DefaultMaxMessageBytes || c.Logger == nil ||
+		c.CatchUpWorkers != defaultCatchUpWorkers(runtime.GOMAXPROCS(0)) || cap(s.hub.slots) != c.CatchUpWorkers {
 		t.Fatalf("got defaults %+v", c)
 	}
 }

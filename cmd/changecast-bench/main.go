@@ -1,6 +1,7 @@
 // Command changecast-bench measures changecast against its targets (issue
 // 8): backlog drain against pg_recvlogical on the same WAL, commit→client
-// latency, fan-out, and memory per idle connection. It starts its own
+// latency, fan-out, live latency while clients catch up from the journal
+// (issue 17), and memory per idle connection. It starts its own
 // PostgreSQL (localpg.Start) and runs the changecast binary given with
 // --changecast as a child process, on loopback only, and removes every
 // process and temporary file it created when it ends, also on Ctrl-C.
@@ -72,9 +73,10 @@ const (
 	scenarioLatency = "latency"
 	scenarioFanout  = "fanout"
 	scenarioConns   = "conns"
+	scenarioCatchUp = "catchup"
 )
 
-var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns}
+var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp}
 
 // config is the parsed command line.
 type config struct {
@@ -96,6 +98,11 @@ type config struct {
 	fanoutClients int // half send-everything, half narrow (fan-out)
 	fanoutRate    int // offered changes/s (fan-out)
 
+	catchupChanges int // backlog the catching-up clients replay (catchup)
+	catchupClients int // clients resuming from the start of the journal (catchup)
+	catchupLive    int // live send-everything clients whose latency is measured (catchup)
+	catchupRate    int // offered changes/s while they catch up (catchup)
+
 	conns int // idle connections (conns)
 
 	drainTimeout  time.Duration // how long to wait for clients to receive everything
@@ -112,6 +119,7 @@ var (
 		latencyClients: 100, rates: []int{1000, 5000}, liveTxRows: 5, writers: 4,
 		duration: 10 * time.Second, warmup: time.Second,
 		fanoutClients: 500, fanoutRate: 1200,
+		catchupChanges: 300_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        10_000,
 		drainTimeout: 3 * time.Minute,
 	}
@@ -120,6 +128,7 @@ var (
 		latencyClients: 100, rates: []int{1000, 5000}, liveTxRows: 5, writers: 4,
 		duration: 3 * time.Second, warmup: 500 * time.Millisecond,
 		fanoutClients: 500, fanoutRate: 1200,
+		catchupChanges: 30_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        1000,
 		drainTimeout: time.Minute,
 	}
@@ -150,6 +159,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.warmup, "warmup", fullPreset.warmup, "latency and fan-out: unmeasured time before each measurement (quick: 500ms)")
 	fs.IntVar(&c.fanoutClients, "fanout-clients", fullPreset.fanoutClients, "fan-out: clients, half send-everything, half one entity type and operation")
 	fs.IntVar(&c.fanoutRate, "fanout-rate", fullPreset.fanoutRate, "fan-out: offered changes/s")
+	fs.IntVar(&c.catchupChanges, "catchup-changes", fullPreset.catchupChanges, "catchup: backlog the catching-up clients replay (quick: 30000)")
+	fs.IntVar(&c.catchupClients, "catchup-clients", fullPreset.catchupClients, "catchup: clients resuming with since=0")
+	fs.IntVar(&c.catchupLive, "catchup-live-clients", fullPreset.catchupLive, "catchup: live send-everything clients whose latency is measured")
+	fs.IntVar(&c.catchupRate, "catchup-rate", fullPreset.catchupRate, "catchup: offered changes/s while the clients catch up")
 	fs.IntVar(&c.conns, "conns", fullPreset.conns, "conns: idle authenticated connections (quick: 1000)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", fullPreset.drainTimeout, "how long clients may take to receive every change once writing stops (quick: 1m)")
 	fs.StringVar(&c.out, "out", "", "also write the results as Markdown to this file")
@@ -173,6 +186,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			"repeat": func() { c.repeat = q.repeat }, "changes": func() { c.changes = q.changes },
 			"duration": func() { c.duration = q.duration }, "warmup": func() { c.warmup = q.warmup },
 			"conns": func() { c.conns = q.conns }, "drain-timeout": func() { c.drainTimeout = q.drainTimeout },
+			"catchup-changes": func() { c.catchupChanges = q.catchupChanges },
 		} {
 			if !set[name] {
 				apply()
@@ -203,6 +217,8 @@ func (c *config) validate() error {
 		{"--repeat", c.repeat}, {"--changes", c.changes}, {"--tx-rows", c.txRows},
 		{"--latency-clients", c.latencyClients}, {"--live-tx-rows", c.liveTxRows}, {"--writers", c.writers},
 		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--conns", c.conns},
+		{"--catchup-changes", c.catchupChanges}, {"--catchup-clients", c.catchupClients},
+		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", p.name, p.v)
@@ -312,6 +328,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			sec = h.latency(ctx)
 		case scenarioFanout:
 			sec = h.fanout(ctx)
+		case scenarioCatchUp:
+			sec = h.catchUp(ctx)
 		case scenarioConns:
 			sec = h.connections(ctx)
 		}

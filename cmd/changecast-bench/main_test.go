@@ -20,7 +20,7 @@ func TestParseConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.repeat != 3 || c.changes != 270_000 || c.conns != 10_000 || c.duration != 10*time.Second {
+		if c.repeat != 3 || c.changes != 270_000 || c.conns != 10_000 || c.duration != 10*time.Second || c.catchupChanges != 300_000 {
 			t.Fatalf("got repeat %d changes %d conns %d duration %s, want the full suite's 3, 270000, 10000, 10s", c.repeat, c.changes, c.conns, c.duration)
 		}
 		if !slices.Equal(c.scenarios, allScenarios) || !slices.Equal(c.rates, []int{1000, 5000}) {
@@ -32,8 +32,9 @@ func TestParseConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.repeat != 1 || c.changes != 30_000 || c.duration != 3*time.Second || c.conns != 50 {
-			t.Fatalf("got repeat %d changes %d duration %s conns %d, want 1, 30000, 3s and the explicit 50", c.repeat, c.changes, c.duration, c.conns)
+		if c.repeat != 1 || c.changes != 30_000 || c.duration != 3*time.Second || c.conns != 50 || c.catchupChanges != 30_000 {
+			t.Fatalf("got repeat %d changes %d duration %s conns %d catchup-changes %d, want 1, 30000, 3s, the explicit 50 and 30000",
+				c.repeat, c.changes, c.duration, c.conns, c.catchupChanges)
 		}
 		if !slices.Equal(c.scenarios, []string{"drain", "conns"}) {
 			t.Fatalf("got scenarios %v, want [drain conns] (run order)", c.scenarios)

@@ -195,6 +195,7 @@ type liveResult struct {
 	// transaction, from PostgreSQL's statistics (approximate)
 	journalCommits, groupSize float64
 	latencySample             int
+	win                       window // the measured window (commit times)
 }
 
 // connectClients opens n clients with the subscriptions sub(i) and waits
@@ -277,6 +278,7 @@ func (h *harness) liveRun(ctx context.Context, s *server, url string, clients []
 	}
 	start := time.Now().Add(100 * time.Millisecond)
 	win := window{from: start.Add(c.warmup), to: start.Add(c.warmup + c.duration)}
+	res.win = win
 	rec.window.Store(&win)
 	defer rec.window.Store(nil)
 

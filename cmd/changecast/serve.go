@@ -133,6 +133,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		LoginWindow:          cfg.loginWindow,
 		LoginMaxDelay:        cfg.loginMaxDelay,
 		MaxConnections:       cfg.maxConnections,
+		CatchUpWorkers:       cfg.catchUpWorkers,
 		SystemState: func() any {
 			st := pipe.SystemState()
 			st["connected_clients"] = hub.Clients()

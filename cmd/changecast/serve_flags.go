@@ -23,6 +23,7 @@ type serveConfig struct {
 	retentionRows     int64
 	retentionInterval time.Duration
 	maxConnections    int
+	catchUpWorkers    int
 	lagWarnBytes      uint64
 	loginTTL          time.Duration
 	onSlotLoss        string // a pipeline.SlotLossPolicy
@@ -71,6 +72,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.Int64Var(&cfg.retentionRows, "retention-rows", cfg.retentionRows, "keep at most this many journal rows; negative keeps all (env "+envRetentionRows+")")
 	fs.DurationVar(&cfg.retentionInterval, "retention-interval", time.Minute, "how often retention runs")
 	fs.IntVar(&cfg.chunkSize, "chunk-size", 1000, "changes per chunk of a large transaction: bounds memory per transaction")
+	fs.IntVar(&cfg.catchUpWorkers, "catchup-workers", 0, "most clients reading and encoding a catch-up page from the journal at once, server-wide; 0: min(2, CPUs/2), at least 1")
 	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
 	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
 	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
