@@ -94,6 +94,13 @@ type Change struct {
 
 	// Cursor is the change's journal position once journaled; 0 before.
 	Cursor int64
+	// RawPayload and RawPrevious, for a change read back from the
+	// journal, are Payload's and Previous's JSON exactly as journaled:
+	// encoding Payload gives these very bytes, so an encoder may write
+	// them verbatim instead (catch-up does, to spare the CPU live delivery
+	// needs). nil otherwise; whoever changes Payload or Previous must
+	// clear them.
+	RawPayload, RawPrevious []byte
 }
 
 // Transaction is one committed source transaction, or one chunk of a large

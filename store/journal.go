@@ -81,6 +81,7 @@ func (db *DB) ReadJournal(ctx context.Context, after int64, limit int, types []s
 		}
 		c.CommitLSN, c.Index, c.Xid, c.Operation = entities.LSN(lsn), int(index), uint32(xid), entities.Operation(op)
 		c.CommitTime = c.CommitTime.UTC()
+		c.RawPayload, c.RawPrevious = payload, previous
 		if c.Payload, err = decodeRow(payload); err != nil {
 			return nil, fmt.Errorf("read journal: payload of seq %d: %w", c.Cursor, err)
 		}

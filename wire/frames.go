@@ -118,10 +118,15 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 		return nil, err
 	}
 	b.WriteString(`,"payload":`)
-	if c.Payload == nil {
+	switch {
+	case c.Payload == nil:
 		b.WriteString(`{}`)
-	} else if err := writeJSON(&b, c.Payload); err != nil {
-		return nil, fmt.Errorf("encode payload: %w", err)
+	case c.RawPayload != nil:
+		b.Write(c.RawPayload) // as journaled: the same bytes writeJSON would make
+	default:
+		if err := writeJSON(&b, c.Payload); err != nil {
+			return nil, fmt.Errorf("encode payload: %w", err)
+		}
 	}
 	if c.Cursor != 0 {
 		b.WriteString(`,"cursor":"`)
@@ -135,7 +140,9 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 	}
 	if c.Operation == entities.OpUpdate && c.Previous != nil {
 		b.WriteString(`,"previous":`)
-		if err := writeJSON(&b, c.Previous); err != nil {
+		if c.RawPrevious != nil {
+			b.Write(c.RawPrevious)
+		} else if err := writeJSON(&b, c.Previous); err != nil {
 			return nil, fmt.Errorf("encode previous: %w", err)
 		}
 	}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +75,27 @@ func BenchmarkEncodeChange(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestEncodeChange_RawRows: a change read back from the journal carries
+// its rows' JSON; encoding writes it verbatim, and the frame is the one
+// the typed rows give.
+func TestEncodeChange_RawRows(t *testing.T) {
+	c := entities.Change{EntityType: "pool", Operation: entities.OpUpdate, Cursor: 7,
+		Payload:  entities.Row{"b": "x<y", "a": int64(1)},
+		Previous: entities.Row{"a": int64(0)}}
+	want, err := EncodeChange(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.RawPayload, c.RawPrevious = []byte(`{"a":1,"b":"x<y"}`), []byte(`{"a":0}`)
+	got, err := EncodeChange(c)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("with raw rows: %s (%v)\nwant %s", got, err, want)
+	}
+	c.RawPayload = []byte(`{"verbatim":true}`)
+	if got, _ := EncodeChange(c); !strings.Contains(string(got), `"payload":{"verbatim":true}`) {
+		t.Fatalf("the raw payload was not written verbatim: %s", got)
 	}
 }
