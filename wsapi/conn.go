@@ -57,6 +57,9 @@ type client struct {
 	// catchingUp mirrors feed.catchingUp for the writer's lock-free
 	// check; stored under hub.mu together with it.
 	catchingUp atomic.Bool
+	// awaiting counts envelope requests whose response the writer has not
+	// written yet (the reader adds before storing the new filter).
+	awaiting atomic.Int32
 	// systemState: the client subscribed to system_state frames. The
 	// reader stores it before queuing the response; the writer starts or
 	// stops the frames when it writes that response.
@@ -339,6 +342,12 @@ func (c *client) handleMessage(mt int, data []byte) {
 		return
 	}
 	changed := msg.next != cur
+	if msg.envelope {
+		// Counted before the filter is stored: a writer that sees the
+		// new filter also sees a response owed, and starts no catch-up
+		// page before it has written it.
+		c.awaiting.Add(1)
+	}
 	if changed {
 		c.srv.hub.setFilter(c, msg.next)
 		if f := msg.next; f != nil {
@@ -349,9 +358,9 @@ func (c *client) handleMessage(mt int, data []byte) {
 		c.systemState.Store(*msg.systemState)
 	}
 	if msg.envelope {
-		// Queued before the wake-up, and the writer serves replies
-		// before catch-up pages, so a resuming client normally gets
-		// the response before the replay it starts.
+		// Queued before the wake-up, and the writer starts no catch-up
+		// page while a response is owed, so a resuming client gets the
+		// response before the replay it starts.
 		c.reply(reply{resp: &pendingResponse{id: msg.id, filter: msg.next}})
 	}
 	if changed {
@@ -442,7 +451,7 @@ func (c *client) writeLoop() {
 			rest = c.w.rest.C
 		} else if c.w.retry != nil {
 			retry = c.w.retry.C
-		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.filter.Load() != nil {
+		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
 			// waiting, and the client has said what it wants: wait
@@ -456,6 +465,7 @@ func (c *client) writeLoop() {
 		case r := <-c.replies:
 			if r.resp != nil {
 				err = c.writeResponse(r.resp)
+				c.awaiting.Add(-1)
 			} else {
 				err = c.writeText(r.data)
 			}
@@ -591,6 +601,12 @@ const (
 // before the read began, so a short read returned all of them that match.
 func (c *client) catchUpPage() error {
 	h := c.srv.hub
+	if c.awaiting.Load() > 0 {
+		// A response is owed (it arrived while this writer waited for
+		// the token): write it first; the token goes back unused.
+		h.slots <- time.Now()
+		return nil
+	}
 	began := time.Now()
 	pos, head, lagging := h.startPage(c)
 	p := c.readPage(pos)
