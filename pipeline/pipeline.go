@@ -101,7 +101,8 @@ type Pipeline struct {
 	// starts after it.
 	announced atomic.Bool
 
-	events *emitter   // changecast's own system events
+	events *emitter // changecast's own system events
+	guard  *secretGuard
 	rate   rateMeter  // journal changes per second, for system-state
 	lagMon lagMonitor // (once's lag goroutine only)
 
@@ -162,6 +163,7 @@ func New(cfg Config) (*Pipeline, error) {
 		log:    cfg.Logger,
 		san:    sanitize.New(cfg.Registry),
 		events: newEmitter(cfg.Slot, cfg.Logger.With("component", "events")),
+		guard:  newSecretGuard(cfg.Registry),
 	}
 	if cfg.LagWarnBytes > 0 {
 		p.lagMon.threshold = uint64(cfg.LagWarnBytes)
@@ -309,6 +311,13 @@ func (p *Pipeline) Writer() (Writer, error) { return p.runningWriter() }
 // subject) whose resume cursor retention had removed.
 func (p *Pipeline) ReportRetentionGap(subject string, cursor, horizon int64) {
 	p.events.retentionGap(subject, cursor, horizon)
+}
+
+// secretColumnMissing logs and raises the stop of an entity type whose
+// secret column is gone (see secretGuard).
+func (p *Pipeline) secretColumnMissing(entityType, column string) {
+	p.log.Error("a secret column is gone from its table; its entity type is no longer delivered", "entity_type", entityType, "column", column)
+	p.events.secretColumnMissing(entityType, column)
 }
 
 // publish hands a commit to every sink.
@@ -685,7 +694,7 @@ func (p *Pipeline) once(ctx context.Context) error {
 			}
 		}()
 		for tx := range raw {
-			changes, err := p.san.Changes(tx.Changes)
+			changes, err := p.san.Changes(p.guard.filter(tx.Changes, p.secretColumnMissing))
 			if err != nil {
 				// Fail closed: an unsanitizable change is never stored or
 				// sent, and nothing after it is acknowledged.

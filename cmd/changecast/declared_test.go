@@ -128,3 +128,49 @@ func TestServe_RefusesWhatItCannotWatch(t *testing.T) {
 		t.Fatalf("%d tables created (%v), want none: a refused start changes nothing", n, err)
 	}
 }
+
+// TestServe_RenamedSecretStopsItsType: a declared secret column renamed
+// while changes stream stops that type (with an error event naming it),
+// so the secret never flows out under its new name; other types go on.
+func TestServe_RenamedSecretStopsItsType(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, shopSchema)
+	srv, _, dataDir := readyServerAt(t, url, "cc_renamed", func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+	})
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"send-everything": true}`)
+	filterApplied(t, ws)
+
+	exec1(t, sql, `INSERT INTO customers (id, email, api_key) VALUES (1, 'ada@example.com', 'CANARY-before')`)
+	if f, _ := readChange(t, ws, 30*time.Second); f.EntityType != "customer" {
+		t.Fatalf("first change %s, want the customer", f.raw)
+	}
+	// The column keeps its values under a name no rule recognises.
+	exec1(t, sql, `ALTER TABLE customers RENAME COLUMN api_key TO contact_hint`)
+	exec1(t, sql, `INSERT INTO customers (id, email, contact_hint) VALUES (2, 'bob@example.com', 'CANARY-renamed')`)
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (8, 2, 5.00, 'new')`)
+
+	var sawEvent, sawOrder bool
+	for !sawEvent || !sawOrder {
+		f := readFrame(t, ws, 30*time.Second)
+		if strings.Contains(string(f.raw), "CANARY") {
+			t.Fatalf("the renamed secret left changecast: %s", f.raw)
+		}
+		if f.EntityType == "event" && f.Payload["action"] == "secret_column_missing" {
+			meta, _ := f.Payload["metadata"].(map[string]any)
+			if f.Payload["severity"] != "error" || meta["entity_type"] != "customer" || meta["column"] != "api_key" {
+				t.Fatalf("event %s, want an error naming customer and api_key", f.raw)
+			}
+			sawEvent = true
+			continue
+		}
+		if f.EntityType == "customer" {
+			t.Fatalf("a customer change was delivered after its secret column was renamed: %s", f.raw)
+		}
+		if f.EntityType == "order" {
+			sawOrder = true // other types go on
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package pipeline
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// secretGuard stops an entity type whose secret column has disappeared
+// from its rows. A secret column that vanishes was dropped or, worse,
+// renamed: under its new name it is no longer declared secret and might
+// flow out. So from the first new row that lacks it, the type's changes
+// are no longer delivered (nor journaled) until changecast is restarted
+// with a configuration that names the column again, and one error event
+// says so (docs/configuration.md, "When a secret column disappears").
+//
+// Only the rows that carry every column are checked: an insert's or
+// update's new row. A delete's old row may hold the key alone, and a
+// column PostgreSQL did not send because its TOAST value is unchanged is
+// listed in Change.Unchanged.
+type secretGuard struct {
+	reg *entities.Registry
+	mu  sync.Mutex
+	// blocked maps a stopped type to the secret column it lost.
+	blocked map[string]string
+}
+
+func newSecretGuard(reg *entities.Registry) *secretGuard {
+	return &secretGuard{reg: reg, blocked: map[string]string{}}
+}
+
+// filter returns changes without those of stopped types, and calls stop
+// once for each type it stops now.
+func (g *secretGuard) filter(changes []entities.Change, stop func(entityType, column string)) []entities.Change {
+	out := changes[:0:0]
+	kept := true
+	for i, c := range changes {
+		if g.stopped(c, stop) {
+			if kept {
+				out = append(out, changes[:i]...)
+				kept = false
+			}
+			continue
+		}
+		if !kept {
+			out = append(out, c)
+		}
+	}
+	if kept {
+		return changes
+	}
+	return out
+}
+
+// stopped reports whether c's type is stopped, stopping it if c's row
+// lacks one of its secret columns.
+func (g *secretGuard) stopped(c entities.Change, stop func(entityType, column string)) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.blocked[c.EntityType]; ok {
+		return true
+	}
+	if c.Operation != entities.OpCreate && c.Operation != entities.OpUpdate {
+		return false
+	}
+	et, err := g.reg.Lookup(c.EntityType)
+	if err != nil {
+		return false // sanitize refuses it, failing closed
+	}
+	for _, col := range et.Secrets {
+		if _, ok := c.Payload[col]; ok || slices.Contains(c.Unchanged, col) {
+			continue
+		}
+		g.blocked[c.EntityType] = col
+		stop(c.EntityType, col)
+		return true
+	}
+	return false
+}
+
+// Blocked returns the stopped types and the secret column each lost.
+func (g *secretGuard) Blocked() map[string]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]string, len(g.blocked))
+	for k, v := range g.blocked {
+		out[k] = v
+	}
+	return out
+}
+
+// secretColumnMissing raises the event that a type was stopped.
+func (e *emitter) secretColumnMissing(entityType, column string) {
+	e.emit(e.event("sanitize", "secret_column_missing", entities.Error,
+		fmt.Sprintf("the secret column %s of entity type %s is gone from its table (dropped or renamed): changes of %s are no longer delivered, so that a renamed secret never flows out under its new name. Declare the column's new name as a secret (or remove it from the configuration) and restart changecast", column, entityType, entityType),
+		map[string]any{"err": fmt.Sprintf("secret column %q missing from %s rows", column, entityType), "entity_type": entityType, "column": column, "doc": doc("secret_column_missing")}))
+}
