@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/changecast/changecast/store/storetest"
+)
+
+// columnType is one row of docs/protocol.md's "Column types" table.
+type columnType struct{ typ, sqlValue, json string }
+
+// readColumnTypes parses the table that follows <!-- column-types --> in
+// docs/protocol.md.
+func readColumnTypes(t testing.TB) []columnType {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "<!-- column-types -->\n")
+	if !ok {
+		t.Fatal("docs/protocol.md has no <!-- column-types --> table")
+	}
+	var out []columnType
+	for i, line := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			break
+		}
+		if i < 2 {
+			continue // header and separator
+		}
+		cells := strings.Split(strings.Trim(line, "|"), " | ")
+		if len(cells) != 3 {
+			t.Fatalf("column-types row %q: want 3 cells", line)
+		}
+		unquote := func(s string) string { return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(s), "`"), "`") }
+		out = append(out, columnType{typ: strings.TrimSpace(cells[0]), sqlValue: unquote(cells[1]), json: unquote(cells[2])})
+	}
+	if len(out) < 20 {
+		t.Fatalf("column-types table has %d rows", len(out))
+	}
+	return out
+}
+
+// sqlType is the column type to create for a row's first cell.
+func sqlType(label string) string {
+	switch {
+	case strings.HasPrefix(label, "enum"):
+		return "mood"
+	case strings.HasPrefix(label, "domain"):
+		return "posint"
+	case strings.HasPrefix(label, "composite"):
+		return "pair"
+	}
+	return strings.Trim(label, "`")
+}
+
+// TestProtocol_ColumnTypes checks docs/protocol.md's column-type table
+// against a real table: one column per row, the row's SQL value inserted,
+// and the frame's JSON for that column equal to the documented JSON.
+func TestProtocol_ColumnTypes(t *testing.T) {
+	types := readColumnTypes(t)
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, `CREATE TYPE mood AS ENUM ('happy', 'sad'); CREATE DOMAIN posint AS integer CHECK (VALUE > 0); CREATE TYPE pair AS (x int, y text)`)
+	cols := []string{"id int PRIMARY KEY"}
+	vals := []string{"1"}
+	for i, ct := range types {
+		cols = append(cols, fmt.Sprintf("c%d %s", i, sqlType(ct.typ)))
+		vals = append(vals, ct.sqlValue)
+	}
+	exec1(t, sql, "CREATE TABLE samples ("+strings.Join(cols, ", ")+")")
+	srv, _, dataDir := readyServerAt(t, url, "cc_coltypes", func(cfg *serveConfig) {
+		if err := cfg.tables.Set("sample=public.samples"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"filters": [{"entity-type": "sample"}]}`)
+	filterApplied(t, ws)
+	if _, err := sql.Exec(context.Background(), "INSERT INTO samples VALUES ("+strings.Join(vals, ", ")+")"); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	f, _ := readChange(t, ws, 30*time.Second)
+	var frame struct {
+		Payload map[string]json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(f.raw, &frame); err != nil {
+		t.Fatal(err)
+	}
+	compact := func(s []byte) string {
+		var b bytes.Buffer
+		if err := json.Compact(&b, s); err != nil {
+			return "invalid JSON: " + string(s)
+		}
+		return b.String()
+	}
+	for i, ct := range types {
+		got := compact(frame.Payload[fmt.Sprintf("c%d", i)])
+		if want := compact([]byte(ct.json)); got != want {
+			t.Errorf("%s %s: frame has %s, docs/protocol.md says %s", ct.typ, ct.sqlValue, got, want)
+		}
+	}
+}
