@@ -52,9 +52,10 @@ type Journal interface {
 // each the earliest time its next page may start. A writer receives a
 // token inside its select loop (so it still serves pings, replies and
 // stops while it waits), waits in the same loop until the token's time,
-// reads and encodes one page, and sends the token back, dated as far
-// ahead as the page took, before it writes the page to its socket: each
-// token is busy at most half the time, and a slow socket holds none.
+// reads and encodes one page, and sends the token back, dated
+// catchUpRest times as far ahead as the page took, before it writes the
+// page to its socket: each token is busy at most a quarter of the time, and
+// a slow socket holds none.
 // Waiting receivers are served in arrival order, so tokens rotate among
 // the catching-up clients. Publish never touches them.
 type hub struct {

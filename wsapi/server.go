@@ -43,7 +43,7 @@ const (
 	DefaultPongWait        = 60 * time.Second
 	DefaultWriteWait       = 10 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
-	DefaultCatchUpPage     = 500
+	DefaultCatchUpPage     = 100
 	// DefaultCatchUpWorkers caps the default of Config.CatchUpWorkers,
 	// which is also at most half of GOMAXPROCS (at least 1).
 	DefaultCatchUpWorkers = 2
@@ -67,15 +67,17 @@ type Config struct {
 	// since is refused the same way.
 	Journal Journal
 	// CatchUpPage is how many changes a catching-up client reads from
-	// Journal at a time; with QueueLen it bounds a client's memory.
-	// Default: 500.
+	// Journal at a time; with QueueLen it bounds a client's memory. A
+	// small page keeps each burst of catch-up work short, which is what
+	// live delivery's p99 pays for (docs/benchmarks.md, scenario 6).
+	// Default: 100.
 	CatchUpPage int
 	// CatchUpWorkers is how many catching-up clients, across the whole
 	// server, may read a page from Journal and encode it at the same
 	// time; the others wait for a slot (still answering pings) and each
 	// client gives its slot up after every page, so slots rotate among
-	// them. A slot rests after a page for as long as the page's read and
-	// encoding took, so catch-up takes at most CatchUpWorkers/2
+	// them. A slot rests after a page three times as long as the page's
+	// read and encoding took, so catch-up takes at most CatchUpWorkers/4
 	// processors and CatchUpWorkers database connections from the journal
 	// appender and live delivery, which never wait for a slot. A page is
 	// written to the socket after its slot is given back, so a client
