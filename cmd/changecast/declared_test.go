@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/changecast/changecast/store/storetest"
 )
 
@@ -27,20 +30,28 @@ CREATE TABLE shop.order_items (
 	PRIMARY KEY (order_id, line_no));
 `
 
-// TestServe_DeclaredTypes watches a schema no built-in type knows, from a
-// configuration in testdata: every change arrives typed and sanitized, the
-// allow-list hides the rest, a composite key becomes an object id, and
-// changecast creates nothing in the application's schema.
-func TestServe_DeclaredTypes(t *testing.T) {
+// shopServer serves a fresh database holding shopSchema, watched through
+// testdata/config/orders.yaml, and returns a send-everything admin socket.
+func shopServer(t *testing.T, slot string) (*pgx.Conn, *websocket.Conn) {
+	t.Helper()
 	url := storetest.NewDatabase(t)
 	sql := connect(t, url)
 	exec1(t, sql, shopSchema)
-	srv, _, dataDir := readyServerAt(t, url, "cc_declared", func(cfg *serveConfig) {
+	srv, _, dataDir := readyServerAt(t, url, slot, func(cfg *serveConfig) {
 		cfg.configPath = "../../testdata/config/orders.yaml"
 	})
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"send-everything": true}`)
 	filterApplied(t, ws)
+	return sql, ws
+}
+
+// TestServe_DeclaredTypes watches a schema no built-in type knows, from a
+// configuration in testdata: every change arrives typed and sanitized, the
+// allow-list hides the rest, a composite key becomes an object id, and
+// changecast creates nothing in the application's schema.
+func TestServe_DeclaredTypes(t *testing.T) {
+	sql, ws := shopServer(t, "cc_declared")
 
 	exec1(t, sql, `INSERT INTO customers (id, email, api_key, password_reset_code, balance) VALUES (1, 'ada@example.com', 'CANARY-api-key', 'CANARY-reset', 12.5)`)
 	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status, internal_note, tags, details) VALUES (7, 1, 19.99, 'new', 'CANARY-internal', '{a,b}', '{"n": 9007199254740993}')`)
@@ -133,15 +144,7 @@ func TestServe_RefusesWhatItCannotWatch(t *testing.T) {
 // while changes stream stops that type (with an error event naming it),
 // so the secret never flows out under its new name; other types go on.
 func TestServe_RenamedSecretStopsItsType(t *testing.T) {
-	url := storetest.NewDatabase(t)
-	sql := connect(t, url)
-	exec1(t, sql, shopSchema)
-	srv, _, dataDir := readyServerAt(t, url, "cc_renamed", func(cfg *serveConfig) {
-		cfg.configPath = "../../testdata/config/orders.yaml"
-	})
-	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
-	sendJSON(t, ws, `{"send-everything": true}`)
-	filterApplied(t, ws)
+	sql, ws := shopServer(t, "cc_renamed")
 
 	exec1(t, sql, `INSERT INTO customers (id, email, api_key) VALUES (1, 'ada@example.com', 'CANARY-before')`)
 	if f, _ := readChange(t, ws, 30*time.Second); f.EntityType != "customer" {
