@@ -100,14 +100,32 @@ func (d *valueDecoder) decode(oid uint32, text []byte) any {
 	return string(text)
 }
 
-// decodeArray decodes a one-dimensional array literal. String-like element
-// types give []string, or []any with nil for NULL elements; other element
-// types give []any of decoded elements. Multi-dimensional arrays and
-// malformed literals report false (the caller falls back to text).
+// decodeArray decodes an array literal. A one-dimensional array of a
+// string-like element type gives []string, or []any with nil for NULL
+// elements; other element types give []any of decoded elements. A
+// multi-dimensional array gives nested []any, one level per dimension
+// ({{1,2},{3,4}} is [[1,2],[3,4]]). Malformed literals report false (the
+// caller falls back to text).
 func (d *valueDecoder) decodeArray(oid, elem uint32, text []byte) (any, bool) {
 	var arr pgtype.Array[*string]
-	if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &arr); err != nil || len(arr.Dims) > 1 {
+	if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &arr); err != nil {
 		return nil, false
+	}
+	if len(arr.Dims) > 1 {
+		total := 1
+		for _, d := range arr.Dims {
+			total *= int(d.Length)
+		}
+		if total != len(arr.Elements) {
+			return nil, false
+		}
+		flat := make([]any, len(arr.Elements))
+		for i, e := range arr.Elements {
+			if e != nil {
+				flat[i] = d.decode(elem, []byte(*e))
+			}
+		}
+		return nest(flat, arr.Dims), true
 	}
 	elems := arr.Elements
 	if stringTypes[elem] {
@@ -130,6 +148,24 @@ func (d *valueDecoder) decodeArray(oid, elem uint32, text []byte) (any, bool) {
 		}
 	}
 	return out, true
+}
+
+// nest shapes the row-major elements of a multi-dimensional array into
+// nested slices, one level per dimension.
+func nest(flat []any, dims []pgtype.ArrayDimension) any {
+	if len(dims) == 1 {
+		return flat
+	}
+	n := int(dims[0].Length)
+	if n == 0 {
+		return []any{}
+	}
+	step := len(flat) / n
+	out := make([]any, n)
+	for i := range n {
+		out[i] = nest(flat[i*step:(i+1)*step], dims[1:])
+	}
+	return out
 }
 
 // jsonYear reports whether t can be encoded as JSON (RFC 3339 allows years
