@@ -23,6 +23,10 @@ import (
 // formats those settings produce; the parsers also accept other offsets.
 type valueDecoder struct {
 	m *pgtype.Map
+	// domains maps a domain's type OID to its base type's, so a domain
+	// column decodes as its base type (loaded when replication starts;
+	// a domain created later decodes as text until the next start).
+	domains map[uint32]uint32
 }
 
 func newValueDecoder() *valueDecoder {
@@ -32,6 +36,13 @@ func newValueDecoder() *valueDecoder {
 // decode returns the Go value of text, the text-format value of a column of
 // type oid. text is never retained: every returned slice is a copy.
 func (d *valueDecoder) decode(oid uint32, text []byte) any {
+	for range 8 { // a domain over a domain over …, to a sane depth
+		base, ok := d.domains[oid]
+		if !ok {
+			break
+		}
+		oid = base
+	}
 	switch oid {
 	case pgtype.BoolOID:
 		switch string(text) {
