@@ -303,11 +303,12 @@ func tableExists(tx *gorm.DB, schema, table string) (bool, error) {
 }
 
 // EnsurePublication makes publication name publish inserts, updates,
-// deletes and truncates of exactly the registered tables (schema-qualified,
-// in the search path's schema): it creates the publication if missing and
-// otherwise corrects its table set (extra or missing tables, and on
-// PostgreSQL 15 tables published with a row filter or column list, or whole
-// schemas) and its publish actions. Run Migrate first.
+// deletes and truncates of exactly the registered tables (schema-qualified:
+// a type's Schema, else the search path's), a partitioned table's changes
+// as its root's (publish_via_partition_root): it creates the publication
+// if missing and otherwise corrects its table set (extra or missing tables,
+// and on PostgreSQL 15 tables published with a row filter or column list,
+// or whole schemas) and its options. Run Migrate first.
 func (db *DB) EnsurePublication(ctx context.Context, name string, reg *entities.Registry) error {
 	if name == "" {
 		return errors.New("ensure publication: empty name")
@@ -348,17 +349,19 @@ func (db *DB) EnsurePublication(ctx context.Context, name string, reg *entities.
 
 		var (
 			oid                  uint32
-			allTables            bool
+			allTables, viaRoot   bool
 			ins, upd, del, trunc bool
 			serverVersion        int
 		)
 		if err := tx.Raw("SELECT current_setting('server_version_num')::int").Row().Scan(&serverVersion); err != nil {
 			return fmt.Errorf("server version: %w", err)
 		}
-		row := tx.Raw("SELECT oid, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = ?", name).Row()
-		switch err := row.Scan(&oid, &allTables, &ins, &upd, &del, &trunc); {
+		row := tx.Raw("SELECT oid, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = ?", name).Row()
+		switch err := row.Scan(&oid, &allTables, &ins, &upd, &del, &trunc, &viaRoot); {
 		case errors.Is(err, sql.ErrNoRows):
-			if err := tx.Exec("CREATE PUBLICATION " + pub + " FOR TABLE " + tableList + " WITH (publish = '" + publishActions + "')").Error; err != nil {
+			// publish_via_partition_root: a partitioned table's changes
+			// arrive as its root's, so the root is what is declared.
+			if err := tx.Exec("CREATE PUBLICATION " + pub + " FOR TABLE " + tableList + " WITH (publish = '" + publishActions + "', publish_via_partition_root = true)").Error; err != nil {
 				return fmt.Errorf("create: %w", err)
 			}
 			return nil
@@ -378,8 +381,8 @@ func (db *DB) EnsurePublication(ctx context.Context, name string, reg *entities.
 				return fmt.Errorf("set tables: %w", err)
 			}
 		}
-		if !(ins && upd && del && trunc) {
-			if err := tx.Exec("ALTER PUBLICATION " + pub + " SET (publish = '" + publishActions + "')").Error; err != nil {
+		if !(ins && upd && del && trunc) || !viaRoot {
+			if err := tx.Exec("ALTER PUBLICATION " + pub + " SET (publish = '" + publishActions + "', publish_via_partition_root = true)").Error; err != nil {
 				return fmt.Errorf("set publish: %w", err)
 			}
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +176,37 @@ func TestServe_RenamedSecretStopsItsType(t *testing.T) {
 		if f.EntityType == "order" {
 			sawOrder = true // other types go on
 		}
+	}
+}
+
+// TestServe_PartitionedTableThroughItsRoot: a partitioned table is
+// declared by its root; rows written to any partition arrive as the
+// root's entity type.
+func TestServe_PartitionedTableThroughItsRoot(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, `CREATE TABLE measurements (id bigint, taken_on date, value numeric, PRIMARY KEY (id, taken_on)) PARTITION BY RANGE (taken_on);
+		CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
+	srv, _, dataDir := readyServerAt(t, url, "cc_partitioned", func(cfg *serveConfig) {
+		if err := cfg.tables.Set("measurement=public.measurements"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"filters": [{"entity-type": "measurement"}]}`)
+	filterApplied(t, ws)
+	exec1(t, sql, `INSERT INTO measurements VALUES (1, '2025-06-01', 1.5), (2, '2026-06-01', 2.5)`)
+	exec1(t, sql, `UPDATE measurements_2026 SET value = 3.5 WHERE id = 2`)
+	want := []string{"create 1", "create 2", "update 2"}
+	for _, w := range want {
+		f, _ := readChange(t, ws, 30*time.Second)
+		if got := fmt.Sprintf("%s %v", f.Operation, f.Payload["id"]); f.EntityType != "measurement" || got != w {
+			t.Fatalf("got %s %s, want measurement %s: %s", f.EntityType, got, w, f.raw)
+		}
+	}
+	var viaRoot bool
+	if err := sql.QueryRow(context.Background(), `SELECT pubviaroot FROM pg_publication WHERE pubname = 'changecast'`).Scan(&viaRoot); err != nil || !viaRoot {
+		t.Fatalf("publish_via_partition_root = %t (%v), want true", viaRoot, err)
 	}
 }
