@@ -53,7 +53,7 @@ fuzz:
 # test benchmarks. BENCH_FLAGS adds harness flags, e.g.
 #   make bench BENCH_FLAGS='--out /tmp/results.md --server-profile /tmp/prof'
 BENCH_FLAGS ?=
-BENCH_PKGS  := ./watcher ./sanitize ./wsapi
+BENCH_PKGS  := ./watcher ./sanitize ./wire ./wsapi
 # In-process load benchmarks (wsapi), run with a fixed count: their cost
 # per operation is a connection or a 1,000-way fan-out.
 LOAD_BENCH  := Hub_1000Connections|Server_IdleConnections

@@ -1,11 +1,9 @@
 package wsapi
 
 import (
-	"encoding/json"
+	"github.com/changecast/changecast/internal/testutil"
 	"testing"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -17,43 +15,18 @@ import (
 //
 //	go test -run '^$' -bench . -benchmem ./wsapi
 
-// benchInstanceRow is a sanitized instance row (secret columns removed), as
-// the hub receives it from the journal appender.
-func benchInstanceRow(status string) entities.Row {
-	now := time.Date(2026, 11, 23, 10, 0, 0, 123456000, time.UTC)
-	return entities.Row{
-		"id":                  uuid.MustParse("5f0c1a2e-8b7d-4c3e-9a1f-2b3c4d5e6f70"),
-		"name":                "garm-runner-5f0c1a2e",
-		"agent_id":            int64(1234567),
-		"provider_id":         "lxd://garm-runner-5f0c1a2e",
-		"os_type":             "linux",
-		"os_arch":             "amd64",
-		"addresses":           json.RawMessage(`[{"type": "private", "address": "10.0.12.34"}, {"type": "public", "address": "203.0.113.7"}]`),
-		"status":              status,
-		"runner_status":       "idle",
-		"pool_id":             uuid.MustParse("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
-		"callback_url":        "https://garm.example.com/api/v1/callbacks",
-		"create_attempt":      int64(1),
-		"token_fetched":       true,
-		"github_runner_group": "default",
-		"heartbeat":           now,
-		"created_at":          now.Add(-2 * time.Minute),
-		"updated_at":          now,
-	}
-}
-
 // benchInstanceChange is a journaled instance change of operation op.
 func benchInstanceChange(op entities.Operation) entities.Change {
 	c := entities.Change{
 		EntityType: "instance",
 		Operation:  op,
 		EntityID:   "5f0c1a2e-8b7d-4c3e-9a1f-2b3c4d5e6f70",
-		Payload:    benchInstanceRow("running"),
+		Payload:    testutil.InstanceRow("running"),
 		CommitTime: time.Date(2026, 11, 23, 10, 0, 0, 123456000, time.UTC),
 		Cursor:     1207,
 	}
 	if op == entities.OpUpdate {
-		c.Previous = benchInstanceRow("pending")
+		c.Previous = testutil.InstanceRow("pending")
 	}
 	return c
 }
@@ -101,27 +74,6 @@ func BenchmarkClient_Wants(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				c.wants(&ch)
-			}
-		})
-	}
-}
-
-// BenchmarkEncodeChange measures encoding one change frame (JSON), per
-// operation; an update carries the previous row too.
-func BenchmarkEncodeChange(b *testing.B) {
-	for _, op := range []entities.Operation{entities.OpCreate, entities.OpUpdate, entities.OpDelete} {
-		b.Run(string(op), func(b *testing.B) {
-			ch := benchInstanceChange(op)
-			data, err := encodeChange(&ch)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(data)))
-			for b.Loop() {
-				if _, err := encodeChange(&ch); err != nil {
-					b.Fatal(err)
-				}
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/changecast/changecast/internal/testutil"
 	"log/slog"
 	"os"
 	"runtime"
@@ -126,7 +127,7 @@ func loadChange(i int) entities.Change {
 	var row entities.Row
 	switch typ {
 	case "instance":
-		row = benchInstanceRow(loadStatuses[(i/7)%len(loadStatuses)])
+		row = testutil.InstanceRow(loadStatuses[(i/7)%len(loadStatuses)])
 		row["id"] = id
 		row["name"] = "garm-" + id.String()[:8]
 	case "pool":
