@@ -10,9 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 )
 
 // Stable names (README.md, "Configuration"): scripts rely on them.
@@ -55,32 +53,6 @@ func envOr(key, def string) string {
 	return def
 }
 
-// envDuration reads a duration from the environment, def when unset.
-func envDuration(key string, def time.Duration) (time.Duration, error) {
-	v := os.Getenv(key)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, usageError{fmt.Errorf("%s=%q: want a duration such as 168h", key, v)}
-	}
-	return d, nil
-}
-
-// envInt reads an integer from the environment, def when unset.
-func envInt(key string, def int64) (int64, error) {
-	v := os.Getenv(key)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return 0, usageError{fmt.Errorf("%s=%q: want an integer", key, v)}
-	}
-	return n, nil
-}
-
 // defaultDataDir is /var/lib/changecast for root (a system daemon's place,
 // traversable by the postgres user the embedded server runs as), otherwise
 // the XDG data directory.
@@ -106,7 +78,10 @@ func envName(flagName string) string {
 
 // applyEnv sets every flag of fs whose environment variable (envName) is
 // set and not empty, so that a flag given on the command line still wins.
-// A value the flag rejects is a usage error naming the variable.
+// Call it once, after every flag is registered and before parsing. A value
+// the flag rejects is a usage error naming the variable. The usage text
+// keeps showing the built-in defaults, never the environment's values: a
+// database URL may hold a password.
 func applyEnv(fs *flag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -115,10 +90,9 @@ func applyEnv(fs *flag.FlagSet) error {
 			return
 		}
 		if serr := f.Value.Set(v); serr != nil {
-			err = usageError{fmt.Errorf("%s=%q: %v (it sets --%s)", envName(f.Name), v, serr, f.Name)}
+			err = usageError{fmt.Errorf("%s: %v (it sets --%s)", envName(f.Name), serr, f.Name)}
 			return
 		}
-		f.DefValue = v
 	})
 	return err
 }

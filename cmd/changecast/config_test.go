@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+	"io"
+
 	"flag"
+	"github.com/changecast/changecast/internal/testutil"
 	"os"
 	"strings"
 	"testing"
@@ -18,6 +22,9 @@ func TestServeFlags_Environment(t *testing.T) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg serveConfig
 	if err := cfg.register(fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(fs); err != nil {
 		t.Fatal(err)
 	}
 	if err := parseFlags(fs, []string{"--max-connections", "9"}); err != nil {
@@ -43,8 +50,33 @@ func TestServeFlags_Environment(t *testing.T) {
 	}
 	t.Setenv("CHANGECAST_CHUNK_SIZE", "many")
 	var bad serveConfig
-	err = bad.register(flag.NewFlagSet("serve", flag.ContinueOnError))
+	badFS := flag.NewFlagSet("serve", flag.ContinueOnError)
+	if err := bad.register(badFS); err != nil {
+		t.Fatal(err)
+	}
+	err = applyEnv(badFS)
 	if err == nil || !strings.Contains(err.Error(), "CHANGECAST_CHUNK_SIZE") {
 		t.Fatalf("bad CHANGECAST_CHUNK_SIZE: %v, want an error naming it", err)
+	}
+}
+
+// TestFlags_UsageNeverShowsTheEnvironment: a database URL in the
+// environment holds a password; a flag error or -h prints the usage, which
+// must show the built-in defaults, not the environment's values. demo
+// applies the environment once (a repeatable --table from it is not
+// doubled).
+func TestFlags_UsageNeverShowsTheEnvironment(t *testing.T) {
+	t.Setenv(envDatabaseURL, "postgres://u:CANARY-pw@127.0.0.1:1/db")
+	for _, cmd := range [][]string{{"serve", "--bogus"}, {"demo", "--bogus"}, {"inspect", "--bogus"}, {"user", "list", "--bogus"}} {
+		var stdout, stderr testutil.SyncBuffer
+		err := run(context.Background(), cmd, &stdout, &stderr)
+		if err == nil || strings.Contains(stdout.String()+stderr.String()+err.Error(), "CANARY-pw") {
+			t.Errorf("%v: error %v; the password reached the output:\n%s%s", cmd, err, stdout.String(), stderr.String())
+		}
+	}
+	t.Setenv("CHANGECAST_TABLE", "order=public.orders")
+	cfg, err := parseDemoFlags(nil, io.Discard)
+	if err != nil || len(cfg.serve.tables) != 1 {
+		t.Fatalf("demo with CHANGECAST_TABLE: %v, tables %v; want it once", err, cfg.serve.tables)
 	}
 }

@@ -81,7 +81,7 @@ func parseDemoFlags(args []string, stderr io.Writer) (demoConfig, error) {
 	}
 	fs.IntVar(&cfg.rate, "rate", defaultDemoRate, fmt.Sprintf("changes per second the workload writes, 1 to %d", maxDemoRate))
 	fs.Uint64Var(&cfg.seed, "seed", defaultDemoSeed, "seed of the workload's choices: the same seed on an empty data dir writes the same sequence")
-	if err := applyEnv(fs); err != nil { // CHANGECAST_RATE, CHANGECAST_SEED
+	if err := applyEnv(fs); err != nil { // serve's variables, and CHANGECAST_RATE, CHANGECAST_SEED
 		return cfg, err
 	}
 	if err := parseFlags(fs, args); err != nil {

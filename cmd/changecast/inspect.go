@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -101,7 +102,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		output  string
 	)
 	c.register(fs)
-	fs.StringVar(&dbURL, "database-url", envOr(envDatabaseURL, ""), "PostgreSQL URL; empty inspects the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
+	fs.StringVar(&dbURL, "database-url", "", "PostgreSQL URL; empty inspects the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
 	fs.Var(&schemas, "schema", "inspect only this schema; repeat it or give a comma-separated list (default: every schema)")
 	fs.StringVar(&output, "output", "text", "text (the report, then the config) or yaml (only the config)")
 	if err := parseFlags(fs, args); err != nil {
@@ -116,6 +117,9 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 
 	var local *localpg.Cluster
+	if dbURL == "" {
+		dbURL = os.Getenv(envDatabaseURL) // not the flag's default: usage would print its password
+	}
 	if dbURL == "" {
 		if local, err = embeddedForUser(ctx, filepath.Join(c.dataDir, "postgres"), "inspect", log); err != nil {
 			return fmt.Errorf("inspect: %w", err)

@@ -26,12 +26,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg serveConfig
-	fs.StringVar(&cfg.databaseURL, "database-url", envOr(envDatabaseURL, ""), "PostgreSQL URL to watch; empty starts the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
+	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL URL to watch; empty starts the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
 	if err := cfg.register(fs); err != nil {
+		return err
+	}
+	if err := applyEnv(fs); err != nil { // every flag's CHANGECAST_* variable
 		return err
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := cfg.check(); err != nil {
+		return usageError{err}
 	}
 	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
@@ -44,12 +50,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // journal → hub), the HTTP server, and journal retention. It returns when
 // ctx ends (orderly shutdown) or a part fails in a way retrying cannot fix.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Logger) (err error) {
-	if cfg.onSlotLoss == "" {
-		cfg.onSlotLoss = string(pipeline.SlotLossResync)
-	}
-	if err := cfg.check(); err != nil {
-		return err
-	}
 	if err := ensureDataDir(cfg.dataDir); err != nil {
 		return err
 	}

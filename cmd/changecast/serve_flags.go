@@ -7,6 +7,7 @@ import (
 
 	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/pipeline"
+	"github.com/changecast/changecast/watcher"
 	"github.com/changecast/changecast/wsapi"
 )
 
@@ -59,17 +60,10 @@ type serveInfo struct {
 // CHANGECAST_* environment defaults; demo runs serve with the same ones.
 func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	cfg.common.register(fs)
-	fs.StringVar(&cfg.listen, "listen", envOr(envListen, defaultListen), "HTTP listen address (env "+envListen+")")
-	fs.StringVar(&cfg.slot, "slot", envOr(envSlot, "changecast"), "replication slot name (env "+envSlot+")")
-	var err error
-	if cfg.retentionAge, err = envDuration(envRetentionAge, 7*24*time.Hour); err != nil {
-		return err
-	}
-	if cfg.retentionRows, err = envInt(envRetentionRows, 1_000_000); err != nil {
-		return err
-	}
-	fs.DurationVar(&cfg.retentionAge, "retention-age", cfg.retentionAge, "delete journal rows older than this; negative keeps them forever (env "+envRetentionAge+")")
-	fs.Int64Var(&cfg.retentionRows, "retention-rows", cfg.retentionRows, "keep at most this many journal rows; negative keeps all (env "+envRetentionRows+")")
+	fs.StringVar(&cfg.listen, "listen", defaultListen, "HTTP listen address (env "+envListen+")")
+	fs.StringVar(&cfg.slot, "slot", watcher.DefaultSlot, "replication slot name (env "+envSlot+")")
+	fs.DurationVar(&cfg.retentionAge, "retention-age", 7*24*time.Hour, "delete journal rows older than this; negative keeps them forever (env "+envRetentionAge+")")
+	fs.Int64Var(&cfg.retentionRows, "retention-rows", 1_000_000, "keep at most this many journal rows; negative keeps all (env "+envRetentionRows+")")
 	fs.DurationVar(&cfg.retentionInterval, "retention-interval", time.Minute, "how often retention runs")
 	fs.IntVar(&cfg.chunkSize, "chunk-size", 1000, "changes per chunk of a large transaction: bounds memory per transaction")
 	fs.IntVar(&cfg.catchUpWorkers, "catchup-workers", 0, "most clients reading and encoding a catch-up page from the journal at once, server-wide; 0: min(2, CPUs/2), at least 1")
@@ -80,10 +74,9 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.IntVar(&cfg.loginFailuresAddr, "login-max-failures-addr", wsapi.DefaultLoginFailuresPerAddr, "failed logins from one remote address (IPv6: /64) allowed within --login-window before further attempts wait (429); negative disables")
 	fs.DurationVar(&cfg.loginWindow, "login-window", wsapi.DefaultLoginWindow, "how long failed logins are remembered after the last one or the end of a lock-out")
 	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
-	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", envOr(envOnSlotLoss, string(pipeline.SlotLossResync)), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
+	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", string(pipeline.SlotLossResync), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
 	cfg.sources.register(fs)
-	// Every one of these flags has its CHANGECAST_* variable.
-	return applyEnv(fs)
+	return nil
 }
 
 // check validates the flags that parsing alone cannot.

@@ -97,7 +97,7 @@ func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var f userFlags
 	f.common.register(fs)
-	fs.StringVar(&f.databaseURL, "database-url", envOr(envDatabaseURL, ""), "PostgreSQL URL; empty uses the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
+	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL; empty uses the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
 	var (
 		email, fullName string
 		admin           bool
@@ -247,6 +247,9 @@ func firstLine(r io.Reader) (string, error) {
 // stops a server this command started.
 func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logger) (db *store.DB, closeDB func(), err error) {
 	url := f.databaseURL
+	if url == "" {
+		url = os.Getenv(envDatabaseURL) // not the flag's default: usage would print its password
+	}
 	var local *localpg.Cluster
 	if url == "" {
 		dir := filepath.Join(f.dataDir, "postgres")
