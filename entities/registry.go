@@ -148,7 +148,7 @@ func (r *Registry) Register(t EntityType) error {
 	if !snakeName.MatchString(t.Table) {
 		return fmt.Errorf("register entity type %q: table %q must be snake_case", t.Name, t.Table)
 	}
-	if t.Schema != "" && !snakeName.MatchString(t.Schema) && !identName.MatchString(t.Schema) {
+	if t.Schema != "" && !identName.MatchString(t.Schema) {
 		return fmt.Errorf("register entity type %q: schema %q must be a lower-case identifier", t.Name, t.Schema)
 	}
 	if len(t.KeyColumns) == 1 && t.Key == "" {

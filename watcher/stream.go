@@ -104,7 +104,7 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 		return err
 	}
 
-	start := max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))
+	start := w.known()
 	err = pglogrepl.StartReplication(ctx, conn, w.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{
@@ -162,7 +162,7 @@ func (w *Watcher) prepare(ctx context.Context, conn *pgconn.PgConn) (entities.LS
 	}
 	// Everything up to here is handled and stored: the slot must not be
 	// ahead of it, and must not have vanished.
-	known := max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))
+	known := w.known()
 	if st.found {
 		if err := slotFits(w.cfg.Slot, st.plugin, st.slotType, st.database, st.temporary, st.currentDB); err != nil {
 			return 0, err
@@ -266,7 +266,7 @@ func (w *Watcher) startError(err error) error {
 		}
 		if invalidatedByServer(err) {
 			return &SlotLostError{Slot: w.cfg.Slot, Kind: SlotInvalidated, Detail: pgErr.Message,
-				From: max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))}
+				From: w.known()}
 		}
 	}
 	return fmt.Errorf("start replication: %w", err)
@@ -418,26 +418,34 @@ func (s *session) send(tx *entities.Transaction) error {
 // safe, and PostgreSQL 15 would move confirmed_flush_lsn back, letting a
 // later start decode from before the slot's restart_lsn.
 //
-// With Config.SavePosition, a position beyond the highest Ack is
-// confirmable only once it is stored; until then, and when storing fails,
-// the Acked position is what gets confirmed.
-func (s *session) confirmable() entities.LSN {
+// With Config.SavePosition, a position beyond floor (the highest Ack or
+// earlier confirmation) is confirmable only once it is stored: see
+// stored, which status calls only when it is about to send.
+func (s *session) confirmable() (pos, floor entities.LSN) {
 	acked := entities.LSN(s.w.acked.Load())
-	floor := max(acked, s.floor, entities.LSN(s.w.confirmed.Load()))
-	pos := floor
+	floor = max(acked, s.floor, entities.LSN(s.w.confirmed.Load()))
+	pos = floor
 	if !s.asm.inTransaction() && !s.sending && acked >= s.w.lastEmitted {
 		pos = max(pos, s.w.handled)
 	}
-	if pos > floor && s.w.cfg.SavePosition != nil && pos > s.saved {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), savePositionTimeout)
-		err := s.w.cfg.SavePosition(ctx, pos)
-		cancel()
-		if err != nil {
-			s.w.logger.Debug("store position before confirming it", "lsn", pos.String(), "err", err)
-			return floor
-		}
-		s.saved = pos
+	return pos, floor
+}
+
+// stored returns pos once Config.SavePosition has stored it (floor when
+// storing fails): a position no Ack covers is confirmed only after the
+// caller holds it durably.
+func (s *session) stored(pos, floor entities.LSN) entities.LSN {
+	if pos <= floor || s.w.cfg.SavePosition == nil || pos <= s.saved {
+		return pos
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), savePositionTimeout)
+	err := s.w.cfg.SavePosition(ctx, pos)
+	cancel()
+	if err != nil {
+		s.w.logger.Debug("store position before confirming it", "lsn", pos.String(), "err", err)
+		return floor
+	}
+	s.saved = pos
 	return pos
 }
 
@@ -450,11 +458,15 @@ const savePositionTimeout = 5 * time.Second
 // (at most every receiveTimeout).
 func (s *session) status(force bool) error {
 	now := time.Now()
-	pos := s.confirmable()
+	pos, floor := s.confirmable()
 	advanced := pos > entities.LSN(s.w.confirmed.Load()) && now.Sub(s.lastStatus) >= receiveTimeout
 	if !force && !advanced && now.Before(s.nextStatus) {
 		return nil
 	}
+	// Only now, when an update is going out (at most every
+	// receiveTimeout, or when asked), is an unacknowledged position
+	// stored: not once per received message.
+	pos = s.stored(pos, floor)
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(pos),
 		WALFlushPosition: pglogrepl.LSN(pos),
@@ -523,4 +535,11 @@ func loadDomains(ctx context.Context, conn *pgconn.PgConn) (map[uint32]uint32, e
 		}
 	}
 	return out, nil
+}
+
+// known is the highest position handled and stored: Config.StartLSN,
+// the last Ack, or the last confirmed position. Replication resumes there,
+// and a slot beyond it is not this consumer's.
+func (w *Watcher) known() entities.LSN {
+	return max(w.cfg.StartLSN, entities.LSN(w.acked.Load()), entities.LSN(w.confirmed.Load()))
 }
