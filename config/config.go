@@ -97,20 +97,27 @@ type Entity struct {
 // QualifiedTable returns "schema.table".
 func (e Entity) QualifiedTable() string { return e.Schema + "." + e.Table }
 
-// EntityType converts e to the registry's type. It fills Name, Table
-// (unqualified), Key (the first key column, empty when the key is the
-// primary key still to be resolved) and Secrets. Schema, a composite key's
-// other columns, the Columns allow-list and ReplicaIdentity have no field
-// in entities.EntityType yet: the caller reads them from e and joins them
-// when it registers the type.
+// EntityType converts e to the registry's type: Name, Schema, Table,
+// Secrets, the Columns allow-list (Allowed), ReplicaIdentityFull, and the
+// key (Key, plus KeyColumns for a composite key). An entity without a key
+// gets none: its table's primary key is resolved from the database by the
+// caller, who must also add those columns to a non-empty allow-list.
+// Slices are copies.
 func (e Entity) EntityType() entities.EntityType {
 	t := entities.EntityType{
-		Name:    e.Name,
-		Table:   e.Table,
-		Secrets: append([]string(nil), e.Secrets...),
+		Name:                e.Name,
+		Schema:              e.Schema,
+		Table:               e.Table,
+		Secrets:             append([]string(nil), e.Secrets...),
+		Allowed:             append([]string(nil), e.Columns...),
+		ReplicaIdentityFull: e.ReplicaIdentity == ReplicaIdentityFull,
 	}
-	if len(e.Key) > 0 {
+	switch len(e.Key) {
+	case 0:
+	case 1:
 		t.Key = e.Key[0]
+	default:
+		t.Key, t.KeyColumns = e.Key[0], append([]string(nil), e.Key...)
 	}
 	return t
 }

@@ -193,9 +193,12 @@ func TestParseTableFlag(t *testing.T) {
 }
 
 func TestEntity_EntityType(t *testing.T) {
-	e := Entity{Name: "order_item", Schema: "shop", Table: "order_items", Key: []string{"order_id", "line_no"}, Secrets: []string{"api_key"}}
+	e := Entity{Name: "order_item", Schema: "shop", Table: "order_items", Key: []string{"order_id", "line_no"}, Secrets: []string{"api_key"},
+		Columns: []string{"order_id", "line_no", "sku"}, ReplicaIdentity: ReplicaIdentityFull}
 	got := e.EntityType()
-	if got.Name != "order_item" || got.Table != "order_items" || got.Key != "order_id" || !reflect.DeepEqual(got.Secrets, []string{"api_key"}) {
+	if got.Name != "order_item" || got.Table != "order_items" || got.Key != "order_id" || !reflect.DeepEqual(got.Secrets, []string{"api_key"}) ||
+		got.Schema != "shop" || !reflect.DeepEqual(got.KeyColumns, []string{"order_id", "line_no"}) ||
+		!reflect.DeepEqual(got.Allowed, []string{"order_id", "line_no", "sku"}) || !got.ReplicaIdentityFull {
 		t.Errorf("got %+v", got)
 	}
 	got.Secrets[0] = "changed"

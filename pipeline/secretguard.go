@@ -3,7 +3,6 @@ package pipeline
 import (
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -21,55 +20,56 @@ import (
 // column PostgreSQL did not send because its TOAST value is unchanged is
 // listed in Change.Unchanged.
 type secretGuard struct {
-	reg *entities.Registry
-	mu  sync.Mutex
-	// blocked maps a stopped type to the secret column it lost.
+	// secrets lists each registered type's secret columns, read once;
+	// types without any are absent, and cost one map lookup per change.
+	secrets map[string][]string
+	// blocked maps a stopped type to the secret column it lost. Only
+	// the pipeline's sanitize goroutine uses the guard: no lock.
 	blocked map[string]string
 }
 
 func newSecretGuard(reg *entities.Registry) *secretGuard {
-	return &secretGuard{reg: reg, blocked: map[string]string{}}
+	g := &secretGuard{secrets: map[string][]string{}, blocked: map[string]string{}}
+	for _, et := range reg.Types() {
+		if len(et.Secrets) > 0 {
+			g.secrets[et.Name] = et.Secrets
+		}
+	}
+	return g
 }
 
 // filter returns changes without those of stopped types, and calls stop
-// once for each type it stops now.
+// once for each type it stops now. It returns changes itself, not a
+// copy, when it drops nothing.
 func (g *secretGuard) filter(changes []entities.Change, stop func(entityType, column string)) []entities.Change {
-	out := changes[:0:0]
-	kept := true
-	for i, c := range changes {
-		if g.stopped(c, stop) {
-			if kept {
-				out = append(out, changes[:i]...)
-				kept = false
+	for i := range changes {
+		if g.stopped(&changes[i], stop) {
+			out := append([]entities.Change(nil), changes[:i]...)
+			for j := i + 1; j < len(changes); j++ {
+				if !g.stopped(&changes[j], stop) {
+					out = append(out, changes[j])
+				}
 			}
-			continue
-		}
-		if !kept {
-			out = append(out, c)
+			return out
 		}
 	}
-	if kept {
-		return changes
-	}
-	return out
+	return changes
 }
 
 // stopped reports whether c's type is stopped, stopping it if c's row
 // lacks one of its secret columns.
-func (g *secretGuard) stopped(c entities.Change, stop func(entityType, column string)) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+func (g *secretGuard) stopped(c *entities.Change, stop func(entityType, column string)) bool {
+	cols, ok := g.secrets[c.EntityType]
+	if !ok {
+		return false
+	}
 	if _, ok := g.blocked[c.EntityType]; ok {
 		return true
 	}
 	if c.Operation != entities.OpCreate && c.Operation != entities.OpUpdate {
 		return false
 	}
-	et, err := g.reg.Lookup(c.EntityType)
-	if err != nil {
-		return false // sanitize refuses it, failing closed
-	}
-	for _, col := range et.Secrets {
+	for _, col := range cols {
 		if _, ok := c.Payload[col]; ok || slices.Contains(c.Unchanged, col) {
 			continue
 		}
@@ -78,17 +78,6 @@ func (g *secretGuard) stopped(c entities.Change, stop func(entityType, column st
 		return true
 	}
 	return false
-}
-
-// Blocked returns the stopped types and the secret column each lost.
-func (g *secretGuard) Blocked() map[string]string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	out := make(map[string]string, len(g.blocked))
-	for k, v := range g.blocked {
-		out[k] = v
-	}
-	return out
 }
 
 // secretColumnMissing raises the event that a type was stopped.

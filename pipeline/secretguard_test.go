@@ -43,7 +43,7 @@ func TestSecretGuard(t *testing.T) {
 	if got := g.filter([]entities.Change{ch("customer", entities.OpCreate, entities.Row{"id": 3, "api_key": "k"})}, stop); len(got) != 0 || len(stops) != 1 {
 		t.Fatalf("a stopped type came back (%v), or was stopped twice (%v)", got, stops)
 	}
-	if b := g.Blocked(); b["customer"] != "api_key" {
-		t.Fatalf("Blocked() = %v", b)
+	if g.blocked["customer"] != "api_key" {
+		t.Fatalf("blocked = %v", g.blocked)
 	}
 }

@@ -125,34 +125,26 @@ func (s sources) registry(ctx context.Context, db *store.DB, embedded bool) (*en
 		}
 	}
 	for _, e := range decl {
-		et := entities.EntityType{
-			Name: e.Name, Schema: e.Schema, Table: e.Table,
-			Secrets: e.Secrets, Allowed: e.Columns,
-			ReplicaIdentityFull: e.ReplicaIdentity == config.ReplicaIdentityFull || s.replicaIdentity == config.ReplicaIdentityFull,
-		}
-		key := e.Key
+		et := e.EntityType()
+		et.ReplicaIdentityFull = et.ReplicaIdentityFull || s.replicaIdentity == config.ReplicaIdentityFull
 		if tables != nil {
 			t, ok := tables[e.QualifiedTable()]
 			if !ok {
 				return nil, fmt.Errorf("%s: table %s does not exist in this database; create it, or fix the name (changecast inspect lists the tables)", where(s, e), e.QualifiedTable())
 			}
-			if len(key) == 0 {
-				if key = t.Key(); len(key) == 0 {
+			if len(e.Key) == 0 {
+				key := t.Key()
+				if len(key) == 0 {
 					return nil, fmt.Errorf("%s: table %s has no primary key; give its key columns with key: [...] in the configuration, or add a primary key", where(s, e), e.QualifiedTable())
 				}
-			}
-		}
-		switch len(key) {
-		case 0:
-		case 1:
-			et.Key = key[0]
-		default:
-			et.KeyColumns = key
-		}
-		if len(et.Allowed) > 0 {
-			for _, k := range key {
-				if !slices.Contains(et.Allowed, k) {
-					et.Allowed = append(et.Allowed, k) // the id is sent with every change
+				et.Key = key[0]
+				if len(key) > 1 {
+					et.KeyColumns = key
+				}
+				for _, k := range key {
+					if len(et.Allowed) > 0 && !slices.Contains(et.Allowed, k) {
+						et.Allowed = append(et.Allowed, k) // the id is sent with every change
+					}
 				}
 			}
 		}
