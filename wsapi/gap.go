@@ -1,7 +1,6 @@
 package wsapi
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/changecast/changecast/wire"
@@ -18,37 +17,21 @@ import (
 // reason, without asking Journal.Horizon.
 type resyncReasoner interface{ ResyncReason() string }
 
-// CursorLostError is a ready-made such error.
-type CursorLostError struct {
-	Cursor int64
-	Reason string // for the client: what happened and what to do
-}
-
-func (e *CursorLostError) Error() string {
-	return fmt.Sprintf("cursor %d cannot be resumed: %s", e.Cursor, e.Reason)
-}
-
-// ResyncReason returns Reason.
-func (e *CursorLostError) ResyncReason() string { return e.Reason }
-
-// Resync stops, with a resync-required control frame carrying message,
-// every connected client that started (live or from its since cursor)
-// before cursor: the stream it was given cannot continue without the gap
-// that ends at cursor. Call it after Publish has published cursor (the
-// gap's marker); clients that connect from then on start at or after it
-// and are left alone.
-func (s *Server) Resync(cursor int64, message string) int {
+// Gap stops, with a resync-required control frame carrying reason, every
+// connected client that started (live or from its since cursor) before
+// cursor: the stream it was given cannot continue without the gap whose
+// marker is at cursor. Call it after Publish has published cursor;
+// clients that connect from then on start at or after it and are left
+// alone. It is wsapi.Server's side of the pipeline's Sink.
+func (s *Server) Gap(cursor int64, reason string) {
 	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := 0
 	for c := range h.mu.clients {
 		if c.startPos < cursor {
-			c.kick(resyncReason(message))
-			n++
+			c.kick(resyncReason(reason))
 		}
 	}
-	return n
 }
 
 // SetUnavailable makes the server refuse new WebSocket connections with
@@ -83,7 +66,3 @@ func (s *Server) refuseUnavailable(w http.ResponseWriter) bool {
 	writeError(w, http.StatusServiceUnavailable, *p)
 	return true
 }
-
-// Gap stops every client that started before cursor with resync-required
-// carrying reason (see Resync): wsapi.Server as a pipeline sink.
-func (s *Server) Gap(cursor int64, reason string) { s.Resync(cursor, reason) }

@@ -168,8 +168,8 @@ func (h *harness) catchUpOnce(ctx context.Context, sec *section, r int, db, url 
 	}
 	lagAlone, err1 := journalLagP99(ctx, conn, alone.win)
 	lagBusy, err2 := journalLagP99(ctx, conn, busy.win)
-	if err := errors.Join(err1, err2); err != nil {
-		return err
+	if lagErr := errors.Join(err1, err2); lagErr != nil {
+		return errors.Join(err, lagErr) // err: whether every client reached the head
 	}
 
 	p99Alone, p99Busy := percentile(alone.lat, 99)/1000, percentile(busy.lat, 99)/1000

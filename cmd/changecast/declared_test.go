@@ -125,11 +125,15 @@ func TestServe_DeclaredTypes(t *testing.T) {
 func TestServe_RefusesWhatItCannotWatch(t *testing.T) {
 	url := storetest.NewDatabase(t)
 	var stdout, stderr syncBuffer
-	err := run(context.Background(), []string{"serve", "--database-url", url, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, &stdout, &stderr)
+	// A refusal comes at once; the deadline makes a broken one fail
+	// rather than serve until the test binary's timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"serve", "--database-url", url, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "changecast inspect") || !strings.Contains(err.Error(), "--table") || !strings.Contains(err.Error(), "--domain garm") {
 		t.Fatalf("serve without a configuration: %v, want the three ways forward", err)
 	}
-	err = run(context.Background(), []string{"serve", "--database-url", url, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",
+	err = run(ctx, []string{"serve", "--database-url", url, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--config", "testdata/declared/missing-table.yaml"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "missing-table.yaml:3") || !strings.Contains(err.Error(), "public.no_such_orders does not exist") {
 		t.Fatalf("serve with a missing table: %v, want file:line and the table", err)

@@ -602,9 +602,12 @@ func (w *workload) createScaleSet(ctx context.Context) error {
 // leave as base64, so that form is what the test looks for.
 func (w *workload) createFileObject(ctx context.Context) error {
 	content := randomBytes(48)
-	w.secret(base64.StdEncoding.EncodeToString(content))
+	b64 := base64.StdEncoding.EncodeToString(content)
+	w.secret(b64)
 	sum := sha256.Sum256(content)
-	_, err := w.insert(ctx, "create file object", nil,
+	// A failed insert's error is redacted of both forms the content can
+	// take in a message: base64 and PostgreSQL's hex.
+	_, err := w.insert(ctx, "create file object", []string{b64, `\x` + hex.EncodeToString(content)},
 		`INSERT INTO file_objects (name, description, file_type, size, sha256, tags, content) VALUES ('garm-agent-linux-amd64', 'demo agent binary', 'application/octet-stream', $1, $2, '{agent,linux}', $3) RETURNING id`,
 		len(content), hex.EncodeToString(sum[:]), content)
 	return err
