@@ -110,11 +110,11 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(256)
 	b.WriteString(`{"entity-type":`)
-	if err := writeJSON(&b, c.EntityType); err != nil {
+	if err := WriteJSON(&b, c.EntityType); err != nil {
 		return nil, err
 	}
 	b.WriteString(`,"operation":`)
-	if err := writeJSON(&b, string(c.Operation)); err != nil {
+	if err := WriteJSON(&b, string(c.Operation)); err != nil {
 		return nil, err
 	}
 	b.WriteString(`,"payload":`)
@@ -124,7 +124,7 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 	case c.RawPayload != nil:
 		b.Write(c.RawPayload) // as journaled: the same bytes writeJSON would make
 	default:
-		if err := writeJSON(&b, c.Payload); err != nil {
+		if err := WriteJSON(&b, c.Payload); err != nil {
 			return nil, fmt.Errorf("encode payload: %w", err)
 		}
 	}
@@ -142,7 +142,7 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 		b.WriteString(`,"previous":`)
 		if c.RawPrevious != nil {
 			b.Write(c.RawPrevious)
-		} else if err := writeJSON(&b, c.Previous); err != nil {
+		} else if err := WriteJSON(&b, c.Previous); err != nil {
 			return nil, fmt.Errorf("encode previous: %w", err)
 		}
 	}
@@ -150,10 +150,11 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// writeJSON appends v's JSON without HTML escaping (the frames are not
-// embedded in HTML) and without the encoder's trailing newline. Map keys
-// come out sorted, so a payload encodes the same way every time.
-func writeJSON(b *bytes.Buffer, v any) error {
+// WriteJSON appends v's JSON without HTML escaping (the frames are not
+// embedded in HTML) and without the encoder's trailing newline, as every
+// frame of the protocol is written, by the server and the Go client alike.
+// Map keys come out sorted, so a payload encodes the same way every time.
+func WriteJSON(b *bytes.Buffer, v any) error {
 	enc := json.NewEncoder(b)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {

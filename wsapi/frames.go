@@ -3,7 +3,6 @@ package wsapi
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -20,19 +19,6 @@ import (
 // encodeChange encodes c as an entity-change frame (wire.EncodeChange).
 // The server's call sites hold a *entities.Change.
 func encodeChange(c *entities.Change) ([]byte, error) { return wire.EncodeChange(*c) }
-
-// writeJSON appends v's JSON without HTML escaping (the frames are not
-// embedded in HTML) and without the encoder's trailing newline. Map keys
-// come out sorted, so a payload encodes the same way every time.
-func writeJSON(b *bytes.Buffer, v any) error {
-	enc := json.NewEncoder(b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return err
-	}
-	b.Truncate(b.Len() - 1) // Encode always ends with '\n'
-	return nil
-}
 
 // encodeControl encodes a control frame. cursor 0 is omitted.
 func encodeControl(t wire.ControlType, cursor int64, message string) []byte {
@@ -51,7 +37,7 @@ func encodeError(id string, code int, message string) []byte {
 
 func mustJSON(v any) []byte {
 	var b bytes.Buffer
-	if err := writeJSON(&b, v); err != nil {
+	if err := wire.WriteJSON(&b, v); err != nil {
 		// Only strings and fixed structs reach here.
 		panic(fmt.Sprintf("wsapi: encode %T: %v", v, err))
 	}

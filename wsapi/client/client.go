@@ -359,7 +359,7 @@ func filterArgs(o Options) (json.RawMessage, error) {
 		}
 	}
 	var b bytes.Buffer
-	err := writeJSON(&b, struct {
+	err := wire.WriteJSON(&b, struct {
 		SendEverything bool     `json:"send-everything"`
 		Filters        []Filter `json:"filters,omitempty"`
 	}{o.SendEverything, o.Filters})

@@ -203,15 +203,3 @@ func parseCursor(s string) (int64, error) {
 func MarshalFrame(ch entities.Change) ([]byte, error) {
 	return wire.EncodeChange(ch)
 }
-
-// writeJSON appends v's JSON without HTML escaping and without the
-// encoder's trailing newline.
-func writeJSON(b *bytes.Buffer, v any) error {
-	enc := json.NewEncoder(b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return err
-	}
-	b.Truncate(b.Len() - 1)
-	return nil
-}
