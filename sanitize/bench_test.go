@@ -2,6 +2,7 @@ package sanitize
 
 import (
 	"encoding/json"
+	"github.com/changecast/changecast/internal/testutil"
 	"testing"
 	"time"
 
@@ -17,30 +18,13 @@ import (
 //
 //	go test -run '^$' -bench . -benchmem ./sanitize
 
-// benchInstanceRow is an instance row as the watcher decodes it.
+// benchInstanceRow is an instance row as the watcher decodes it: the
+// sanitized row plus its two secret columns.
 func benchInstanceRow(status string) entities.Row {
-	now := time.Date(2026, 11, 23, 10, 0, 0, 123456000, time.UTC)
-	return entities.Row{
-		"id":                  uuid.MustParse("5f0c1a2e-8b7d-4c3e-9a1f-2b3c4d5e6f70"),
-		"name":                "garm-runner-5f0c1a2e",
-		"agent_id":            int64(1234567),
-		"provider_id":         "lxd://garm-runner-5f0c1a2e",
-		"os_type":             "linux",
-		"os_arch":             "amd64",
-		"addresses":           json.RawMessage(`[{"type": "private", "address": "10.0.12.34"}, {"type": "public", "address": "203.0.113.7"}]`),
-		"status":              status,
-		"runner_status":       "idle",
-		"pool_id":             uuid.MustParse("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
-		"callback_url":        "https://garm.example.com/api/v1/callbacks",
-		"create_attempt":      int64(1),
-		"token_fetched":       true,
-		"jit_configuration":   "eyJydW5uZXIiOiAiand0LWNvbmZpZ3VyYXRpb24tYmxvYiJ9",
-		"callback_token":      "cb-token-7f3a9c0e1d2b4a5f",
-		"github_runner_group": "default",
-		"heartbeat":           now,
-		"created_at":          now.Add(-2 * time.Minute),
-		"updated_at":          now,
-	}
+	row := testutil.InstanceRow(status)
+	row["jit_configuration"] = "eyJydW5uZXIiOiAiand0LWNvbmZpZ3VyYXRpb24tYmxvYiJ9"
+	row["callback_token"] = "cb-token-7f3a9c0e1d2b4a5f"
+	return row
 }
 
 // BenchmarkSanitizer_Change measures (*Sanitizer).Change, the call the
