@@ -21,6 +21,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -355,6 +356,9 @@ func (p *parse) checkList(en ast.Node, key string, list []string) error {
 	for j, c := range list {
 		if strings.TrimSpace(c) == "" {
 			return p.errorf(p.item(en, key, j), "%s entry %d is empty; write a column name or remove the entry", key, j+1)
+		}
+		if strings.ContainsFunc(c, unicode.IsControl) || len(c) > maxIdentifier {
+			return p.errorf(p.item(en, key, j), "%s entry %d is not a column name (a control character, such as a line break, or longer than %d bytes); write the column's name on one line", key, j+1, maxIdentifier)
 		}
 		if k := indexOf(list[:j], c); k >= 0 {
 			return p.errorf(p.item(en, key, j), "%s lists %q twice (entries %d and %d); remove one", key, c, k+1, j+1)
