@@ -463,8 +463,16 @@ func TestServe_RestartDeliversChangesCommittedWhileDown(t *testing.T) {
 	// slot held. Without the journal there is nothing to replay from for a
 	// client that connects later; that is cursor resume (docs/protocol.md,
 	// "Resuming").
+	// startServe returns once serve prints its address, which can be
+	// before the hook has run: wait for the subscription.
+	subscribed := make(chan *websocket.Conn, 1)
+	startServe(t, cfg, func(addr string) { subscribed <- subscribe(addr) })
 	var ws2 *websocket.Conn
-	startServe(t, cfg, func(addr string) { ws2 = subscribe(addr) })
+	select {
+	case ws2 = <-subscribed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client did not subscribe within 30s")
+	}
 	exec1(t, db, "INSERT INTO enterprises (name) VALUES ('after')")
 	var got []string
 	for range 4 {
