@@ -272,6 +272,18 @@ func (w *Watcher) redactedURL() string {
 	return u.Redacted()
 }
 
+// SessionSettings are the session parameters under which PostgreSQL writes
+// values in the text formats the value decoder parses. The replication
+// connection sets them; a connection whose rows go through a RowDecoder
+// must set them too (pgconn.Config.RuntimeParams).
+var SessionSettings = map[string]string{
+	"DateStyle":          "ISO, YMD",
+	"IntervalStyle":      "postgres",
+	"TimeZone":           "UTC",
+	"bytea_output":       "hex",
+	"extra_float_digits": "1",
+}
+
 // replicationConfig returns the connection settings of the replication
 // connection: the configured URL plus replication=database and the
 // session settings the value decoder relies on.
@@ -281,11 +293,9 @@ func (w *Watcher) replicationConfig() (*pgconn.Config, error) {
 		return nil, err
 	}
 	pc.RuntimeParams["replication"] = "database"
-	pc.RuntimeParams["DateStyle"] = "ISO, YMD"
-	pc.RuntimeParams["IntervalStyle"] = "postgres"
-	pc.RuntimeParams["TimeZone"] = "UTC"
-	pc.RuntimeParams["bytea_output"] = "hex"
-	pc.RuntimeParams["extra_float_digits"] = "1"
+	for k, v := range SessionSettings {
+		pc.RuntimeParams[k] = v
+	}
 	if pc.RuntimeParams["application_name"] == "" {
 		pc.RuntimeParams["application_name"] = "changecast-watcher"
 	}
