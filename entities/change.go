@@ -81,6 +81,12 @@ type Change struct {
 	Payload    Row
 	Previous   Row
 	Unchanged  []string
+	// Backfill is set by the watcher when the change's table does not
+	// have REPLICA IDENTITY FULL: PostgreSQL then sends an update without
+	// its previous row and a delete with only the key. The journal keeps
+	// the last state of such a table's entities and fills them in
+	// (docs/guarantees.md, "What each replica identity gives").
+	Backfill bool
 
 	// Source position. CommitLSN is the transaction's commit record;
 	// EndLSN the end of it, the only position safe to confirm

@@ -36,6 +36,12 @@ type Journal interface {
 	// The pipeline uses it only for a newly created slot's start, before
 	// any writer runs.
 	SaveOffset(ctx context.Context, slot string, lsn entities.LSN) error
+	// ForgetStates drops what the journal keeps to complete the changes
+	// of entity types not in keep (see WriterConfig.Sanitize): a type
+	// that is not watched misses changes, so its kept states would be
+	// stale if it were watched again. The pipeline calls it before it
+	// streams.
+	ForgetStates(ctx context.Context, keep []string) error
 	// RunRetention removes old entries by the journal's own policy until
 	// ctx ends, then returns nil.
 	RunRetention(ctx context.Context) error
@@ -57,6 +63,12 @@ type WriterConfig struct {
 	// stored. The pipeline always sets it; a writer refuses to store
 	// events without it.
 	SanitizeEvent func(entities.Event) (entities.Event, error)
+	// Sanitize strips secrets from a change the writer completes from
+	// what it journaled earlier (a delete or update of a table without
+	// REPLICA IDENTITY FULL: entities.Change.Backfill), with the rules in
+	// force now. The pipeline always sets it; without it a writer
+	// completes nothing.
+	Sanitize func(entities.Change) (entities.Change, error)
 	// Logger receives the writer's logs.
 	Logger *slog.Logger
 }

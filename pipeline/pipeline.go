@@ -201,6 +201,9 @@ func (p *Pipeline) Prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := p.cfg.Journal.ForgetStates(ctx, p.cfg.Registry.Names()); err != nil {
+		return err
+	}
 	probe, err := watcher.New(watcher.Config{URL: p.cfg.DatabaseURL, Slot: p.cfg.Slot, Publication: p.cfg.Publication,
 		Registry: p.cfg.Registry, Logger: p.log, StartLSN: offset, ExpectSlot: head > 0,
 		SavePosition: func(ctx context.Context, lsn entities.LSN) error {
@@ -454,6 +457,7 @@ func (p *Pipeline) recoverSlot(ctx context.Context, lost *watcher.SlotLostError)
 		Slot:          p.cfg.Slot,
 		Logger:        p.log.With("component", "journal"),
 		SanitizeEvent: sanitize.Event,
+		Sanitize:      p.san.Change,
 		OnCommit: func(c Committed) {
 			p.head.Store(c.Head)
 			p.publish(c.Head, c.Changes)
@@ -585,6 +589,7 @@ func (p *Pipeline) once(ctx context.Context) error {
 		Slot:          p.cfg.Slot,
 		Logger:        p.log.With("component", "journal"),
 		SanitizeEvent: sanitize.Event,
+		Sanitize:      p.san.Change,
 		OnCommit: func(c Committed) {
 			p.head.Store(c.Head)
 			p.publish(c.Head, c.Changes)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,10 @@ type AppenderConfig struct {
 	// PersistEvent stores it (cmd/changecast passes sanitize.Event).
 	// Required by PersistEvent, which refuses without it.
 	SanitizeEvent func(entities.Event) (entities.Event, error)
+	// Sanitize strips secrets from a change completed from the journal
+	// (states.go): the filled values were stored under the rules of their
+	// time. Without it, changes are journaled as PostgreSQL sent them.
+	Sanitize func(entities.Change) (entities.Change, error)
 }
 
 // Committed reports one journal commit to AppenderConfig.OnCommit (see
@@ -97,6 +102,10 @@ type Appender struct {
 	running atomic.Bool
 	writes  chan write    // Submit → Run
 	runDone chan struct{} // closed when Run returns
+	// tracked lists the entity types whose states the journal follows
+	// (states.go); read and written on the Run goroutine (and by
+	// RecordGap, which never runs beside it).
+	tracked map[string]bool
 	// broken is set, on the Run goroutine, when a journal transaction
 	// failed or its commit is in doubt: the Appender must be replaced.
 	broken error
@@ -154,6 +163,9 @@ func (a *Appender) init(ctx context.Context) error {
 	}
 	lsn, err := loadOffset(ctx, a.conn, a.cfg.Slot)
 	if err != nil {
+		return err
+	}
+	if a.tracked, err = loadTracked(ctx, a.conn); err != nil {
 		return err
 	}
 	a.head.Store(head)
@@ -501,13 +513,21 @@ func (a *Appender) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	// The tracked types as this transaction changes them (states.go):
+	// they become the appender's view only if it commits.
+	committedTracked := a.tracked
+	a.tracked = maps.Clone(committedTracked)
 	if err := fn(tx); err != nil {
+		a.tracked = committedTracked
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = tx.Rollback(rctx)
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
+		// In doubt: the appender is replaced, and a new one reads the
+		// tracked types back.
+		a.tracked = committedTracked
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
@@ -580,13 +600,17 @@ func (a *Appender) copyChanges(ctx context.Context, tx pgx.Tx, head int64, group
 	if src.empty() {
 		return nil
 	}
+	states, err := a.backfill(ctx, tx, groups)
+	if err != nil {
+		return err
+	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "journal"}, journalColumns, src); err != nil {
 		if src.err != nil {
 			return src.err
 		}
 		return fmt.Errorf("copy to journal: %w", hintMigrate(err))
 	}
-	return nil
+	return a.saveStates(ctx, tx, states)
 }
 
 // changeSource feeds changes to COPY one row at a time, encoding each only

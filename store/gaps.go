@@ -94,6 +94,11 @@ func (a *Appender) RecordGap(ctx context.Context, gap Gap, marker entities.Event
 			VALUES ($1, $2, $3, $4) RETURNING recorded_at`, gap.Seq, int64(gap.FromLSN), int64(gap.ToLSN), gap.Reason).Scan(&gap.RecordedAt); err != nil {
 			return fmt.Errorf("insert gap: %w", hintMigrate(err))
 		}
+		// The lost stretch may hold changes to any entity: no state
+		// kept for back-fill can be trusted past it (states.go).
+		if _, err := tx.Exec(ctx, `DELETE FROM changecast.entity_state`); err != nil {
+			return fmt.Errorf("forget entity states: %w", hintMigrate(err))
+		}
 		return a.saveOffset(ctx, tx, gap.ToLSN)
 	})
 	if err != nil {

@@ -47,7 +47,7 @@ var (
 
 // OpenWriter opens the journal's single writer, an Appender.
 func (j *Journal) OpenWriter(ctx context.Context, cfg pipeline.WriterConfig) (pipeline.Writer, error) {
-	a, err := j.DB.NewAppender(ctx, AppenderConfig{Slot: cfg.Slot, OnCommit: cfg.OnCommit, SanitizeEvent: cfg.SanitizeEvent, Logger: cfg.Logger})
+	a, err := j.DB.NewAppender(ctx, AppenderConfig{Slot: cfg.Slot, OnCommit: cfg.OnCommit, SanitizeEvent: cfg.SanitizeEvent, Sanitize: cfg.Sanitize, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +65,12 @@ func (j *Journal) Offset(ctx context.Context, slot string) (entities.LSN, error)
 // SaveOffset stores slot's replication position, never backwards.
 func (j *Journal) SaveOffset(ctx context.Context, slot string, lsn entities.LSN) error {
 	return j.DB.SaveOffset(ctx, slot, lsn)
+}
+
+// ForgetStates drops the back-fill states of entity types not in keep
+// (states.go).
+func (j *Journal) ForgetStates(ctx context.Context, keep []string) error {
+	return j.DB.ForgetStates(ctx, keep)
 }
 
 // RunRetention prunes the journal by j.Retention until ctx ends.

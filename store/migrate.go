@@ -61,6 +61,18 @@ var ownMigrations = []string{
 		horizon bigint NOT NULL DEFAULT 0
 	)`,
 	`INSERT INTO changecast.journal_meta (id) VALUES (true) ON CONFLICT (id) DO NOTHING`,
+	// The last state of each entity of a table without REPLICA IDENTITY
+	// FULL, as the seq of its journal row, and the entity types followed
+	// that way (see states.go).
+	`CREATE TABLE IF NOT EXISTS changecast.entity_state (
+		entity_type text NOT NULL,
+		entity_id text NOT NULL,
+		seq bigint NOT NULL,
+		PRIMARY KEY (entity_type, entity_id)
+	)`,
+	`CREATE TABLE IF NOT EXISTS changecast.entity_state_types (
+		entity_type text PRIMARY KEY
+	)`,
 	// Gaps (see gaps.go): stretches of source history the journal can
 	// never hold because the replication slot was lost. seq is the
 	// cursor of the gap's marker row; no reader resumes across it.

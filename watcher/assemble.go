@@ -23,6 +23,9 @@ type relation struct {
 	// entity is the registered type stored in this table; nil when the
 	// table is not registered and its changes are ignored.
 	entity *entities.EntityType
+	// full: the table has REPLICA IDENTITY FULL, so updates and deletes
+	// carry the whole previous row.
+	full bool
 }
 
 type column struct {
@@ -256,7 +259,7 @@ func (a *assembler) truncate(m *pglogrepl.TruncateMessage) error {
 		if rel.entity == nil || a.tx.skip {
 			continue
 		}
-		if err := a.add(entities.Change{EntityType: rel.entity.Name, Operation: entities.OpTruncate}); err != nil {
+		if err := a.add(entities.Change{EntityType: rel.entity.Name, Operation: entities.OpTruncate, Backfill: !rel.full}); err != nil {
 			return err
 		}
 	}
@@ -287,7 +290,7 @@ func parseMessage(data []byte) (msg pglogrepl.Message, err error) {
 // relation replaces the cache entry for m's OID: Relation messages are
 // re-sent after DDL and TRUNCATE and the new one always wins.
 func (a *assembler) relation(m *pglogrepl.RelationMessage) {
-	rel := &relation{id: m.RelationID, namespace: m.Namespace, name: m.RelationName}
+	rel := &relation{id: m.RelationID, namespace: m.Namespace, name: m.RelationName, full: m.ReplicaIdentity == 'f'}
 	for _, c := range m.Columns {
 		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
 	}
@@ -360,6 +363,7 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 		Operation:  op,
 		Payload:    cur,
 		Unchanged:  unchanged,
+		Backfill:   !rel.full,
 	}
 	switch op {
 	case entities.OpUpdate:

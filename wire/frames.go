@@ -99,7 +99,8 @@ const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 // EncodeChange encodes c as the entity-change frame the server sends. Keys
 // are written in a fixed order, the first three exactly GARM's:
 // entity-type, operation, payload, then cursor (only once journaled),
-// committed-at and previous (only for updates that carry one). A nil
+// committed-at, previous (only for updates that carry one) and unchanged
+// (only when PostgreSQL left columns out that nothing could fill). A nil
 // payload is sent as {} so clients can always index into it. Map keys come
 // out sorted, so a change encodes the same way every time; clients that
 // re-emit frames (changecast tail --output json) get exactly the server's
@@ -144,6 +145,14 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 			b.Write(c.RawPrevious)
 		} else if err := WriteJSON(&b, c.Previous); err != nil {
 			return nil, fmt.Errorf("encode previous: %w", err)
+		}
+	}
+	if len(c.Unchanged) > 0 {
+		// Columns PostgreSQL did not send (unchanged TOAST values) that
+		// the journal could not fill: absent from payload, never null.
+		b.WriteString(`,"unchanged":`)
+		if err := WriteJSON(&b, c.Unchanged); err != nil {
+			return nil, fmt.Errorf("encode unchanged: %w", err)
 		}
 	}
 	b.WriteByte('}')

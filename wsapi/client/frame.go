@@ -23,6 +23,7 @@ type wireFrame struct {
 	Previous    json.RawMessage `json:"previous"`
 	Cursor      string          `json:"cursor"`
 	CommittedAt string          `json:"committed-at"`
+	Unchanged   []string        `json:"unchanged"`
 
 	Namespace string          `json:"namespace"`
 	Name      string          `json:"name"`
@@ -133,6 +134,7 @@ func changeOf(w *wireFrame, reg *entities.Registry) (entities.Change, error) {
 	if ch.Previous, err = rowOf(w.Previous); err != nil {
 		return ch, fmt.Errorf("decode %s change previous: %w", ch.EntityType, err)
 	}
+	ch.Unchanged = w.Unchanged
 	if w.Cursor != "" {
 		if ch.Cursor, err = parseCursor(w.Cursor); err != nil {
 			return ch, fmt.Errorf("decode %s change: %w", ch.EntityType, err)
@@ -197,8 +199,8 @@ func parseCursor(s string) (int64, error) {
 
 // MarshalFrame encodes ch as the entity-change frame the server sends:
 // "entity-type", "operation", "payload" ({} when nil), then "cursor" and
-// "committed-at" when set, and "previous" for an update that has one.
-// Payload keys come out sorted, as the server writes them, so a change a
+// "committed-at" when set, "previous" for an update that has one and
+// "unchanged" when columns were left out. Payload keys come out sorted, as the server writes them, so a change a
 // Subscription delivered encodes back to the bytes received.
 func MarshalFrame(ch entities.Change) ([]byte, error) {
 	return wire.EncodeChange(ch)
