@@ -83,6 +83,16 @@ var ownMigrations = []string{
 		reason text NOT NULL,
 		recorded_at timestamptz NOT NULL DEFAULT now()
 	)`,
+	// One row, only in a journal kept apart from the database it follows
+	// (see source.go): which database that is. Offsets are positions in
+	// one database's WAL and mean nothing in another's.
+	`CREATE TABLE IF NOT EXISTS changecast.journal_source (
+		id boolean PRIMARY KEY DEFAULT true CHECK (id),
+		system_identifier bigint NOT NULL,
+		database_oid bigint NOT NULL,
+		database_name text NOT NULL,
+		recorded_at timestamptz NOT NULL DEFAULT now()
+	)`,
 }
 
 // Migrate brings the database to the shape changecast needs: schema
@@ -94,109 +104,159 @@ var ownMigrations = []string{
 // Go type must name an existing table. Migrate is idempotent, and
 // serialised with EnsurePublication between processes by an advisory lock.
 func (db *DB) Migrate(ctx context.Context, reg *entities.Registry) error {
-	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
-			return fmt.Errorf("lock: %w", err)
+	return db.migrate(ctx, func(tx *gorm.DB) error {
+		if err := migrateOwn(tx); err != nil {
+			return err
 		}
-		for _, stmt := range ownMigrations {
-			if err := tx.Exec(stmt).Error; err != nil {
-				return fmt.Errorf("changecast schema: %w", err)
-			}
-		}
-		if err := migrateEventsTable(tx); err != nil {
+		return migrateEntities(tx, reg)
+	})
+}
+
+// MigrateJournal prepares a database that holds only changecast's own
+// bookkeeping, apart from the database it watches (serve --journal-url):
+// schema changecast with its tables, and the users table login checks, in
+// the schema of the URL's search path. It creates no entity table, sets
+// no replica identity and no publication. Idempotent, and serialised with
+// Migrate and EnsurePublication by the same advisory lock.
+func (db *DB) MigrateJournal(ctx context.Context) error {
+	return db.migrate(ctx, func(tx *gorm.DB) error {
+		if err := migrateOwn(tx); err != nil {
 			return err
 		}
 		schema, err := currentSchema(tx)
 		if err != nil {
 			return err
 		}
-
-		// Go models: the registered built-ins (their gorm models carry
-		// defaults and indexes), then other registered types with a Go
-		// type. A table no registered type names is never created.
-		type model struct {
-			table string
-			value any
-		}
-		var models []model
-		seen := map[string]bool{}
-		registered := map[string]bool{}
-		for _, et := range reg.Types() {
-			registered[et.Table] = true
-		}
-		for _, m := range entities.Models() {
-			table := m.(interface{ TableName() string }).TableName()
-			if !registered[table] {
-				continue
-			}
-			models = append(models, model{table, m})
-			seen[schema+"."+table] = true
-		}
-		for _, et := range reg.Types() {
-			if et.GoType == nil || et.Schema != "" || seen[schema+"."+et.Table] {
-				continue
-			}
-			rt := et.GoType
-			if rt.Kind() == reflect.Pointer {
-				rt = rt.Elem()
-			}
-			models = append(models, model{et.Table, reflect.New(rt).Interface()})
-			seen[schema+"."+et.Table] = true
-		}
-		for _, m := range models {
-			if err := migrateModel(tx, schema, m.table, m.value); err != nil {
-				return fmt.Errorf("table %s: %w", pgx.Identifier{schema, m.table}.Sanitize(), err)
-			}
-		}
-
-		// Declared types (no Go type) name tables that must exist; they
-		// are altered only with consent.
-		full := map[string]bool{}
-		for t := range seen {
-			full[t] = true // created (or extended) from a Go model
-		}
-		for _, et := range reg.Types() {
-			s := schema
-			if et.Schema != "" {
-				s = et.Schema
-			}
-			q := pgx.Identifier{s, et.Table}.Sanitize()
-			if et.GoType != nil && et.Schema == "" {
-				continue // migrated above
-			}
-			ok, err := tableExists(tx, s, et.Table)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("entity type %q: table %s does not exist; changecast creates tables only for entity types with a Go type, so create it first (with a primary key) or remove the type from the configuration", et.Name, q)
-			}
-			if et.ReplicaIdentityFull {
-				full[s+"."+et.Table] = true
-				continue
-			}
-			if err := identityUsable(tx, et.Name, s, et.Table); err != nil {
-				return err
-			}
-		}
-		tables := make([]string, 0, len(full))
-		for t := range full {
-			tables = append(tables, t)
-		}
-		sort.Strings(tables)
-		for _, t := range tables {
-			sc, tb, ok := strings.Cut(t, ".")
-			if !ok {
-				sc, tb = schema, t
-			}
-			if err := replicaIdentityFull(tx, sc, tb); err != nil {
-				return err
-			}
+		var u entities.User
+		if err := migrateModel(tx, schema, u.TableName(), &u); err != nil {
+			return fmt.Errorf("table %s: %w", pgx.Identifier{schema, u.TableName()}.Sanitize(), err)
 		}
 		return nil
 	})
+}
+
+// MigrateWatched prepares a watched database whose journal lives in
+// another one (serve --journal-url): the registered entity types' tables
+// and replica identities, as Migrate does, and nothing of changecast's
+// own: no schema changecast. Idempotent, and serialised like Migrate.
+func (db *DB) MigrateWatched(ctx context.Context, reg *entities.Registry) error {
+	return db.migrate(ctx, func(tx *gorm.DB) error { return migrateEntities(tx, reg) })
+}
+
+// migrate runs steps in one transaction under the DDL advisory lock.
+func (db *DB) migrate(ctx context.Context, steps func(tx *gorm.DB) error) error {
+	err := db.gdb.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", ddlLockKey).Error; err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		return steps(tx)
+	})
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// migrateOwn creates schema changecast and its tables.
+func migrateOwn(tx *gorm.DB) error {
+	for _, stmt := range ownMigrations {
+		if err := tx.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("changecast schema: %w", err)
+		}
+	}
+	return migrateEventsTable(tx)
+}
+
+// migrateEntities creates the tables of the registered types that have a
+// Go type and checks (or, with consent, sets) the replica identity of
+// every registered table.
+func migrateEntities(tx *gorm.DB, reg *entities.Registry) error {
+	schema, err := currentSchema(tx)
+	if err != nil {
+		return err
+	}
+
+	// Go models: the registered built-ins (their gorm models carry
+	// defaults and indexes), then other registered types with a Go
+	// type. A table no registered type names is never created.
+	type model struct {
+		table string
+		value any
+	}
+	var models []model
+	seen := map[string]bool{}
+	registered := map[string]bool{}
+	for _, et := range reg.Types() {
+		registered[et.Table] = true
+	}
+	for _, m := range entities.Models() {
+		table := m.(interface{ TableName() string }).TableName()
+		if !registered[table] {
+			continue
+		}
+		models = append(models, model{table, m})
+		seen[schema+"."+table] = true
+	}
+	for _, et := range reg.Types() {
+		if et.GoType == nil || et.Schema != "" || seen[schema+"."+et.Table] {
+			continue
+		}
+		rt := et.GoType
+		if rt.Kind() == reflect.Pointer {
+			rt = rt.Elem()
+		}
+		models = append(models, model{et.Table, reflect.New(rt).Interface()})
+		seen[schema+"."+et.Table] = true
+	}
+	for _, m := range models {
+		if err := migrateModel(tx, schema, m.table, m.value); err != nil {
+			return fmt.Errorf("table %s: %w", pgx.Identifier{schema, m.table}.Sanitize(), err)
+		}
+	}
+
+	// Declared types (no Go type) name tables that must exist; they
+	// are altered only with consent.
+	full := map[string]bool{}
+	for t := range seen {
+		full[t] = true // created (or extended) from a Go model
+	}
+	for _, et := range reg.Types() {
+		s := schema
+		if et.Schema != "" {
+			s = et.Schema
+		}
+		q := pgx.Identifier{s, et.Table}.Sanitize()
+		if et.GoType != nil && et.Schema == "" {
+			continue // migrated above
+		}
+		ok, err := tableExists(tx, s, et.Table)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("entity type %q: table %s does not exist; changecast creates tables only for entity types with a Go type, so create it first (with a primary key) or remove the type from the configuration", et.Name, q)
+		}
+		if et.ReplicaIdentityFull {
+			full[s+"."+et.Table] = true
+			continue
+		}
+		if err := identityUsable(tx, et.Name, s, et.Table); err != nil {
+			return err
+		}
+	}
+	tables := make([]string, 0, len(full))
+	for t := range full {
+		tables = append(tables, t)
+	}
+	sort.Strings(tables)
+	for _, t := range tables {
+		sc, tb, ok := strings.Cut(t, ".")
+		if !ok {
+			sc, tb = schema, t
+		}
+		if err := replicaIdentityFull(tx, sc, tb); err != nil {
+			return err
+		}
 	}
 	return nil
 }

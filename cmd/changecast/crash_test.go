@@ -247,9 +247,17 @@ func (w *writer) commitOne(ctx context.Context, size int) error {
 }
 
 func TestCrash_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
-	const minChanges, minKills = 20_000, 10
-	bin := changecastBinary(t)
 	url := storetest.NewDatabase(t)
+	crashTest(t, url, url, 20_000, 10)
+}
+
+// crashTest kills a real "changecast serve" watching url, with its
+// journal in journalURL (--journal-url unless it is url), at random
+// moments at least minKills times while a writer commits minChanges, and
+// checks that the journal and a resuming client hold every committed
+// change exactly once, in commit order.
+func crashTest(t *testing.T, url, journalURL string, minChanges, minKills int) {
+	bin := changecastBinary(t)
 	dataDir := t.TempDir()
 	addr := freeAddr(t)
 	logf, err := os.Create(filepath.Join(dataDir, "children.log"))
@@ -258,6 +266,9 @@ func TestCrash_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
 	}
 	defer logf.Close()
 	args := []string{"serve", "--database-url", url, "--domain", "garm", "--listen", addr, "--data-dir", dataDir, "--slot", "cc_crash", "--log-level", "debug"}
+	if journalURL != url {
+		args = append(args, "--journal-url", journalURL)
+	}
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -321,12 +332,12 @@ func TestCrash_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("client received %d of %d changes\n%s%s\nchildren's log (tail):\n%s", n, len(want), replicationState(t, url), firstDifference(readJournal(t, url), want), tail(logf.Name()))
+			t.Fatalf("client received %d of %d changes\n%s%s\nchildren's log (tail):\n%s", n, len(want), replicationState(t, url, journalURL), firstDifference(readJournal(t, journalURL), want), tail(logf.Name()))
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 
-	if d := firstDifference(readJournal(t, url), want); d != "" {
+	if d := firstDifference(readJournal(t, journalURL), want); d != "" {
 		t.Fatal(d)
 	}
 	client.mu.Lock()
@@ -404,21 +415,25 @@ func tail(path string) string {
 	return string(bytes.TrimSpace(b))
 }
 
-// replicationState describes the slot, the stored offset and the journal,
-// for a failure message.
-func replicationState(t testing.TB, url string) string {
+// replicationState describes the slot and WAL of the watched database at
+// url, the stored offset and the journal at journalURL, for a failure
+// message.
+func replicationState(t testing.TB, url, journalURL string) string {
 	t.Helper()
-	c := connect(t, url)
+	c, jc := connect(t, url), connect(t, journalURL)
 	var b bytes.Buffer
-	for _, q := range []string{
-		"SELECT slot_name || ' active=' || active || ' restart_lsn=' || coalesce(restart_lsn::text, '') || ' confirmed_flush_lsn=' || coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots",
-		"SELECT 'offset ' || slot || ' ' || pg_lsn('0/0') + lsn FROM changecast.offsets",
-		"SELECT 'journal head ' || coalesce(max(seq), 0) || ' last commit_lsn ' || coalesce(pg_lsn('0/0') + max(commit_lsn), '0/0') FROM changecast.journal",
-		"SELECT 'wal now ' || pg_current_wal_lsn()",
+	for _, q := range []struct {
+		c   *pgx.Conn
+		sql string
+	}{
+		{c, "SELECT slot_name || ' active=' || active || ' restart_lsn=' || coalesce(restart_lsn::text, '') || ' confirmed_flush_lsn=' || coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots WHERE database = current_database()"},
+		{jc, "SELECT 'offset ' || slot || ' ' || pg_lsn('0/0') + lsn FROM changecast.offsets"},
+		{jc, "SELECT 'journal head ' || coalesce(max(seq), 0) || ' last commit_lsn ' || coalesce(pg_lsn('0/0') + max(commit_lsn), '0/0') FROM changecast.journal"},
+		{c, "SELECT 'wal now ' || pg_current_wal_lsn()"},
 	} {
 		var line string
-		if err := c.QueryRow(context.Background(), q).Scan(&line); err != nil {
-			line = fmt.Sprintf("%s: %v", q, err)
+		if err := q.c.QueryRow(context.Background(), q.sql).Scan(&line); err != nil {
+			line = fmt.Sprintf("%s: %v", q.sql, err)
 		}
 		b.WriteString(line + "\n")
 	}

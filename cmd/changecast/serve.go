@@ -86,14 +86,18 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
-	if err := db.Migrate(ctx, reg); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	// The journal, offsets, events and users: in db, or apart
+	// (--journal-url, journaldb.go).
+	jdb, err := prepareDatabases(ctx, cfg, db, dbURL, local, reg, log)
+	if err != nil {
+		return err
 	}
+	defer jdb.Close()
 	if err := db.EnsurePublication(ctx, publicationName, reg); err != nil {
 		return fmt.Errorf("publication: %w", err)
 	}
 
-	journal := &store.Journal{DB: db, Retention: store.RetentionConfig{
+	journal := &store.Journal{DB: jdb.DB, Retention: store.RetentionConfig{
 		MaxAge: cfg.retentionAge, MaxRows: cfg.retentionRows, Interval: cfg.retentionInterval,
 		Logger: log.With("component", "retention"),
 	}}
@@ -112,7 +116,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
-	var hubUsers wsapi.Users = users{db}
+	var hubUsers wsapi.Users = users{jdb.DB}
 	if cfg.wrapUsers != nil {
 		hubUsers = cfg.wrapUsers(hubUsers)
 	}
@@ -140,7 +144,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 			return st
 		},
 		OnCursorExpired: pipe.ReportRetentionGap,
-		Events:          eventStore{db: db, pipe: pipe},
+		Events:          eventStore{db: jdb.DB, pipe: pipe},
 	})
 	if err != nil {
 		return err
@@ -167,7 +171,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		fmt.Fprintf(stdout, "embedded PostgreSQL in %s\n  connect: %s\n", filepath.Join(cfg.dataDir, "postgres"), local.PsqlCommand())
 	}
 	fmt.Fprintf(stdout, "  token:   changecast token --data-dir %s --user admin --role admin\n", cfg.dataDir)
-	log.Info("serving", "addr", addr, "database", store.RedactURL(dbURL), "slot", cfg.slot)
+	log.Info("serving", "addr", addr, "database", store.RedactURL(dbURL), "journal", store.RedactURL(jdb.URL), "slot", cfg.slot)
 
 	var parts errgroup.Group
 	httpErr := make(chan error, 1)
@@ -196,7 +200,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return err
 	})
 	if cfg.started != nil {
-		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, Local: local, Auth: auth})
+		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, JournalURL: jdb.URL, Local: local, Auth: auth})
 	}
 
 	var cause error

@@ -17,6 +17,7 @@ type serveConfig struct {
 	common
 	sources
 	databaseURL       string
+	journalURL        string // --journal-url: see journaldb.go
 	listen            string
 	slot              string
 	chunkSize         int
@@ -52,6 +53,7 @@ type serveConfig struct {
 type serveInfo struct {
 	Addr        string           // HTTP listen address, host:port
 	DatabaseURL string           // the database watched (embedded or given); contains its password
+	JournalURL  string           // the database of the journal: DatabaseURL unless --journal-url; contains its password
 	Local       *localpg.Cluster // the embedded PostgreSQL, nil when a URL was given
 	Auth        *wsapi.Auth      // mints tokens the server accepts
 }
@@ -60,6 +62,7 @@ type serveInfo struct {
 // CHANGECAST_* environment defaults; demo runs serve with the same ones.
 func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	cfg.common.register(fs)
+	fs.StringVar(&cfg.journalURL, "journal-url", "", journalUsage)
 	fs.StringVar(&cfg.listen, "listen", defaultListen, "HTTP listen address (env "+envListen+")")
 	fs.StringVar(&cfg.slot, "slot", watcher.DefaultSlot, "replication slot name (env "+envSlot+")")
 	fs.DurationVar(&cfg.retentionAge, "retention-age", 7*24*time.Hour, "delete journal rows older than this; negative keeps them forever (env "+envRetentionAge+")")

@@ -44,7 +44,9 @@ Passwords have 8 to 72 bytes (at least 8 characters) and no control characters.
 
 Every action also takes --database-url (env ` + envDatabaseURL + `; empty = the
 embedded PostgreSQL in <data-dir>/postgres, used while "changecast serve" runs
-or started for the command), --data-dir, --log-level and --log-format.
+or started for the command), --journal-url (env ` + envJournalURL + `; users live
+with the journal when serve keeps it apart), --data-dir, --log-level and
+--log-format.
 Run "changecast user <action> -h" for an action's flags.
 `
 
@@ -64,6 +66,7 @@ var errNoPassword = errors.New("no password given; use --password-file PATH, --p
 type userFlags struct {
 	common
 	databaseURL string
+	journalURL  string // --journal-url: users live with the journal
 	username    string
 	// passwordFile and passwordStdin: add and passwd only.
 	passwordFile  string
@@ -98,6 +101,7 @@ func runUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var f userFlags
 	f.common.register(fs)
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL; empty uses the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
+	fs.StringVar(&f.journalURL, "journal-url", "", "the journal database of a serve run with --journal-url, where users live: a PostgreSQL URL, or "+journalLocal+" for the embedded PostgreSQL in the data dir; it overrides --database-url (env "+envJournalURL+")")
 	var (
 		email, fullName string
 		admin           bool
@@ -250,6 +254,19 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 	if url == "" {
 		url = os.Getenv(envDatabaseURL) // not the flag's default: usage would print its password
 	}
+	jurl := f.journalURL
+	if jurl == "" {
+		jurl = os.Getenv(envJournalURL)
+	}
+	// With the journal apart (serve --journal-url), users live with it.
+	journalOnly := jurl != ""
+	switch jurl {
+	case "":
+	case journalLocal:
+		url = ""
+	default:
+		url = jurl
+	}
 	var local *localpg.Cluster
 	if url == "" {
 		dir := filepath.Join(f.dataDir, "postgres")
@@ -272,8 +289,13 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 		stopLocal()
 		return nil, nil, err
 	}
-	// Login users live in the garm domain's users table.
-	if err := db.Migrate(ctx, entities.DefaultRegistry()); err != nil {
+	// Login users live in the garm domain's users table, or in the
+	// journal database's when the journal is kept apart.
+	migrate := func() error { return db.Migrate(ctx, entities.DefaultRegistry()) }
+	if journalOnly {
+		migrate = func() error { return db.MigrateJournal(ctx) }
+	}
+	if err := migrate(); err != nil {
 		db.Close()
 		stopLocal()
 		return nil, nil, err
