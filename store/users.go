@@ -328,3 +328,16 @@ func (db *DB) ListUsers(ctx context.Context) ([]entities.User, error) {
 	}
 	return out, nil
 }
+
+// UsersVersion returns a value that changes whenever a row of the users
+// table is added, changed or removed (the row count and the newest row
+// version's transaction id), for callers that cannot see those changes
+// in a replication stream and poll instead.
+func (db *DB) UsersVersion(ctx context.Context) (string, error) {
+	var n, xmax int64
+	err := db.pool.QueryRow(ctx, `SELECT count(*), coalesce(max(xmin::text::bigint), 0) FROM users`).Scan(&n, &xmax)
+	if err != nil {
+		return "", redactErr(fmt.Errorf("users version: %w", hintMigrate(err)), db.url)
+	}
+	return fmt.Sprintf("%d/%d", n, xmax), nil
+}

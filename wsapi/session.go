@@ -333,6 +333,18 @@ func (r *revoker) note(batch []entities.Change) {
 	}
 }
 
+// RecheckSessions has every connected session checked again against
+// Config.Users, as after a change to any user, and closes the revoked
+// ones with token-expired. It returns at once. The hub learns of user
+// changes from its own stream; a program whose users live where that
+// stream does not reach (changecast's journal database) calls it when
+// they may have changed. Without Config.Users it does nothing.
+func (s *Server) RecheckSessions() {
+	if s.revoker != nil {
+		s.revoker.note(nil)
+	}
+}
+
 // recheck asks for the sessions of subject to be checked again.
 func (r *revoker) recheck(subject string) {
 	r.mu.Lock()

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/wsapi"
 )
 
 // envJournalURL sets --journal-url (serve, demo, user).
@@ -112,4 +114,49 @@ func claimJournal(ctx context.Context, jdb, db *store.DB) error {
 		return err
 	}
 	return jdb.ClaimJournal(ctx, src)
+}
+
+// usersPollInterval is how often a journal database's users table is
+// checked for changes.
+const usersPollInterval = 500 * time.Millisecond
+
+// watchUsers ends the sessions of users changed in a journal database
+// kept apart: the hub learns of user changes from the replication stream
+// of the watched database, which does not carry the journal database's
+// users table, so a goroutine polls it and has every session re-checked
+// when it changed. The returned function stops the goroutine and waits
+// for it.
+func watchUsers(jdb *store.DB, hub *wsapi.Server, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(usersPollInterval)
+		defer t.Stop()
+		last, failing := "", false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			v, err := jdb.UsersVersion(ctx)
+			switch {
+			case err != nil:
+				if !failing && ctx.Err() == nil {
+					log.Warn("check the journal database's users for changes; retrying", "err", err)
+				}
+				failing = true
+				continue
+			case failing:
+				log.Info("checking the journal database's users again")
+				failing = false
+			}
+			if last != "" && v != last {
+				hub.RecheckSessions()
+			}
+			last = v
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -108,8 +108,18 @@ func TestJournalURL_Local(t *testing.T) {
 		t.Fatal(err)
 	}
 	userCmd(t, "user", "add", "--data-dir", dataDir, "--journal-url", journalLocal, "--username", "ada", "--password-file", pwFile)
-	if status, token, _ := login(t, srv.addr, "ada", "correct horse battery"); status != http.StatusOK || token == "" {
+	status, adaToken, _ := login(t, srv.addr, "ada", "correct horse battery")
+	if status != http.StatusOK || adaToken == "" {
 		t.Fatalf("login of a user in the embedded journal database: status %d", status)
+	}
+	// Their sessions end with them, though no replication stream carries
+	// the journal database's users table.
+	adaWS := dialWS(t, srv.addr, adaToken)
+	sendJSON(t, adaWS, `{"filters": [{"entity-type": "order"}]}`)
+	filterApplied(t, adaWS)
+	userCmd(t, "user", "disable", "--data-dir", dataDir, "--journal-url", journalLocal, "--username", "ada")
+	if d := expectRevoked(t, adaWS, "user disabled"); d > 2*time.Second {
+		t.Errorf("revoked %s after the user was disabled, want within a second or so", d)
 	}
 	assertOnlySlotAndPublication(t, url, "cc_jlocal", false)
 

@@ -150,6 +150,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return err
 	}
 	pipe.AddSink(hub)
+	if jdb.Separate {
+		defer watchUsers(jdb.DB, hub, log.With("component", "users"))()
+	}
 	// The slot exists (or its loss is known) before anything is
 	// announced: from here on PostgreSQL keeps every committed change.
 	if err := pipe.Prepare(ctx); err != nil {
