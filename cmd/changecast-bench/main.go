@@ -74,9 +74,10 @@ const (
 	scenarioFanout  = "fanout"
 	scenarioConns   = "conns"
 	scenarioCatchUp = "catchup"
+	scenarioWAL     = "wal"
 )
 
-var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp}
+var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL}
 
 // config is the parsed command line.
 type config struct {
@@ -105,6 +106,8 @@ type config struct {
 
 	conns int // idle connections (conns)
 
+	walChanges int // single-row inserts measured per mode (wal)
+
 	drainTimeout  time.Duration // how long to wait for clients to receive everything
 	out           string        // Markdown results file
 	cpuprofile    string        // the harness's own CPU profile
@@ -121,6 +124,7 @@ var (
 		fanoutClients: 500, fanoutRate: 1200,
 		catchupChanges: 300_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        10_000,
+		walChanges:   10_000,
 		drainTimeout: 3 * time.Minute,
 	}
 	quickPreset = config{
@@ -130,6 +134,7 @@ var (
 		fanoutClients: 500, fanoutRate: 1200,
 		catchupChanges: 30_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        1000,
+		walChanges:   2000,
 		drainTimeout: time.Minute,
 	}
 )
@@ -164,6 +169,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.catchupLive, "catchup-live-clients", fullPreset.catchupLive, "catchup: live send-everything clients whose latency is measured")
 	fs.IntVar(&c.catchupRate, "catchup-rate", fullPreset.catchupRate, "catchup: offered changes/s while the clients catch up")
 	fs.IntVar(&c.conns, "conns", fullPreset.conns, "conns: idle authenticated connections (quick: 1000)")
+	fs.IntVar(&c.walChanges, "wal-changes", fullPreset.walChanges, "wal: single-row inserts measured in each mode (quick: 2000)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", fullPreset.drainTimeout, "how long clients may take to receive every change once writing stops (quick: 1m)")
 	fs.StringVar(&c.out, "out", "", "also write the results as Markdown to this file")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the harness's CPU profile (clients, writers) to this file")
@@ -187,6 +193,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			"duration": func() { c.duration = q.duration }, "warmup": func() { c.warmup = q.warmup },
 			"conns": func() { c.conns = q.conns }, "drain-timeout": func() { c.drainTimeout = q.drainTimeout },
 			"catchup-changes": func() { c.catchupChanges = q.catchupChanges },
+			"wal-changes":     func() { c.walChanges = q.walChanges },
 		} {
 			if !set[name] {
 				apply()
@@ -218,7 +225,7 @@ func (c *config) validate() error {
 		{"--latency-clients", c.latencyClients}, {"--live-tx-rows", c.liveTxRows}, {"--writers", c.writers},
 		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--conns", c.conns},
 		{"--catchup-changes", c.catchupChanges}, {"--catchup-clients", c.catchupClients},
-		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate},
+		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate}, {"--wal-changes", c.walChanges},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", p.name, p.v)
@@ -332,6 +339,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			sec = h.catchUp(ctx)
 		case scenarioConns:
 			sec = h.connections(ctx)
+		case scenarioWAL:
+			sec = h.walBytes(ctx)
 		}
 		rep.sections = append(rep.sections, sec)
 		sec.writeText(stdout)
