@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ---- 6. WAL changecast adds to the watched database ----
+// ---- 7. WAL changecast adds to the watched database ----
 
 // walTable is the one table the WAL scenario writes, declared to
 // changecast with --table (no domain: nothing else is created).
@@ -26,7 +26,7 @@ var walModes = []struct{ name, label string }{
 func (h *harness) walBytes(ctx context.Context) *section {
 	c := h.cfg
 	sec := &section{
-		title: "6. WAL written in the watched database per change",
+		title: "7. WAL written in the watched database per change",
 		setup: fmt.Sprintf("%s single-row INSERT transactions into a 4-column table, after a CHECKPOINT, in each mode: no changecast; changecast with its journal in the watched database; changecast with --journal-url local (the journal in a PostgreSQL cluster of its own). %d run(s).",
 			thousands(int64(c.walChanges)), c.repeat),
 	}
