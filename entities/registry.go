@@ -3,6 +3,7 @@ package entities
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"sort"
@@ -219,6 +220,25 @@ func (r *Registry) Register(t EntityType) error {
 	r.mu.byName[t.Name] = t
 	r.mu.byTable[t.QualifiedTable()] = t.Name
 	return nil
+}
+
+// Replace makes r hold exactly the types next holds, in one step: a
+// reader of r sees either all of its former types or all of next's, never
+// a mix. next is not changed and stays usable; the two registries share
+// no mutable state afterwards (registered types are never modified).
+// A reloaded configuration reaches the readers of a long-lived registry
+// this way.
+func (r *Registry) Replace(next *Registry) {
+	if r == next {
+		return
+	}
+	next.mu.RLock()
+	byName := maps.Clone(next.mu.byName)
+	byTable := maps.Clone(next.mu.byTable)
+	next.mu.RUnlock()
+	r.mu.Lock()
+	r.mu.byName, r.mu.byTable = byName, byTable
+	r.mu.Unlock()
 }
 
 // QualifiedTable is "schema.table", or the table alone when Schema is

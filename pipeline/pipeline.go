@@ -53,7 +53,7 @@ type Config struct {
 	// DSN; it must allow replication). Required.
 	DatabaseURL string
 	// Registry maps tables to entity types and marks secret fields.
-	// Required.
+	// Required. Reload replaces it.
 	Registry *entities.Registry
 	// Journal is where changes are made durable. Required.
 	Journal Journal
@@ -86,7 +86,7 @@ type Config struct {
 type Pipeline struct {
 	cfg   Config
 	log   *slog.Logger
-	san   *sanitize.Sanitizer
+	san   atomic.Pointer[sanitizerBox] // the sanitizer in force (Reload replaces it)
 	sinks []Sink
 
 	current   atomic.Pointer[watcher.Watcher] // the running watcher
@@ -101,10 +101,10 @@ type Pipeline struct {
 	// starts after it.
 	announced atomic.Bool
 
-	events *emitter // changecast's own system events
-	guard  *secretGuard
-	rate   rateMeter  // journal changes per second, for system-state
-	lagMon lagMonitor // (once's lag goroutine only)
+	events *emitter     // changecast's own system events
+	guard  *secretGuard // replaced by Reload between instances
+	rate   rateMeter    // journal changes per second, for system-state
+	lagMon lagMonitor   // (once's lag goroutine only)
 
 	// Owned by Run's goroutine, and by the watcher's Started callback
 	// while once runs (once starts after Run writes them and returns
@@ -114,6 +114,10 @@ type Pipeline struct {
 	downAt  time.Time // when the running pipeline last failed; zero while streaming
 	gaps    []Gap     // gaps recorded during the current outage
 	fault   string    // the current fault, logged and raised once; "" while streaming
+
+	reloads chan reloadRequest // Reload → the supervisor (reload.go)
+	stopped chan struct{}      // closed when Run returns
+	pending *reloadRequest     // taken by the last instance, for supervise
 }
 
 // writerBox lets an interface value live in an atomic.Pointer.
@@ -159,12 +163,14 @@ func New(cfg Config) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	p := &Pipeline{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		san:    sanitize.New(cfg.Registry),
-		events: newEmitter(cfg.Slot, cfg.Logger.With("component", "events")),
-		guard:  newSecretGuard(cfg.Registry),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		events:  newEmitter(cfg.Slot, cfg.Logger.With("component", "events")),
+		guard:   newSecretGuard(cfg.Registry),
+		reloads: make(chan reloadRequest),
+		stopped: make(chan struct{}),
 	}
+	p.san.Store(&sanitizerBox{s: sanitize.New(cfg.Registry)})
 	if cfg.LagWarnBytes > 0 {
 		p.lagMon.threshold = uint64(cfg.LagWarnBytes)
 	}
@@ -182,7 +188,10 @@ func (p *Pipeline) SecretField(et entities.EntityType, col string) bool {
 
 // SanitizeStats returns how often sanitize stripped by name alone and
 // rewrote json values.
-func (p *Pipeline) SanitizeStats() sanitize.Stats { return p.san.Stats() }
+func (p *Pipeline) SanitizeStats() sanitize.Stats {
+	b := p.san.Load()
+	return addStats(b.retired, b.s.Stats())
+}
 
 // Prepare checks the database's prerequisites (wal_level, privileges,
 // publication, slot) and makes sure the slot exists before the caller
@@ -344,6 +353,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("pipeline: Run called twice")
 	}
+	defer close(p.stopped)
 	// The shutdown event is queued before the pipeline stops, so it is
 	// journaled and published while sinks still serve their clients.
 	inner, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -376,6 +386,9 @@ func (p *Pipeline) supervise(ctx context.Context) error {
 	for {
 		started := time.Now()
 		err := p.once(ctx)
+		if p.takeReload(ctx, err) {
+			continue // the instance stopped for a reload: start the next
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -430,7 +443,7 @@ func (p *Pipeline) supervise(ctx context.Context) error {
 		}
 		p.fault = now
 		p.restarts.Add(1)
-		if !backoff.Sleep(ctx, d) {
+		if !p.sleep(ctx, d) { // backoff.Sleep, applying reloads meanwhile
 			return nil
 		}
 	}
@@ -457,7 +470,7 @@ func (p *Pipeline) recoverSlot(ctx context.Context, lost *watcher.SlotLostError)
 		Slot:          p.cfg.Slot,
 		Logger:        p.log.With("component", "journal"),
 		SanitizeEvent: sanitize.Event,
-		Sanitize:      p.san.Change,
+		Sanitize:      p.san.Load().s.Change, // fixed for an instance: a reload starts a new one
 		OnCommit: func(c Committed) {
 			p.head.Store(c.Head)
 			p.publish(c.Head, c.Changes)
@@ -589,7 +602,7 @@ func (p *Pipeline) once(ctx context.Context) error {
 		Slot:          p.cfg.Slot,
 		Logger:        p.log.With("component", "journal"),
 		SanitizeEvent: sanitize.Event,
-		Sanitize:      p.san.Change,
+		Sanitize:      p.san.Load().s.Change, // fixed for an instance: a reload starts a new one
 		OnCommit: func(c Committed) {
 			p.head.Store(c.Head)
 			p.publish(c.Head, c.Changes)
@@ -640,6 +653,9 @@ func (p *Pipeline) once(ctx context.Context) error {
 	p.checked = false // every rebuild checks again: the server may have changed
 	p.current.Store(w)
 	p.log.Info("replication pipeline starting", "start_lsn", jw.Offset().String(), "journal_head", jw.Head())
+	// The sanitizer and guard of this instance: a reload replaces them only
+	// between instances.
+	san, guard := p.san.Load().s, p.guard
 
 	// gctx ends when a stage fails; ctx ends an orderly stop, which only the
 	// watcher sees directly: the later stages drain what it handed over.
@@ -699,7 +715,7 @@ func (p *Pipeline) once(ctx context.Context) error {
 			}
 		}()
 		for tx := range raw {
-			changes, err := p.san.Changes(p.guard.filter(tx.Changes, p.secretColumnMissing))
+			changes, err := san.Changes(guard.filter(tx.Changes, p.secretColumnMissing))
 			if err != nil {
 				// Fail closed: an unsanitizable change is never stored or
 				// sent, and nothing after it is acknowledged.
@@ -716,5 +732,7 @@ func (p *Pipeline) once(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return jw.Run(gctx, toJournal) })
+	// A reload abandons this instance like a failed stage (reload.go).
+	g.Go(func() error { return p.awaitReload(wctx) })
 	return g.Wait()
 }

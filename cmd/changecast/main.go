@@ -3,7 +3,8 @@
 // signals to the library packages (pipeline, store, wsapi) and holds no
 // logic a program embedding changecast would need.
 //
-// Subcommands: serve, demo, tail, token, user, secrets, inspect, version.
+// Subcommands: serve, demo, tail, token, user, secrets, inspect, reload,
+// version.
 // Run "changecast help" for usage. Every flag of serve and demo takes its
 // default from CHANGECAST_ and its name in upper case with dashes as
 // underscores (--retention-age: CHANGECAST_RETENTION_AGE); tail reads
@@ -69,6 +70,7 @@ Usage:
   changecast user    ACTION    manage who can log in: add, passwd, disable, enable, list
   changecast secrets           print which columns are stripped from every entity type, and why
   changecast inspect [flags]   list a database's tables, what watching each needs, and a starter config
+  changecast reload  [flags]   make the running server re-read its configuration; prints what changed
   changecast version           print the build version
 
 Run "changecast <command> -h" for a command's flags. Every flag of serve
@@ -97,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSecrets(args[1:], stdout, stderr)
 	case "inspect":
 		return runInspect(ctx, args[1:], stdout, stderr)
+	case "reload":
+		return runReload(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil

@@ -116,13 +116,16 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
+	// SIGHUP and POST /api/v1/admin/reload re-read the configuration.
+	rl := newReloader(cfg.sources, db, local != nil, reg, pipe, log)
+	defer rl.stop()
 	var hubUsers wsapi.Users = users{jdb.DB}
 	if cfg.wrapUsers != nil {
 		hubUsers = cfg.wrapUsers(hubUsers)
 	}
 	var hub *wsapi.Server
 	hub, err = wsapi.NewServer(wsapi.Config{
-		Registry: reg,
+		Registry: rl.clients, // follows reloads
 		Auth:     auth,
 		Journal:  journal,
 		// A filter may not test a field that sanitize would strip.
@@ -161,6 +164,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(pipe, hub))
+	mux.Handle(reloadPath, hub.AdminOnly(rl))
 	mux.Handle("/", hub.Handler())
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
@@ -202,6 +206,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		pipeDone <- err
 		return err
 	})
+	parts.Go(func() error { rl.run(pipeCtx); return nil })
 	if cfg.started != nil {
 		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, JournalURL: jdb.URL, Local: local, Auth: auth})
 	}

@@ -132,6 +132,9 @@ func (s sources) registry(ctx context.Context, db *store.DB, embedded bool) (*en
 			if !ok {
 				return nil, fmt.Errorf("%s: table %s does not exist in this database; create it, or fix the name (changecast inspect lists the tables)", where(s, e), e.QualifiedTable())
 			}
+			if !et.ReplicaIdentityFull && !identityPublishes(t) {
+				return nil, fmt.Errorf("%s: table %s has no primary key or usable replica identity, so PostgreSQL could not publish its updates and deletes (and would refuse the application's own UPDATEs); add a primary key, run ALTER TABLE %s REPLICA IDENTITY FULL, or set replica_identity: full for it in the configuration", where(s, e), e.QualifiedTable(), e.QualifiedTable())
+			}
 			if len(e.Key) == 0 {
 				key := t.Key()
 				if len(key) == 0 {
@@ -176,4 +179,19 @@ func inspectTables(ctx context.Context, db *store.DB) (map[string]store.Inspecte
 		out[t.Schema+"."+t.Name] = t
 	}
 	return out, nil
+}
+
+// identityPublishes reports whether t's replica identity lets PostgreSQL
+// publish its updates and deletes: the rule store.DB.Migrate enforces,
+// checked here first so that the error names the line of the entity.
+func identityPublishes(t store.InspectedTable) bool {
+	switch t.Identity {
+	case store.IdentityFull:
+		return true
+	case store.IdentityDefault:
+		return len(t.PrimaryKey) > 0
+	case store.IdentityIndex:
+		return len(t.IdentityColumns) > 0
+	}
+	return false
 }
