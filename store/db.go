@@ -36,6 +36,8 @@ type DB struct {
 	// without gorm's overhead. It connects lazily.
 	pool *pgxpool.Pool
 	url  string
+	// users remembers where login users live (users_table.go).
+	users usersCache
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value

@@ -135,6 +135,13 @@ func (db *DB) MigrateJournal(ctx context.Context) error {
 	})
 }
 
+// MigrateOwn creates schema changecast and its tables (login users in
+// changecast.users included) and nothing else: what "changecast user"
+// needs in a database whose entity types it does not know.
+func (db *DB) MigrateOwn(ctx context.Context) error {
+	return db.migrate(ctx, migrateOwn)
+}
+
 // MigrateWatched prepares a watched database whose journal lives in
 // another one (serve --journal-url): the registered entity types' tables
 // and replica identities, as Migrate does, and nothing of changecast's
@@ -163,6 +170,11 @@ func migrateOwn(tx *gorm.DB) error {
 		if err := tx.Exec(stmt).Error; err != nil {
 			return fmt.Errorf("changecast schema: %w", err)
 		}
+	}
+	// Login users when the database has no users table of their own
+	// (users_table.go).
+	if err := migrateModel(tx, "changecast", "users", &entities.User{}); err != nil {
+		return fmt.Errorf("table %s: %w", OwnUsersTable, err)
 	}
 	return migrateEventsTable(tx)
 }

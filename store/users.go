@@ -17,9 +17,9 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// Users live in the built-in users table (entities.User) that Migrate
-// creates in the schema of the search path; the queries below name it
-// unqualified, so they resolve it through the same search path.
+// Users live in the table UsersTable resolves (users_table.go): the users
+// table of the search path's schema when it has the login shape
+// (entities.User), else changecast.users.
 
 // ErrUserNotFound is returned (wrapped, naming the user) when no user has
 // the given username or id.
@@ -190,9 +190,13 @@ func (db *DB) AddUser(ctx context.Context, u NewUser) (entities.User, error) {
 	if err != nil {
 		return entities.User{}, fmt.Errorf("add user %q: %w", u.Username, err)
 	}
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return entities.User{}, err
+	}
 	var out entities.User
 	err = scanUser(db.pool.QueryRow(ctx,
-		`INSERT INTO users (username, email, full_name, password, is_admin, enabled)
+		`INSERT INTO `+t+` (username, email, full_name, password, is_admin, enabled)
 		VALUES ($1, $2, $3, $4, $5, true)
 		RETURNING `+userColumns,
 		u.Username, u.Email, u.FullName, hash, u.Admin), &out)
@@ -214,12 +218,16 @@ func (db *DB) AddUser(ctx context.Context, u NewUser) (entities.User, error) {
 // claim holds the old generation) stops working. Errors: a validation error
 // wrapping ErrInvalidPassword, or ErrUserNotFound (wrapped).
 func (db *DB) SetPassword(ctx context.Context, username, password string) error {
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return err
+	}
 	hash, err := hashPassword(password)
 	if err != nil {
 		return fmt.Errorf("set password of %q: %w", username, err)
 	}
 	tag, err := db.pool.Exec(ctx,
-		`UPDATE users SET password = $1, generation = generation + 1, updated_at = now() WHERE username = $2`,
+		`UPDATE `+t+` SET password = $1, generation = generation + 1, updated_at = now() WHERE username = $2`,
 		hash, username)
 	if err != nil {
 		return redactErr(fmt.Errorf("set password of %q: %w", username, hintMigrate(err)), db.url)
@@ -236,7 +244,11 @@ func (db *DB) SetPassword(ctx context.Context, username, password string) error 
 // stay, so enabling the user again restores it as it was. Errors:
 // ErrUserNotFound (wrapped).
 func (db *DB) SetUserEnabled(ctx context.Context, username string, enabled bool) error {
-	tag, err := db.pool.Exec(ctx, `UPDATE users SET enabled = $1, updated_at = now() WHERE username = $2`, enabled, username)
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return err
+	}
+	tag, err := db.pool.Exec(ctx, `UPDATE `+t+` SET enabled = $1, updated_at = now() WHERE username = $2`, enabled, username)
 	if err != nil {
 		return redactErr(fmt.Errorf("set enabled of %q: %w", username, hintMigrate(err)), db.url)
 	}
@@ -252,12 +264,16 @@ func (db *DB) SetUserEnabled(ctx context.Context, username string, enabled bool)
 // cost one bcrypt comparison, so neither the error nor the time taken
 // tells which usernames exist. Other errors are database failures.
 func (db *DB) Authenticate(ctx context.Context, username, password string) (entities.User, error) {
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return entities.User{}, err
+	}
 	var (
 		u    entities.User
 		hash string
 	)
-	err := db.pool.QueryRow(ctx,
-		`SELECT password, `+userColumns+` FROM users WHERE username = $1`, username).
+	err = db.pool.QueryRow(ctx,
+		`SELECT password, `+userColumns+` FROM `+t+` WHERE username = $1`, username).
 		Scan(&hash, &u.ID, &u.Username, &u.Email, &u.FullName, &u.Generation, &u.IsAdmin, &u.Enabled, &u.CreatedAt, &u.UpdatedAt)
 	found := true
 	switch {
@@ -296,8 +312,12 @@ type UserSession struct {
 // UserSession returns the session facts of the user with id, or
 // ErrUserNotFound (wrapped) when there is none (it was deleted).
 func (db *DB) UserSession(ctx context.Context, id uuid.UUID) (UserSession, error) {
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return UserSession{}, err
+	}
 	var s UserSession
-	err := db.pool.QueryRow(ctx, `SELECT enabled, generation, is_admin, username FROM users WHERE id = $1`, id).
+	err = db.pool.QueryRow(ctx, `SELECT enabled, generation, is_admin, username FROM `+t+` WHERE id = $1`, id).
 		Scan(&s.Enabled, &s.Generation, &s.Admin, &s.Username)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -310,7 +330,11 @@ func (db *DB) UserSession(ctx context.Context, id uuid.UUID) (UserSession, error
 
 // ListUsers returns every user ordered by username, with Password empty.
 func (db *DB) ListUsers(ctx context.Context) ([]entities.User, error) {
-	rows, err := db.pool.Query(ctx, `SELECT `+userColumns+` FROM users ORDER BY username`)
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.pool.Query(ctx, `SELECT `+userColumns+` FROM `+t+` ORDER BY username`)
 	if err != nil {
 		return nil, redactErr(fmt.Errorf("list users: %w", hintMigrate(err)), db.url)
 	}
@@ -334,8 +358,12 @@ func (db *DB) ListUsers(ctx context.Context) ([]entities.User, error) {
 // version's transaction id), for callers that cannot see those changes
 // in a replication stream and poll instead.
 func (db *DB) UsersVersion(ctx context.Context) (string, error) {
+	t, err := db.UsersTable(ctx)
+	if err != nil {
+		return "", err
+	}
 	var n, xmax int64
-	err := db.pool.QueryRow(ctx, `SELECT count(*), coalesce(max(xmin::text::bigint), 0) FROM users`).Scan(&n, &xmax)
+	err = db.pool.QueryRow(ctx, `SELECT count(*), coalesce(max(xmin::text::bigint), 0) FROM `+t).Scan(&n, &xmax)
 	if err != nil {
 		return "", redactErr(fmt.Errorf("users version: %w", hintMigrate(err)), db.url)
 	}

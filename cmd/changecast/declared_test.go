@@ -214,3 +214,33 @@ func TestServe_PartitionedTableThroughItsRoot(t *testing.T) {
 		t.Fatalf("publish_via_partition_root = %t (%v), want true", viaRoot, err)
 	}
 }
+
+// TestServe_LoginUsersWithoutTheGarmDomain: on an application's database
+// watched through a configuration, "changecast user" keeps login users in
+// changecast.users (no users table appears in the application's schema),
+// they log in, and disabling one ends its open sessions.
+func TestServe_LoginUsersWithoutTheGarmDomain(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, shopSchema)
+	srv, _, _ := readyServerAt(t, url, "cc_ownusers", func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+	})
+	userCmd(t, "user", "add", "--database-url", url, "--username", "ada", "--password-file", writeTemp(t, "correct horse battery\n"))
+	var inOwn int
+	var appUsers bool
+	if err := sql.QueryRow(context.Background(), `SELECT count(*), to_regclass('public.users') IS NOT NULL FROM changecast.users WHERE username = 'ada'`).Scan(&inOwn, &appUsers); err != nil || inOwn != 1 || appUsers {
+		t.Fatalf("ada in changecast.users: %d, public.users created: %v (%v); want 1 and false", inOwn, appUsers, err)
+	}
+	status, token, _ := login(t, srv.addr, "ada", "correct horse battery")
+	if status != 200 || token == "" {
+		t.Fatalf("login: status %d", status)
+	}
+	ws := dialWS(t, srv.addr, token)
+	sendJSON(t, ws, `{"filters": [{"entity-type": "order"}]}`)
+	filterApplied(t, ws)
+	userCmd(t, "user", "disable", "--database-url", url, "--username", "ada")
+	if d := expectRevoked(t, ws, "user disabled"); d > 5*time.Second {
+		t.Errorf("revoked %s after the user was disabled", d)
+	}
+}

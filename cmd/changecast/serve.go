@@ -153,8 +153,19 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return err
 	}
 	pipe.AddSink(hub)
-	if jdb.Separate {
+	// A user's sessions end when the user changes. The garm domain's
+	// users table streams like any watched table, and the hub sees its
+	// changes; login users anywhere else are polled for changes.
+	usersTable, err := jdb.DB.UsersTable(ctx)
+	if err != nil {
+		return err
+	}
+	if jdb.Separate || usersTable == store.OwnUsersTable {
 		defer watchUsers(jdb.DB, hub, log.With("component", "users"))()
+	}
+	if n, err := jdb.DB.OwnUsersUnused(ctx); err == nil && n > 0 {
+		log.Warn("login users in "+store.OwnUsersTable+" cannot log in: with the garm domain, login users are its users table; add them again with changecast user add",
+			"users", n)
 	}
 	// The slot exists (or its loss is known) before anything is
 	// announced: from here on PostgreSQL keeps every committed change.

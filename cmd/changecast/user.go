@@ -289,11 +289,18 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 		stopLocal()
 		return nil, nil, err
 	}
-	// Login users live in the garm domain's users table, or in the
-	// journal database's when the journal is kept apart.
-	migrate := func() error { return db.Migrate(ctx, entities.DefaultRegistry()) }
-	if journalOnly {
+	// Login users live in the users table of the garm domain (which the
+	// embedded default uses), in the journal database's when the journal
+	// is kept apart, and otherwise in changecast.users: an application's
+	// database gets nothing but schema changecast (store.UsersTable).
+	var migrate func() error
+	switch {
+	case journalOnly:
 		migrate = func() error { return db.MigrateJournal(ctx) }
+	case local != nil:
+		migrate = func() error { return db.Migrate(ctx, entities.DefaultRegistry()) }
+	default:
+		migrate = func() error { return db.MigrateOwn(ctx) }
 	}
 	if err := migrate(); err != nil {
 		db.Close()
