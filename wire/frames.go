@@ -3,7 +3,6 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -100,10 +99,10 @@ const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 // are written in a fixed order, the first three exactly GARM's:
 // entity-type, operation, payload, then cursor (only once journaled),
 // committed-at and previous (only for updates that carry one). A nil
-// payload is sent as {} so clients can always index into it. Map keys come
-// out sorted, so a change encodes the same way every time; clients that
-// re-emit frames (changecast tail --output json) get exactly the server's
-// bytes.
+// payload is sent as {} so clients can always index into it. Rows are
+// written as their bytes (entities.Row is its JSON), never re-encoded, so
+// a change encodes the same way every time; clients that re-emit frames
+// (changecast tail --output json) get exactly the server's bytes.
 func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
 
 func encodeChange(c *entities.Change) ([]byte, error) {
@@ -118,15 +117,10 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 		return nil, err
 	}
 	b.WriteString(`,"payload":`)
-	switch {
-	case c.Payload == nil:
+	if c.Payload == nil {
 		b.WriteString(`{}`)
-	case c.RawPayload != nil:
-		b.Write(c.RawPayload) // as journaled: the same bytes writeJSON would make
-	default:
-		if err := WriteJSON(&b, c.Payload); err != nil {
-			return nil, fmt.Errorf("encode payload: %w", err)
-		}
+	} else {
+		b.Write(c.Payload.JSON()) // the row is its JSON: written as it is
 	}
 	if c.Cursor != 0 {
 		b.WriteString(`,"cursor":"`)
@@ -140,11 +134,7 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 	}
 	if c.Operation == entities.OpUpdate && c.Previous != nil {
 		b.WriteString(`,"previous":`)
-		if c.RawPrevious != nil {
-			b.Write(c.RawPrevious)
-		} else if err := WriteJSON(&b, c.Previous); err != nil {
-			return nil, fmt.Errorf("encode previous: %w", err)
-		}
+		b.Write(c.Previous.JSON())
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil

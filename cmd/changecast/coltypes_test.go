@@ -49,8 +49,12 @@ func readColumnTypes(t testing.TB) []columnType {
 	return out
 }
 
-// sqlType is the column type to create for a row's first cell.
+// sqlType is the column type to create for a row's first cell ("... array"
+// is an array of the type the rest names).
 func sqlType(label string) string {
+	if base, ok := strings.CutSuffix(label, " array"); ok {
+		return sqlType(base) + "[]"
+	}
 	switch {
 	case strings.HasPrefix(label, "enum"):
 		return "mood"
