@@ -24,7 +24,7 @@ test: postgres vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	# Allocation counts are inflated by the race detector, so those tests
 	# skip under -race; run them once without it.
-	$(GO) test -count=1 -run 'Alloc' ./sanitize
+	$(GO) test -count=1 -run 'Alloc' ./sanitize ./watcher ./entities
 	@$(MAKE) --no-print-directory fuzz-brief
 
 vet:

@@ -226,9 +226,9 @@ func ParseRow(b []byte) (*Row, error) {
 	}
 	data := jsonenc.AppendCompact(make([]byte, 0, len(t)), t)
 	r := &Row{data: data}
-	var keys []byte // every unescaped name, to make one string of
+	keys := make([]byte, 0, len(data)/4) // every unescaped name, to make one string of
 	type span struct{ k0, k1, v0, v1 int }
-	spans := make([]span, 0, 16)
+	spans := make([]span, 0, bytes.Count(data, []byte{':'}))
 	i := 1
 	for i < len(data) && data[i] != '}' {
 		if data[i] == ',' {

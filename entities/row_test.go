@@ -150,3 +150,24 @@ func FuzzParseRow(f *testing.F) {
 		}
 	})
 }
+
+// TestRow_Allocs: reading a member allocates nothing, and reading a row
+// back from the journal allocates a fixed handful of times however many
+// members it has (its values are not decoded).
+func TestRow_Allocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	m := map[string]any{}
+	for i := range 60 {
+		m[strings.Repeat("c", i%7+1)+string(rune('a'+i%26))+string(rune('a'+i/26))] = "value with \"escapes\" and ünïcode"
+	}
+	r := RowOf(m)
+	if allocs := testing.AllocsPerRun(100, func() { _, _ = r.Get("ccccccczb") }); allocs != 0 {
+		t.Errorf("Get: %v allocations, want 0", allocs)
+	}
+	data := r.JSON()
+	if allocs := testing.AllocsPerRun(100, func() { _, _ = ParseRow(data) }); allocs > 8 {
+		t.Errorf("ParseRow of %d members: %v allocations, want at most 8", r.Len(), allocs)
+	}
+}

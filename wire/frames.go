@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
-	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/jsonenc"
 )
 
 // Frame namespaces and names. Every frame other than an entity change is
@@ -106,38 +106,32 @@ const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
 
 func encodeChange(c *entities.Change) ([]byte, error) {
-	var b bytes.Buffer
-	b.Grow(256)
-	b.WriteString(`{"entity-type":`)
-	if err := WriteJSON(&b, c.EntityType); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"operation":`)
-	if err := WriteJSON(&b, string(c.Operation)); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"payload":`)
+	b := make([]byte, 0, 128+len(c.EntityType)+len(c.Payload.JSON())+len(c.Previous.JSON()))
+	b = append(b, `{"entity-type":`...)
+	b = jsonenc.AppendString(b, c.EntityType)
+	b = append(b, `,"operation":`...)
+	b = jsonenc.AppendString(b, string(c.Operation))
+	b = append(b, `,"payload":`...)
 	if c.Payload == nil {
-		b.WriteString(`{}`)
+		b = append(b, `{}`...)
 	} else {
-		b.Write(c.Payload.JSON()) // the row is its JSON: written as it is
+		b = append(b, c.Payload.JSON()...) // the row is its JSON: written as it is
 	}
 	if c.Cursor != 0 {
-		b.WriteString(`,"cursor":"`)
-		b.WriteString(strconv.FormatInt(c.Cursor, 10))
-		b.WriteByte('"')
+		b = append(b, `,"cursor":"`...)
+		b = strconv.AppendInt(b, c.Cursor, 10)
+		b = append(b, '"')
 	}
 	if !c.CommitTime.IsZero() {
-		b.WriteString(`,"committed-at":"`)
-		b.WriteString(formatCommittedAt(c.CommitTime))
-		b.WriteByte('"')
+		b = append(b, `,"committed-at":"`...)
+		b = c.CommitTime.UTC().AppendFormat(b, committedAtLayout)
+		b = append(b, '"')
 	}
 	if c.Operation == entities.OpUpdate && c.Previous != nil {
-		b.WriteString(`,"previous":`)
-		b.Write(c.Previous.JSON())
+		b = append(b, `,"previous":`...)
+		b = append(b, c.Previous.JSON()...)
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return append(b, '}'), nil
 }
 
 // WriteJSON appends v's JSON without HTML escaping (the frames are not
@@ -153,6 +147,3 @@ func WriteJSON(b *bytes.Buffer, v any) error {
 	b.Truncate(b.Len() - 1) // Encode always ends with '\n'
 	return nil
 }
-
-// formatCommittedAt formats a commit time for the wire (committedAtLayout).
-func formatCommittedAt(t time.Time) string { return t.UTC().Format(committedAtLayout) }
