@@ -70,10 +70,16 @@ type output interface {
 // and the transaction being received, never more than chunkSize of its
 // changes. It is owned by one goroutine.
 type assembler struct {
-	registry  *entities.Registry
-	logger    *slog.Logger
-	values    *valueDecoder
-	rowMsg    rowMessage // the row message being read, its buffers reused
+	registry *entities.Registry
+	logger   *slog.Logger
+	values   *valueDecoder
+	rowMsg   rowMessage // the row message being read, its buffers reused
+	// reload reads the catalog again (Watcher.reloadCatalog); nil where
+	// there is no database (tests). tried holds the type OIDs a reload
+	// was made for, so an OID the catalog still lacks afterwards (a
+	// type dropped since) does not cause another.
+	reload    func() (*catalog, error)
+	tried     map[uint32]bool
 	relations map[uint32]*relation
 	tx        *openTx
 	warned    map[string]bool // one warning per table and kind of surprise
@@ -146,9 +152,12 @@ func (a *assembler) handle(walData []byte) error {
 		return a.commit(m)
 	case *pglogrepl.TruncateMessage:
 		return a.truncate(m)
-	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
-		// Types: unknown OIDs decode as text anyway. Origins: no
-		// filtering by origin. Messages: not requested.
+	case *pglogrepl.TypeMessage:
+		// Sent before a Relation whose columns use a type of the
+		// database's own: a type created while streaming is looked up.
+		a.learnTypes(m.DataType)
+	case *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
+		// Origins: no filtering by origin. Messages: not requested.
 	default:
 		a.logger.Debug("ignoring pgoutput message", "type", msg.Type().String())
 	}
@@ -301,6 +310,11 @@ func parseMessage(data []byte) (msg pglogrepl.Message, err error) {
 // re-sent after DDL and TRUNCATE and the new one always wins.
 func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 	rel := &relation{id: m.RelationID, namespace: m.Namespace, name: m.RelationName}
+	oids := make([]uint32, len(m.Columns))
+	for i, c := range m.Columns {
+		oids[i] = c.DataType
+	}
+	a.learnTypes(oids...)
 	for i, c := range m.Columns {
 		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
 		rel.order = append(rel.order, i)
@@ -316,6 +330,40 @@ func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 		}
 	}
 	a.relations[m.RelationID] = rel
+}
+
+// learnTypes reloads the catalog once when one of oids is a type the
+// decoder's catalog does not know: a domain, enum or composite type (or an
+// array of one) created after replication started, for example by CREATE
+// TYPE and ALTER TABLE ... ADD COLUMN while changes stream. Until the
+// reload succeeds such values are sent as text, as before; a failed reload
+// is logged and not retried for the same types.
+func (a *assembler) learnTypes(oids ...uint32) {
+	if a.reload == nil {
+		return
+	}
+	var unknown []uint32
+	for _, oid := range oids {
+		if !a.values.cat.knows(oid) && !a.tried[oid] {
+			unknown = append(unknown, oid)
+		}
+	}
+	if len(unknown) == 0 {
+		return
+	}
+	if a.tried == nil {
+		a.tried = map[uint32]bool{}
+	}
+	for _, oid := range unknown {
+		a.tried[oid] = true
+	}
+	cat, err := a.reload()
+	if err != nil {
+		a.logger.Warn("cannot read the types created since replication started: their values are sent as text", "types", unknown, "err", err)
+		return
+	}
+	a.values.cat = cat
+	a.logger.Info("read the types created since replication started", "types", unknown)
 }
 
 func hasColumn(cols []column, name string) bool {

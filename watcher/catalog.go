@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -131,4 +132,30 @@ func loadCatalog(ctx context.Context, conn *pgconn.PgConn) (*catalog, error) {
 		}
 	}
 	return c, nil
+}
+
+// catalogReloadTimeout bounds a reload of the catalog while streaming.
+const catalogReloadTimeout = 10 * time.Second
+
+// reloadCatalog reads the catalog again over a new, normal
+// (non-replication) connection, which it closes before returning. The
+// replication connection is never used for SQL once streaming started
+// (docs/replication.md), so types created while streaming are looked up
+// this way.
+func (w *Watcher) reloadCatalog(ctx context.Context) (*catalog, error) {
+	pc, err := pgconn.ParseConfig(w.cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if pc.RuntimeParams["application_name"] == "" {
+		pc.RuntimeParams["application_name"] = "changecast-watcher-catalog"
+	}
+	ctx, cancel := context.WithTimeout(ctx, catalogReloadTimeout)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to read the catalog: %w", err)
+	}
+	defer conn.Close(context.Background())
+	return loadCatalog(ctx, conn)
 }

@@ -133,6 +133,7 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 	}
 	s.asm = newAssembler(w.cfg.Registry, w.logger, s, w.cfg.ChunkSize)
 	s.asm.values.cat = cat
+	s.asm.reload = func() (*catalog, error) { return w.reloadCatalog(ctx) }
 	// Everything committed before the start position or the end of the
 	// last Final chunk sent was handled: skip it (decided at Begin, see
 	// assembler.begin).
