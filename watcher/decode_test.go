@@ -143,8 +143,11 @@ func FuzzDecodeValue(f *testing.F) {
 	} {
 		f.Add(s.oid, []byte(s.text))
 	}
+	f.Add(uint32(testCompositeOID), []byte(`(1,"b ""c"" \\d",{1,NULL})`))
+	f.Add(uint32(testCompositeArrayOID), []byte(`{"(1,x,{2})",NULL,"(,\"\",)"}`))
 	f.Fuzz(func(t *testing.T, oid uint32, text []byte) {
 		d := newValueDecoder()
+		d.cat = testCatalog()
 		got := d.appendValue([]byte("x"), oid, text)
 		if got[0] != 'x' {
 			t.Fatalf("decode(%d, %q) changed what was before it in the buffer: %q", oid, text, got)
@@ -153,8 +156,8 @@ func FuzzDecodeValue(f *testing.F) {
 		if !json.Valid(got) {
 			t.Fatalf("decode(%d, %q) = %s, not valid JSON", oid, text, got)
 		}
-		if _, isArray := arrayElements[oid]; isArray {
-			return // malformed literals differ at the edges; FuzzDecodeArray compares what the server sends
+		if _, isArray := arrayElements[oid]; isArray || oid >= firstNormalOID {
+			return // malformed literals differ at the edges (FuzzDecodeArray compares what the server sends); the old decoder knew no catalog
 		}
 		if want := encodeRef(t, newRefDecoder().decode(oid, text)); string(got) != want {
 			t.Fatalf("decode(%d, %q) = %s, the decoder before wrote %s", oid, text, got, want)
@@ -214,4 +217,62 @@ func arrayLiteral(elems []string, twoDims bool) string {
 	}
 	n := len(elems) / 2
 	return "{" + join(elems[:n]) + "," + join(elems[n:2*n]) + "}"
+}
+
+// OIDs of testCatalog's types.
+const (
+	testCompositeOID      = 90001 // (a int4, b text, c int4[])
+	testDomainOID         = 90002 // over int4
+	testCompositeArrayOID = 90003 // testCompositeOID[]
+	testDomainArrayOID    = 90004 // testDomainOID[]
+	testNestedOID         = 90005 // (p testCompositeOID, t timestamptz)
+)
+
+func testCatalog() *catalog {
+	return &catalog{
+		domains: map[uint32]uint32{testDomainOID: pgtype.Int4OID},
+		arrays:  map[uint32]uint32{testCompositeArrayOID: testCompositeOID, testDomainArrayOID: testDomainOID},
+		composites: map[uint32][]attribute{
+			testCompositeOID: {{"a", pgtype.Int4OID}, {"b", pgtype.TextOID}, {"c", pgtype.Int4ArrayOID}},
+			testNestedOID:    {{"p", testCompositeOID}, {"t", pgtype.TimestamptzOID}},
+		},
+		known: map[uint32]bool{testCompositeOID: true, testDomainOID: true, testCompositeArrayOID: true, testDomainArrayOID: true, testNestedOID: true},
+	}
+}
+
+// TestDecodeValue_Catalog: composite values as objects (record_out's
+// quoting, NULL as an empty field, "" as an empty string), domains as their
+// base type, arrays of both, and malformed or mis-shaped text as text.
+func TestDecodeValue_Catalog(t *testing.T) {
+	cases := []struct {
+		name string
+		oid  uint32
+		text string
+		want string
+	}{
+		{"composite", testCompositeOID, `(1,abc,"{1,2}")`, `{"a":1,"b":"abc","c":[1,2]}`},
+		{"composite quoting", testCompositeOID, `(-2,"b ""c"" \\d, (e)",)`, `{"a":-2,"b":"b \"c\" \\d, (e)","c":null}`},
+		{"composite NULL vs empty", testCompositeOID, `(,"",)`, `{"a":null,"b":"","c":null}`},
+		{"composite too few fields", testCompositeOID, `(1,x)`, `"(1,x)"`},
+		{"composite too many fields", testCompositeOID, `(1,x,,4)`, `"(1,x,,4)"`},
+		{"composite unterminated", testCompositeOID, `(1,"x,`, `"(1,\"x,"`},
+		{"nested composite", testNestedOID, `("(1,""a b"",{3})","2026-11-23 10:00:00+00")`, `{"p":{"a":1,"b":"a b","c":[3]},"t":"2026-11-23T10:00:00Z"}`},
+		{"domain", testDomainOID, `42`, `42`},
+		{"domain array", testDomainArrayOID, `{1,NULL,3}`, `[1,null,3]`},
+		{"composite array", testCompositeArrayOID, `{"(1,x,{2})",NULL,"(,\"\",)"}`, `[{"a":1,"b":"x","c":[2]},null,{"a":null,"b":"","c":null}]`},
+		{"unknown enum array stays text", 777777, `{red,green}`, `"{red,green}"`},
+	}
+	d := newValueDecoder()
+	d.cat = testCatalog()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := string(d.appendValue(nil, c.oid, []byte(c.text)))
+			if got != c.want {
+				t.Fatalf("decode(%d, %s) = %s, want %s", c.oid, c.text, got, c.want)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Fatalf("not valid JSON: %s", got)
+			}
+		})
+	}
 }
