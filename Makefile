@@ -7,7 +7,7 @@ FUZZTIME  ?= 60s
 BRIEFFUZZ ?= 4s
 PKGS      := ./...
 # Parsers of untrusted input and their fuzz targets (package:target).
-FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVerifyToken ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON ./wsapi/client:FuzzParseFrame ./config:FuzzParse
+FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVerifyToken ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON ./wsapi/client:FuzzParseFrame ./config:FuzzParse ./watcher:FuzzDecodeArray ./watcher:FuzzRowMessage ./entities:FuzzParseRow ./internal/jsonenc:FuzzAppendString
 
 .PHONY: run test build vet fmt-check fuzz fuzz-brief postgres clean bench bench-quick bench-harness
 
@@ -24,7 +24,7 @@ test: postgres vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	# Allocation counts are inflated by the race detector, so those tests
 	# skip under -race; run them once without it.
-	$(GO) test -count=1 -run 'Alloc' ./sanitize
+	$(GO) test -count=1 -run 'Alloc' ./sanitize ./watcher ./entities
 	@$(MAKE) --no-print-directory fuzz-brief
 
 vet:

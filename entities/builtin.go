@@ -18,8 +18,8 @@ import (
 // defaults are set so rows can be written with plain SQL.
 //
 // Column types deliberately cover what the watcher decodes: uuid, text,
-// integers, bool, numeric (json.Number, exact), timestamptz, jsonb
-// (json.RawMessage, kept verbatim), bytea and text[].
+// integers, bool, numeric (exact digits, json.Number here), timestamptz,
+// jsonb (kept verbatim, json.RawMessage here), bytea and text[].
 
 // Repository is a GitHub repository that runners serve.
 type Repository struct {

@@ -51,13 +51,6 @@ func joinOps(ops []Operation) string {
 	return s
 }
 
-// Row is a decoded table row: column name to typed Go value. Values are one
-// of nil (SQL NULL), bool, int64, float64, string, json.Number (numeric,
-// exact), time.Time, uuid.UUID, json.RawMessage (json/jsonb, kept as the
-// server's bytes), []byte (bytea), []string (text[]) or []any (other arrays).
-// Encoding a Row with encoding/json yields the payload sent to clients.
-type Row map[string]any
-
 // LSN is a PostgreSQL write-ahead-log position.
 type LSN uint64
 
@@ -69,7 +62,7 @@ func (l LSN) String() string {
 // Change is one committed create, update or delete of one entity.
 //
 // Payload is the new row for create and update, and the previous row for
-// delete. Previous is the row before an update when the server sent it
+// delete; nil for truncate. Previous is the row before an update when the server sent it
 // (tables have REPLICA IDENTITY FULL, so it normally does). Unchanged lists
 // columns whose value PostgreSQL did not send (an unchanged TOAST value with
 // no previous row to fill it from); such columns are absent from Payload,
@@ -78,8 +71,8 @@ type Change struct {
 	EntityType string    // registry name, e.g. "pool"
 	Operation  Operation // create, update or delete
 	EntityID   string    // the key column's value, as text
-	Payload    Row
-	Previous   Row
+	Payload    *Row
+	Previous   *Row
 	Unchanged  []string
 	// Backfill is set by the watcher when the change's table does not
 	// have REPLICA IDENTITY FULL: PostgreSQL then sends an update without
@@ -100,13 +93,6 @@ type Change struct {
 
 	// Cursor is the change's journal position once journaled; 0 before.
 	Cursor int64
-	// RawPayload and RawPrevious, for a change read back from the
-	// journal, are Payload's and Previous's JSON exactly as journaled:
-	// encoding Payload gives these very bytes, so an encoder may write
-	// them verbatim instead (catch-up does, to spare the CPU live delivery
-	// needs). nil otherwise; whoever changes Payload or Previous must
-	// clear them.
-	RawPayload, RawPrevious []byte
 }
 
 // Transaction is one committed source transaction, or one chunk of a large

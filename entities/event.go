@@ -274,19 +274,17 @@ func checkDoc(v any) string {
 	return ""
 }
 
-// Row returns the event as a Row, the payload of its Changes: id,
-// operation_id as uuid.UUID; user_id, system_id, acted_upon as uuid.UUID
-// or nil; category, action, severity, description, status as string;
-// metadata as json.RawMessage (a JSON object, keys sorted); created_at,
-// updated_at as time.Time in UTC. Encoding the Row with encoding/json
-// gives the same object as encoding the Event.
-func (e Event) Row() Row {
+// Row returns the event as a Row, the payload of its Changes: the columns
+// of EventColumns sorted by name, each in its JSON form (ids as strings or
+// null, metadata as an object with sorted keys, times RFC 3339 in UTC).
+// The Row's JSON is the same object as the Event's.
+func (e Event) Row() *Row {
 	meta, err := encodeMetadata(e.Metadata)
 	if err != nil {
 		// Validate rejects such metadata; keep the row encodable.
 		meta = json.RawMessage(`{}`)
 	}
-	return Row{
+	return RowOf(map[string]any{
 		"id":           e.ID,
 		"user_id":      uuidOrNil(e.UserID),
 		"system_id":    uuidOrNil(e.SystemID),
@@ -300,7 +298,7 @@ func (e Event) Row() Row {
 		"operation_id": e.OperationID,
 		"created_at":   e.CreatedAt.UTC(),
 		"updated_at":   e.UpdatedAt.UTC(),
-	}
+	})
 }
 
 // EventColumns lists the columns of an event Row (and of the events

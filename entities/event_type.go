@@ -1,6 +1,7 @@
 package entities
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"sync"
@@ -34,11 +35,11 @@ func OwnerOf(ch *Change) (string, bool) {
 	if ch.EntityType != EventEntityType {
 		return "", false
 	}
-	v, ok := ch.Payload["user_id"]
-	if !ok || v == nil {
+	v, ok := ch.Payload.Get("user_id")
+	if !ok || string(v) == "null" {
 		return "", false
 	}
-	id, err := rowNullUUID(v)
+	id, err := rowNullUUID(json.RawMessage(v))
 	switch {
 	case err != nil:
 		// Fail closed: an owner we cannot read is nobody's, so only

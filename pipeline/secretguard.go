@@ -70,7 +70,7 @@ func (g *secretGuard) stopped(c *entities.Change, stop func(entityType, column s
 		return false
 	}
 	for _, col := range cols {
-		if _, ok := c.Payload[col]; ok || slices.Contains(c.Unchanged, col) {
+		if c.Payload.Has(col) || slices.Contains(c.Unchanged, col) {
 			continue
 		}
 		g.blocked[c.EntityType] = col

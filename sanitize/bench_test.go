@@ -20,11 +20,11 @@ import (
 
 // benchInstanceRow is an instance row as the watcher decodes it: the
 // sanitized row plus its two secret columns.
-func benchInstanceRow(status string) entities.Row {
-	row := testutil.InstanceRow(status)
-	row["jit_configuration"] = "eyJydW5uZXIiOiAiand0LWNvbmZpZ3VyYXRpb24tYmxvYiJ9"
-	row["callback_token"] = "cb-token-7f3a9c0e1d2b4a5f"
-	return row
+func benchInstanceRow(status string) *entities.Row {
+	m := testutil.InstanceValues(status)
+	m["jit_configuration"] = "eyJydW5uZXIiOiAiand0LWNvbmZpZ3VyYXRpb24tYmxvYiJ9"
+	m["callback_token"] = "cb-token-7f3a9c0e1d2b4a5f"
+	return entities.RowOf(m)
 }
 
 // BenchmarkSanitizer_Change measures (*Sanitizer).Change, the call the
@@ -33,7 +33,7 @@ func benchInstanceRow(status string) entities.Row {
 // Payload). The credentials case drops a whole secret jsonb column
 // (payload) and keeps the rest.
 func BenchmarkSanitizer_Change(b *testing.B) {
-	creds := entities.Row{
+	creds := entities.RowOf(map[string]any{
 		"id":            uuid.MustParse("7e6d5c4b-3a29-4180-9f7e-6d5c4b3a2918"),
 		"name":          "github-app",
 		"description":   "the fleet's GitHub App",
@@ -42,7 +42,7 @@ func BenchmarkSanitizer_Change(b *testing.B) {
 		"payload":       json.RawMessage(`{"app_id": 12345, "installation_id": 67890, "private_key_bytes": "LS0tLS1CRUdJTi..."}`),
 		"created_at":    time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
 		"updated_at":    time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
-	}
+	})
 	cases := []struct {
 		name string
 		c    entities.Change
@@ -59,7 +59,7 @@ func BenchmarkSanitizer_Change(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, ok := got.Payload["callback_token"]; ok {
+			if got.Payload.Has("callback_token") {
 				b.Fatal("callback_token survived sanitize")
 			}
 			b.ReportAllocs()

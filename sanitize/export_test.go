@@ -8,7 +8,7 @@ import "github.com/changecast/changecast/entities"
 // Row returns a copy of row with every rule of the package applied for et,
 // deciding without the Sanitizer's cache; (*Sanitizer).Change documents
 // the rules.
-func Row(et entities.EntityType, row entities.Row) entities.Row {
+func Row(et entities.EntityType, row *entities.Row) *entities.Row {
 	return sanitizeRow(uncached{et}, row, nil)
 }
 

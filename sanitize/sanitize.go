@@ -201,16 +201,16 @@ func (s *Sanitizer) policy(name string) (*typePolicy, error) {
 //
 // Columns marked, declared or (unless allowed) named secret are removed,
 // and secret-named keys are removed at any depth from the values kept:
-// inside json/jsonb values (json.RawMessage, see stripJSON), inside
-// arrays, and inside map[string]any and []any values. Allowing a column
+// inside json/jsonb values (see stripJSON), composite values (objects
+// keyed by attribute name) and arrays of those. Allowing a column
 // (`changecast:"public"`) applies to the top-level column only; the keys
 // inside its value are still checked. A nil row stays nil, so an absent
 // previous row stays absent.
 //
-// Sanitizing never mutates its input: rows decoded by the watcher may be
-// shared, so a new Row is built, and nested maps and slices are copied
-// when something inside them is removed (and shared, read-only,
-// otherwise).
+// Sanitizing never mutates its input: a Row is immutable, so a row with
+// nothing to remove is returned as it is (shared), and a new Row is built
+// otherwise. Values are never decoded: a row's values are JSON already
+// (entities.Row), and only objects and arrays are scanned for keys.
 //
 // Not recognised: secrets inside non-JSON text values (a password inside a
 // connection string in a text column, or a json column whose text the
@@ -255,22 +255,49 @@ func (s *Sanitizer) Changes(batch []entities.Change) ([]entities.Change, error) 
 // decider decides columns: why one is stripped, or "" to keep it.
 type decider interface{ reason(col string) Reason }
 
-func sanitizeRow(d decider, row entities.Row, st *counters) entities.Row {
+// sanitizeRow returns row without the columns d strips and without
+// secret-named keys inside the values kept (objects and arrays: json
+// columns, composite values, arrays of those). Values are JSON already,
+// so nothing is decoded: a column is dropped by name, and an object or
+// array is scanned for secret-named keys (stripValidJSON) and rewritten
+// only when it holds one. row itself is returned when nothing goes (Rows
+// are immutable); otherwise a new Row.
+func sanitizeRow(d decider, row *entities.Row, st *counters) *entities.Row {
 	if row == nil {
 		return nil
 	}
-	out := make(entities.Row, len(row))
-	for k, v := range row {
-		switch d.reason(k) {
-		case "":
-			out[k] = stripValue(v, st)
-		case ReasonName:
-			if st != nil {
-				st.nameColumns.Add(1)
+	var b *entities.RowBuilder // made at the first change
+	n := row.Len()
+	for i := range n {
+		name, v := row.At(i)
+		r := d.reason(name)
+		if r == ReasonName && st != nil {
+			st.nameColumns.Add(1)
+		}
+		nv, changed := v, r != ""
+		if r == "" && len(v) > 0 && (v[0] == '{' || v[0] == '[') {
+			if out, res := stripValidJSON(v); res == jsonStripped {
+				nv, changed = out, true
+				if st != nil {
+					st.jsonRewritten.Add(1)
+				}
 			}
 		}
+		if changed && b == nil {
+			b = &entities.RowBuilder{}
+			b.Grow(n, len(row.JSON()))
+			for j := range i {
+				b.AppendRaw(row.At(j))
+			}
+		}
+		if b != nil && r == "" {
+			b.AppendRaw(name, nv)
+		}
 	}
-	return out
+	if b == nil {
+		return row
+	}
+	return b.Row()
 }
 
 // stripValue returns v without secret-named keys at any depth. v itself is
@@ -307,12 +334,6 @@ func strip(v any, st *counters) (any, bool) {
 			return v, false
 		}
 		return m, true
-	case entities.Row:
-		m, changed := stripMap(x, st)
-		if !changed {
-			return v, false
-		}
-		return entities.Row(m), true
 	case []any:
 		var out []any
 		for i, e := range x {

@@ -1,9 +1,7 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -665,29 +663,16 @@ func (s *changeSource) Values() ([]any, error) {
 
 func (s *changeSource) Err() error { return s.err }
 
-// rowEncoder encodes rows the way wsapi encodes them live: encoding/json,
-// map keys sorted, no HTML escaping, no trailing newline. The journal
-// stores these bytes verbatim (json, not jsonb), so a row read back and
-// re-encoded is byte-identical.
-type rowEncoder struct {
-	buf bytes.Buffer
-	enc *json.Encoder
-}
+// rowEncoder gives the journal a row's JSON: the Row's own bytes
+// (entities.Row is its JSON, compact, keys as the wire has them), nil for
+// a nil row (SQL NULL). The journal stores them verbatim (json, not
+// jsonb), so a row read back is byte-identical to the live one. COPY
+// copies the bytes into its buffer before the next row is asked for.
+type rowEncoder struct{}
 
-// encode returns the JSON of row, nil for a nil row (SQL NULL). The result
-// is a fresh slice.
-func (e *rowEncoder) encode(row entities.Row) ([]byte, error) {
+func (rowEncoder) encode(row *entities.Row) ([]byte, error) {
 	if row == nil {
 		return nil, nil
 	}
-	if e.enc == nil {
-		e.enc = json.NewEncoder(&e.buf)
-		e.enc.SetEscapeHTML(false)
-	}
-	e.buf.Reset()
-	if err := e.enc.Encode(row); err != nil {
-		return nil, err
-	}
-	b := e.buf.Bytes()
-	return bytes.Clone(b[:len(b)-1]), nil
+	return row.JSON(), nil
 }

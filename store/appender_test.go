@@ -27,7 +27,7 @@ func txn(commit, end entities.LSN, xid uint32, first, n int, final bool) entitie
 		id := fmt.Sprintf("%d-%d", xid, i)
 		t.Changes = append(t.Changes, entities.Change{
 			EntityType: "pool", Operation: entities.OpCreate, EntityID: id,
-			Payload:   entities.Row{"id": id, "n": int64(i)},
+			Payload:   entities.RowOf(map[string]any{"id": id, "n": int64(i)}),
 			CommitLSN: commit, EndLSN: end, Index: i, Xid: xid, CommitTime: ct,
 		})
 	}

@@ -271,7 +271,7 @@ func scanEvent(row pgx.Row, extra ...any) (entities.Event, error) {
 // eventChange makes the Change of one event write. CommitTime is the
 // transaction's timestamp (now()); the source position fields stay zero
 // for the caller (the journal appender) to fill.
-func eventChange(op entities.Operation, ev entities.Event, previous entities.Row, at time.Time) entities.Change {
+func eventChange(op entities.Operation, ev entities.Event, previous *entities.Row, at time.Time) entities.Change {
 	return entities.Change{
 		EntityType: entities.EventEntityType,
 		Operation:  op,
@@ -291,12 +291,18 @@ func InsertEventTx(ctx context.Context, tx pgx.Tx, ev entities.Event) (entities.
 	if err := ev.Validate(); err != nil {
 		return entities.Change{}, fmt.Errorf("insert event: %w", err)
 	}
-	row := ev.Row()
+	meta, _ := ev.Row().Get("metadata") // the object Event.Row encodes ({} when empty)
+	byColumn := map[string]any{
+		"id": ev.ID, "user_id": ev.UserID, "system_id": ev.SystemID, "acted_upon": ev.ActedUpon,
+		"category": ev.Category, "action": ev.Action, "severity": string(ev.Severity), "description": ev.Description,
+		"metadata": json.RawMessage(meta), "status": string(ev.Status), "operation_id": ev.OperationID,
+		"created_at": ev.CreatedAt.UTC(), "updated_at": ev.UpdatedAt.UTC(),
+	}
 	placeholders := make([]string, len(entities.EventColumns))
 	args := make([]any, len(entities.EventColumns))
 	for i, col := range entities.EventColumns {
 		placeholders[i] = "$" + strconv.Itoa(i+1)
-		args[i] = row[col]
+		args[i] = byColumn[col]
 	}
 	var at time.Time
 	// ON CONFLICT DO NOTHING: persisting an event again (a retry after a

@@ -1,9 +1,7 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -36,11 +34,9 @@ const (
 // EntityType, Operation, EntityID, Payload, Previous and Unchanged set;
 // EndLSN is not journaled and stays 0.
 //
-// Payload and Previous hold, per top-level key, the stored JSON value as a
-// json.RawMessage (nil for JSON null), so encoding the Row again with
-// encoding/json yields exactly the bytes the live change encoded to. Code
-// that inspects values must accept json.RawMessage as well as the typed
-// values of a live Row.
+// Payload and Previous are the stored rows, read without decoding their
+// values (entities.ParseRow): their JSON is exactly the bytes the live
+// change had.
 //
 // When a gap was recorded after after (see RecordGap), ReadJournal returns
 // a *GapError (wrapping ErrJournalGap) naming the lost range; when
@@ -81,11 +77,10 @@ func (db *DB) ReadJournal(ctx context.Context, after int64, limit int, types []s
 		}
 		c.CommitLSN, c.Index, c.Xid, c.Operation = entities.LSN(lsn), int(index), uint32(xid), entities.Operation(op)
 		c.CommitTime = c.CommitTime.UTC()
-		c.RawPayload, c.RawPrevious = payload, previous
-		if c.Payload, err = decodeRow(payload); err != nil {
+		if c.Payload, err = readRow(payload); err != nil {
 			return nil, fmt.Errorf("read journal: payload of seq %d: %w", c.Cursor, err)
 		}
-		if c.Previous, err = decodeRow(previous); err != nil {
+		if c.Previous, err = readRow(previous); err != nil {
 			return nil, fmt.Errorf("read journal: previous row of seq %d: %w", c.Cursor, err)
 		}
 		out = append(out, c)
@@ -115,25 +110,13 @@ func (db *DB) ReadJournal(ctx context.Context, after int64, limit int, types []s
 	return out, nil
 }
 
-// decodeRow splits a stored JSON object into its top-level values, kept as
-// raw bytes. A JSON null becomes nil, which encodes back to null.
-func decodeRow(b []byte) (entities.Row, error) {
+// readRow reads a stored JSON object into a Row without decoding its
+// values (entities.ParseRow); SQL NULL is a nil Row.
+func readRow(b []byte) (*entities.Row, error) {
 	if b == nil {
 		return nil, nil
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	row := make(entities.Row, len(m))
-	for k, v := range m {
-		if bytes.Equal(v, []byte("null")) {
-			row[k] = nil
-			continue
-		}
-		row[k] = v
-	}
-	return row, nil
+	return entities.ParseRow(b)
 }
 
 // JournalHead returns the journal's highest seq (0 when nothing was ever

@@ -197,31 +197,30 @@ func needsFill(c *entities.Change) bool {
 
 // fill completes c from st, the entity's state before c, and sanitizes
 // the result with today's rules.
-func (a *Appender) fill(c *entities.Change, st entities.Row) error {
+func (a *Appender) fill(c *entities.Change, st *entities.Row) error {
 	if a.cfg.Sanitize == nil {
 		return nil // without today's rules, old values stay where they are
 	}
 	switch c.Operation {
 	case entities.OpDelete:
 		// The row as it was, with the key as sent.
-		row := maps.Clone(st)
-		maps.Copy(row, c.Payload)
-		c.Payload = row
+		c.Payload = st.With(c.Payload)
 	case entities.OpUpdate:
-		var still []string
-		for _, col := range c.Unchanged {
-			if v, ok := st[col]; ok {
-				c.Payload[col] = v
-			} else {
-				still = append(still, col)
+		if len(c.Unchanged) > 0 {
+			unchanged := func(name string) bool { return slices.Contains(c.Unchanged, name) }
+			c.Payload = st.Without(func(name string) bool { return !unchanged(name) }).With(c.Payload)
+			var still []string
+			for _, col := range c.Unchanged {
+				if !c.Payload.Has(col) {
+					still = append(still, col)
+				}
 			}
+			c.Unchanged = still
 		}
-		c.Unchanged = still
 		if c.Previous == nil {
-			c.Previous = maps.Clone(st)
+			c.Previous = st
 		}
 	}
-	c.RawPayload, c.RawPrevious = nil, nil
 	clean, err := a.cfg.Sanitize(*c)
 	if err != nil {
 		return fmt.Errorf("sanitize %s %s %q filled from the journal: %w", c.Operation, c.EntityType, c.EntityID, err)
@@ -231,8 +230,8 @@ func (a *Appender) fill(c *entities.Change, st entities.Row) error {
 }
 
 // loadStates reads the last journaled state of each of keys.
-func (a *Appender) loadStates(ctx context.Context, tx pgx.Tx, keys []stateKey) (map[stateKey]entities.Row, error) {
-	out := map[stateKey]entities.Row{}
+func (a *Appender) loadStates(ctx context.Context, tx pgx.Tx, keys []stateKey) (map[stateKey]*entities.Row, error) {
+	out := map[stateKey]*entities.Row{}
 	if len(keys) == 0 {
 		return out, nil
 	}
@@ -254,13 +253,14 @@ func (a *Appender) loadStates(ctx context.Context, tx pgx.Tx, keys []stateKey) (
 		if err := rows.Scan(&k.typ, &k.id, &payload); err != nil {
 			return nil, fmt.Errorf("read entity states: %w", err)
 		}
-		row, err := decodeRow(payload)
+		if payload == nil {
+			continue
+		}
+		row, err := entities.ParseRow(payload)
 		if err != nil {
 			return nil, fmt.Errorf("read state of %s %q: %w", k.typ, k.id, err)
 		}
-		if row != nil {
-			out[k] = row
-		}
+		out[k] = row
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read entity states: %w", err)
@@ -273,7 +273,7 @@ type stateWrites struct {
 	// last is the last change of each entity in the batch (its Cursor
 	// is set by the COPY); pending its state after it (nil: deleted).
 	last    map[stateKey]*entities.Change
-	pending map[stateKey]entities.Row
+	pending map[stateKey]*entities.Row
 	// cleared types lose every stored entry first.
 	cleared map[string]bool
 	// tracked: types whose tracking the batch starts (true) or ends.
@@ -281,7 +281,7 @@ type stateWrites struct {
 }
 
 func newStateWrites() *stateWrites {
-	return &stateWrites{last: map[stateKey]*entities.Change{}, pending: map[stateKey]entities.Row{}, cleared: map[string]bool{}, tracked: map[string]bool{}}
+	return &stateWrites{last: map[stateKey]*entities.Change{}, pending: map[stateKey]*entities.Row{}, cleared: map[string]bool{}, tracked: map[string]bool{}}
 }
 
 // saveStates applies w in tx, after the COPY gave the changes their

@@ -2,14 +2,15 @@ package watcher
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/jsonenc"
 	"github.com/jackc/pglogrepl"
 )
 
@@ -20,6 +21,9 @@ type relation struct {
 	namespace string
 	name      string
 	columns   []column
+	// order lists the columns' indexes sorted by name: the order of a
+	// row's members (entities.Row).
+	order []int
 	// entity is the registered type stored in this table; nil when the
 	// table is not registered and its changes are ignored.
 	entity *entities.EntityType
@@ -69,9 +73,16 @@ type output interface {
 // and the transaction being received, never more than chunkSize of its
 // changes. It is owned by one goroutine.
 type assembler struct {
-	registry  *entities.Registry
-	logger    *slog.Logger
-	values    *valueDecoder
+	registry *entities.Registry
+	logger   *slog.Logger
+	values   *valueDecoder
+	rowMsg   rowMessage // the row message being read, its buffers reused
+	// reload reads the catalog again (Watcher.reloadCatalog); nil where
+	// there is no database (tests). tried holds the type OIDs a reload
+	// was made for, so an OID the catalog still lacks afterwards (a
+	// type dropped since) does not cause another.
+	reload    func() (*catalog, error)
+	tried     map[uint32]bool
 	relations map[uint32]*relation
 	tx        *openTx
 	warned    map[string]bool // one warning per table and kind of surprise
@@ -111,6 +122,20 @@ var errProtocol = errors.New("pgoutput protocol")
 // or finished transaction to the output. walData may be reused by the
 // caller after handle returns: nothing here keeps a reference to it.
 func (a *assembler) handle(walData []byte) error {
+	if isRowMessage(walData) {
+		m := &a.rowMsg
+		if err := m.parse(walData); err != nil {
+			return fmt.Errorf("%w: %v", errProtocol, err)
+		}
+		var old, cur *tupleData
+		if m.hasOld {
+			old = &m.old
+		}
+		if m.hasNew {
+			cur = &m.cur
+		}
+		return a.row(m.relID, m.op, cur, m.oldKind, old)
+	}
 	msg, err := parseMessage(walData)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errProtocol, err)
@@ -128,17 +153,14 @@ func (a *assembler) handle(walData []byte) error {
 			return fmt.Errorf("%w: commit at %s without begin", errProtocol, m.CommitLSN)
 		}
 		return a.commit(m)
-	case *pglogrepl.InsertMessage:
-		return a.row(m.RelationID, entities.OpCreate, m.Tuple, 0, nil)
-	case *pglogrepl.UpdateMessage:
-		return a.row(m.RelationID, entities.OpUpdate, m.NewTuple, m.OldTupleType, m.OldTuple)
-	case *pglogrepl.DeleteMessage:
-		return a.row(m.RelationID, entities.OpDelete, nil, m.OldTupleType, m.OldTuple)
 	case *pglogrepl.TruncateMessage:
 		return a.truncate(m)
-	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
-		// Types: unknown OIDs decode as text anyway. Origins: no
-		// filtering by origin. Messages: not requested.
+	case *pglogrepl.TypeMessage:
+		// Sent before a Relation whose columns use a type of the
+		// database's own: a type created while streaming is looked up.
+		a.learnTypes(m.DataType)
+	case *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
+		// Origins: no filtering by origin. Messages: not requested.
 	default:
 		a.logger.Debug("ignoring pgoutput message", "type", msg.Type().String())
 	}
@@ -291,9 +313,16 @@ func parseMessage(data []byte) (msg pglogrepl.Message, err error) {
 // re-sent after DDL and TRUNCATE and the new one always wins.
 func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 	rel := &relation{id: m.RelationID, namespace: m.Namespace, name: m.RelationName, full: m.ReplicaIdentity == 'f'}
-	for _, c := range m.Columns {
-		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
+	oids := make([]uint32, len(m.Columns))
+	for i, c := range m.Columns {
+		oids[i] = c.DataType
 	}
+	a.learnTypes(oids...)
+	for i, c := range m.Columns {
+		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
+		rel.order = append(rel.order, i)
+	}
+	slices.SortStableFunc(rel.order, func(i, j int) int { return strings.Compare(rel.columns[i].name, rel.columns[j].name) })
 	if et, ok := a.registry.ByRelation(m.Namespace, m.RelationName); ok {
 		rel.entity = &et
 		for _, k := range append([]string{et.Key}, et.KeyColumns...) {
@@ -304,6 +333,40 @@ func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 		}
 	}
 	a.relations[m.RelationID] = rel
+}
+
+// learnTypes reloads the catalog once when one of oids is a type the
+// decoder's catalog does not know: a domain, enum or composite type (or an
+// array of one) created after replication started, for example by CREATE
+// TYPE and ALTER TABLE ... ADD COLUMN while changes stream. Until the
+// reload succeeds such values are sent as text, as before; a failed reload
+// is logged and not retried for the same types.
+func (a *assembler) learnTypes(oids ...uint32) {
+	if a.reload == nil {
+		return
+	}
+	var unknown []uint32
+	for _, oid := range oids {
+		if !a.values.cat.knows(oid) && !a.tried[oid] {
+			unknown = append(unknown, oid)
+		}
+	}
+	if len(unknown) == 0 {
+		return
+	}
+	if a.tried == nil {
+		a.tried = map[uint32]bool{}
+	}
+	for _, oid := range unknown {
+		a.tried[oid] = true
+	}
+	cat, err := a.reload()
+	if err != nil {
+		a.logger.Warn("cannot read the types created since replication started: their values are sent as text", "types", unknown, "err", err)
+		return
+	}
+	a.values.cat = cat
+	a.logger.Info("read the types created since replication started", "types", unknown)
 }
 
 func hasColumn(cols []column, name string) bool {
@@ -325,7 +388,7 @@ func (a *assembler) warnOnce(key, msg string, args ...any) {
 
 // row decodes one insert, update or delete into a Change of the open
 // transaction. oldKind is 'O' (full old row), 'K' (key columns only) or 0.
-func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl.TupleData, oldKind uint8, oldTuple *pglogrepl.TupleData) error {
+func (a *assembler) row(relID uint32, op entities.Operation, newTuple *tupleData, oldKind uint8, oldTuple *tupleData) error {
 	if a.tx == nil {
 		return fmt.Errorf("%w: %s on relation %d outside a transaction", errProtocol, op, relID)
 	}
@@ -342,7 +405,7 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 		}
 		return nil
 	}
-	var old, cur entities.Row
+	var old, cur *entities.Row
 	var unchanged []string
 	var keyText, oldKey string
 	var err error
@@ -378,44 +441,66 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *pglogrepl
 	}
 	c.EntityID = keyText
 	if c.Payload == nil {
-		c.Payload = entities.Row{}
+		c.Payload = emptyRow
 	}
 	return a.add(c)
 }
 
-// tuple decodes t against rel's columns. In a key-only tuple ('K') only
-// replica-identity columns are present; the others arrive as 'n' meaning
-// "not sent" and are omitted. An unchanged TOAST value ('u') is taken from
-// old when old has the column, and otherwise omitted from the row and
-// listed in unchanged: it is never reported as NULL (docs/replication.md
+// emptyRow is the payload of a change whose rows PostgreSQL did not send.
+var emptyRow = (&entities.RowBuilder{}).Row()
+
+// jsonNull is SQL NULL's JSON.
+var jsonNull = []byte("null")
+
+// tuple decodes t against rel's columns into a Row, appending each
+// column's JSON straight from the tuple's text (valueDecoder), members
+// sorted by name. In a key-only tuple ('K') only replica-identity columns
+// are present; the others arrive as 'n' meaning "not sent" and are
+// omitted. An unchanged TOAST value ('u') is taken from old when old has
+// the column, and otherwise omitted from the row and listed in unchanged
+// (in column order): it is never reported as NULL (docs/replication.md
 // rule 11). keyText is the key column's text, "" when absent.
-func (a *assembler) tuple(rel *relation, t *pglogrepl.TupleData, keyOnly bool, old entities.Row) (row entities.Row, unchanged []string, keyText string, err error) {
-	if len(t.Columns) != len(rel.columns) {
-		return nil, nil, "", fmt.Errorf("%w: tuple has %d columns, relation %s has %d", errProtocol, len(t.Columns), rel.name, len(rel.columns))
+func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entities.Row) (row *entities.Row, unchanged []string, keyText string, err error) {
+	if len(t.kinds) != len(rel.columns) {
+		return nil, nil, "", fmt.Errorf("%w: tuple has %d columns, relation %s has %d", errProtocol, len(t.kinds), rel.name, len(rel.columns))
 	}
-	row = make(entities.Row, len(t.Columns))
-	for i, tc := range t.Columns {
-		col := rel.columns[i]
+	size := 2
+	for i, d := range t.data {
+		size += len(d) + len(rel.columns[i].name) + 8
+	}
+	var b entities.RowBuilder
+	b.Grow(len(t.kinds), size+size/8)
+	missing := false
+	for _, i := range rel.order {
+		kind, data, col := t.kinds[i], t.data[i], rel.columns[i]
 		if keyOnly && !col.isKey {
 			continue
 		}
-		switch tc.DataType {
+		switch kind {
 		case pglogrepl.TupleDataTypeNull:
-			row[col.name] = nil
+			b.AppendRaw(col.name, jsonNull)
 		case pglogrepl.TupleDataTypeToast:
-			if v, ok := old[col.name]; ok {
-				row[col.name] = v
+			if v, ok := old.Get(col.name); ok {
+				b.AppendRaw(col.name, v)
 			} else {
-				unchanged = append(unchanged, col.name)
+				missing = true
 			}
 		case pglogrepl.TupleDataTypeText:
-			row[col.name] = a.values.decode(col.oid, tc.Data)
+			b.End(a.values.appendValue(b.Key(col.name), col.oid, data))
 			if col.name == rel.entity.Key {
-				keyText = string(tc.Data)
+				keyText = string(data)
 			}
 		default:
 			// Binary tuples are only sent when asked for ("binary 'true'").
-			return nil, nil, "", fmt.Errorf("%w: column %s has tuple data kind %q", errProtocol, col.name, tc.DataType)
+			return nil, nil, "", fmt.Errorf("%w: column %s has tuple data kind %q", errProtocol, col.name, kind)
+		}
+	}
+	row = b.Row()
+	if missing {
+		for i, kind := range t.kinds {
+			if kind == pglogrepl.TupleDataTypeToast && !(keyOnly && !rel.columns[i].isKey) && !row.Has(rel.columns[i].name) {
+				unchanged = append(unchanged, rel.columns[i].name)
+			}
 		}
 	}
 	if len(rel.entity.KeyColumns) > 1 {
@@ -425,28 +510,24 @@ func (a *assembler) tuple(rel *relation, t *pglogrepl.TupleData, keyOnly bool, o
 }
 
 // compositeKey is the entity id of a composite key: a JSON object of the
-// key columns' values in key order ({"order_id":7,"line":2}); "" when a
-// key column is missing from row.
-func compositeKey(cols []string, row entities.Row) string {
-	var b strings.Builder
-	b.WriteByte('{')
+// key columns' values in key order ({"order_id":7,"line":2}), written as
+// json.Marshal writes it (HTML characters escaped, as ids always were);
+// "" when a key column is missing from row.
+func compositeKey(cols []string, row *entities.Row) string {
+	b := make([]byte, 0, 64)
+	b = append(b, '{')
 	for i, c := range cols {
-		v, ok := row[c]
+		v, ok := row.Get(c)
 		if !ok {
 			return ""
 		}
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		k, _ := json.Marshal(c)
-		b.Write(k)
-		b.WriteByte(':')
-		val, err := json.Marshal(v)
-		if err != nil {
-			return ""
-		}
-		b.Write(val)
+		b = jsonenc.AppendHTMLEscaped(b, jsonenc.AppendString(nil, c))
+		b = append(b, ':')
+		b = jsonenc.AppendHTMLEscaped(b, v)
 	}
-	b.WriteByte('}')
-	return b.String()
+	b = append(b, '}')
+	return string(b)
 }

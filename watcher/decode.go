@@ -1,187 +1,619 @@
 package watcher
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
+	"github.com/changecast/changecast/internal/jsonenc"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// valueDecoder turns one column value, in PostgreSQL's text format, into the
-// typed Go value documented on entities.Row. It never fails and never
-// panics: a value it cannot parse as its type is returned as a string of
-// the server's text, so a surprising value is visible rather than lost.
+// valueDecoder appends the JSON of one column value, given in PostgreSQL's
+// text format, in one pass: no intermediate Go value, no reflection. The
+// JSON of each type is docs/protocol.md's "Column types": integers and
+// exact numerics as JSON numbers (the server's digits), floats as
+// encoding/json writes a float64, booleans, UUIDs, timestamps as RFC 3339
+// (UTC), json/jsonb verbatim (compacted), bytea as base64, arrays (of any
+// depth) as JSON arrays, composite values as objects keyed by attribute
+// name, domains as their base type, and every other type (text, enums,
+// dates, intervals, network types, extension types) as a JSON string of
+// the server's text.
 //
-// A valueDecoder is not safe for concurrent use (pgtype.Map caches scan
-// plans); the watcher keeps one per Run.
+// It never fails and never panics: a value it cannot parse as its type is
+// written as a JSON string of the server's text, so a surprising value is
+// visible rather than lost. Every output is valid JSON (FuzzDecodeValue).
+//
+// A valueDecoder is not safe for concurrent use (it reuses scratch
+// buffers); the watcher keeps one per Run.
 //
 // The replication connection sets DateStyle=ISO, IntervalStyle=postgres,
 // TimeZone=UTC and bytea_output=hex, so the texts parsed here are in the
 // formats those settings produce; the parsers also accept other offsets.
 type valueDecoder struct {
-	m *pgtype.Map
-	// domains maps a domain's type OID to its base type's, so a domain
-	// column decodes as its base type (loaded when replication starts;
-	// a domain created later decodes as text until the next start).
-	domains map[uint32]uint32
+	// cat describes the database's own types (domains, composites, the
+	// arrays of those and of enums); nil decodes built-in types only.
+	cat *catalog
+	// scratch holds unescaped array elements and record fields, one
+	// buffer per nesting level, reused.
+	scratch [maxNesting + 1][]byte
+	bytea   []byte
 }
 
-func newValueDecoder() *valueDecoder {
-	return &valueDecoder{m: pgtype.NewMap()}
+// maxNesting bounds how deep arrays and composite values nest into each
+// other before the rest is written as text.
+const maxNesting = 16
+
+func newValueDecoder() *valueDecoder { return &valueDecoder{} }
+
+// appendValue appends the JSON of text, the text-format value of a column
+// of type oid, to dst. text is never retained.
+func (d *valueDecoder) appendValue(dst []byte, oid uint32, text []byte) []byte {
+	return d.value(dst, oid, text, 0)
 }
 
-// decode returns the Go value of text, the text-format value of a column of
-// type oid. text is never retained: every returned slice is a copy.
-func (d *valueDecoder) decode(oid uint32, text []byte) any {
-	for range 8 { // a domain over a domain over …, to a sane depth
-		base, ok := d.domains[oid]
-		if !ok {
-			break
-		}
-		oid = base
-	}
+func (d *valueDecoder) value(dst []byte, oid uint32, text []byte, depth int) []byte {
+	oid = d.cat.base(oid)
+	start := len(dst)
+	ok := false
 	switch oid {
 	case pgtype.BoolOID:
 		switch string(text) {
 		case "t":
-			return true
+			return append(dst, "true"...)
 		case "f":
-			return false
+			return append(dst, "false"...)
 		}
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
 		if n, err := strconv.ParseInt(string(text), 10, 64); err == nil {
-			return n
+			return strconv.AppendInt(dst, n, 10)
 		}
 	case pgtype.Float4OID, pgtype.Float8OID:
-		// JSON has no NaN or infinities: keep those as the server's text.
+		// JSON has no NaN or infinities: keep those as the server's
+		// text. A real is widened to float64 and written as one (the
+		// form payloads have always had).
 		bits := 64
 		if oid == pgtype.Float4OID {
 			bits = 32
 		}
 		if f, err := strconv.ParseFloat(string(text), bits); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
-			return f
+			return jsonenc.AppendFloat(dst, f)
 		}
 	case pgtype.NumericOID:
 		// Exact: the server's digits, never a float. NaN and the
 		// infinities are not JSON numbers and stay strings.
 		if isJSONNumber(text) {
-			return json.Number(string(text))
+			return append(dst, text...)
 		}
 	case pgtype.UUIDOID:
-		if u, err := uuid.ParseBytes(text); err == nil && len(text) == 36 {
-			return u
-		}
+		dst, ok = appendUUID(dst, text)
 	case pgtype.TimestamptzOID:
-		var ts pgtype.Timestamptz
-		if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite && jsonYear(ts.Time.UTC()) {
-			return ts.Time.UTC()
-		}
+		dst, ok = appendTimestamp(dst, text, true)
 	case pgtype.TimestampOID:
-		var ts pgtype.Timestamp
-		if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite && jsonYear(ts.Time) {
-			return ts.Time
-		}
+		dst, ok = appendTimestamp(dst, text, false)
 	case pgtype.JSONOID, pgtype.JSONBOID:
-		// Kept as the server's bytes: decoding would turn
-		// 9007199254740993 into 9007199254740992 (docs/replication.md rule 12).
-		// Validated so that encoding the Row later cannot fail.
+		// Kept as the server's text, whitespace aside: decoding would
+		// turn 9007199254740993 into 9007199254740992
+		// (docs/replication.md rule 12).
 		if json.Valid(text) {
-			return json.RawMessage(append([]byte(nil), text...))
+			return jsonenc.AppendCompact(dst, text)
 		}
 	case pgtype.ByteaOID:
-		var b []byte
-		if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &b); err == nil {
-			if b == nil {
-				b = []byte{}
-			}
-			return b
-		}
+		dst, ok = d.appendBytea(dst, text)
 	default:
-		if elem, ok := arrayElements[oid]; ok {
-			if v, ok := d.decodeArray(oid, elem, text); ok {
-				return v
+		if depth < maxNesting {
+			if elem, isArray := d.cat.element(oid); isArray {
+				dst, ok = d.appendArray(dst, elem, text, depth+1)
+			} else if attrs, isComposite := d.cat.composite(oid); isComposite {
+				dst, ok = d.appendRecord(dst, attrs, text, depth+1)
 			}
 		}
+	}
+	if ok {
+		return dst
 	}
 	// text, varchar, bpchar, name, "char", date, interval, inet, enums,
-	// extension types (citext) and anything unknown: the server's text.
-	return string(text)
+	// extension types (citext) and anything unknown or unparsable: the
+	// server's text.
+	return jsonenc.AppendString(dst[:start], text)
 }
 
-// decodeArray decodes an array literal. A one-dimensional array of a
-// string-like element type gives []string, or []any with nil for NULL
-// elements; other element types give []any of decoded elements. A
-// multi-dimensional array gives nested []any, one level per dimension
-// ({{1,2},{3,4}} is [[1,2],[3,4]]). Malformed literals report false (the
-// caller falls back to text).
-func (d *valueDecoder) decodeArray(oid, elem uint32, text []byte) (any, bool) {
-	var arr pgtype.Array[*string]
-	if err := d.m.Scan(oid, pgtype.TextFormatCode, text, &arr); err != nil {
-		return nil, false
+// appendUUID appends a UUID in its canonical lowercase form; false when
+// text is not one.
+func appendUUID(dst, text []byte) ([]byte, bool) {
+	if len(text) != 36 {
+		return dst, false
 	}
-	if len(arr.Dims) > 1 {
-		total := 1
-		for _, d := range arr.Dims {
-			total *= int(d.Length)
-		}
-		if total != len(arr.Elements) {
-			return nil, false
-		}
-		flat := make([]any, len(arr.Elements))
-		for i, e := range arr.Elements {
-			if e != nil {
-				flat[i] = d.decode(elem, []byte(*e))
+	dst = append(dst, '"')
+	for i, c := range text {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return dst, false
+			}
+		default:
+			switch {
+			case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+			case c >= 'A' && c <= 'F':
+				c += 'a' - 'A'
+			default:
+				return dst, false
 			}
 		}
-		return nest(flat, arr.Dims), true
+		dst = append(dst, c)
 	}
-	elems := arr.Elements
-	if stringTypes[elem] {
-		strs := make([]string, 0, len(elems))
-		for _, e := range elems {
-			if e == nil {
-				strs = nil
+	return append(dst, '"'), true
+}
+
+// appendBytea appends the base64 of a bytea in hex format (\x0102ff).
+func (d *valueDecoder) appendBytea(dst, text []byte) ([]byte, bool) {
+	if len(text) < 2 || text[0] != '\\' || text[1] != 'x' {
+		return dst, false
+	}
+	n := (len(text) - 2) / 2
+	if cap(d.bytea) < n {
+		d.bytea = make([]byte, n)
+	}
+	b := d.bytea[:n]
+	if _, err := hex.Decode(b, text[2:]); err != nil {
+		return dst, false
+	}
+	dst = append(dst, '"')
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, '"'), true
+}
+
+// appendArray appends an array literal ({1,2}, {{a,"b c"},{NULL,d}},
+// [0:1]={1,2}) as a JSON array, nested one level per dimension, each
+// element decoded as elem. It reports false for a malformed literal or a
+// non-rectangular one (the caller writes the text instead).
+func (d *valueDecoder) appendArray(dst []byte, elem uint32, text []byte, depth int) ([]byte, bool) {
+	i := 0
+	if len(text) > 0 && text[0] == '[' {
+		// Explicit bounds: the shape is in the braces.
+		eq := bytes.IndexByte(text, '=')
+		if eq < 0 {
+			return dst, false
+		}
+		i = eq + 1
+	}
+	p := arrayParser{d: d, elem: elem, text: text, i: i, depth: depth, dims: [maxDims]int{-1, -1, -1, -1, -1, -1}, leaf: -1}
+	dst, ok := p.array(dst, 0)
+	if !ok || p.i != len(text) {
+		return dst, false
+	}
+	return dst, true
+}
+
+// maxDims is PostgreSQL's MAXDIM.
+const maxDims = 6
+
+type arrayParser struct {
+	d     *valueDecoder
+	elem  uint32
+	text  []byte
+	i     int
+	depth int
+	// dims[k] is the length every sub-array at level k must have (-1:
+	// not seen yet); leaf is the level holding elements (-1: not seen).
+	dims [maxDims]int
+	leaf int
+}
+
+// array parses the sub-array opening at p.i, at level k.
+func (p *arrayParser) array(dst []byte, k int) ([]byte, bool) {
+	if k >= maxDims || p.i >= len(p.text) || p.text[p.i] != '{' {
+		return dst, false
+	}
+	p.i++
+	dst = append(dst, '[')
+	n := 0
+	for {
+		p.skipSpace()
+		if p.i >= len(p.text) {
+			return dst, false
+		}
+		if p.text[p.i] == '}' && n == 0 {
+			p.i++
+			if k > 0 { // {} inside an array: not a rectangular array
+				return dst, false
+			}
+			return append(dst, ']'), true
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		var ok bool
+		if p.text[p.i] == '{' {
+			if p.leaf >= 0 && p.leaf <= k {
+				return dst, false
+			}
+			dst, ok = p.array(dst, k+1)
+		} else {
+			if p.leaf >= 0 && p.leaf != k {
+				return dst, false
+			}
+			p.leaf = k
+			dst, ok = p.element(dst)
+		}
+		if !ok {
+			return dst, false
+		}
+		n++
+		p.skipSpace()
+		if p.i >= len(p.text) {
+			return dst, false
+		}
+		switch p.text[p.i] {
+		case ',':
+			p.i++
+			continue
+		case '}':
+			p.i++
+		default:
+			return dst, false
+		}
+		break
+	}
+	if p.dims[k] >= 0 && p.dims[k] != n {
+		return dst, false
+	}
+	p.dims[k] = n
+	return append(dst, ']'), true
+}
+
+func (p *arrayParser) skipSpace() {
+	for p.i < len(p.text) && isArraySpace(p.text[p.i]) {
+		p.i++
+	}
+}
+
+// isArraySpace is array_in's scanner_isspace.
+func isArraySpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+// element parses one element at p.i: quoted ("b \"c\""), unquoted (abc,
+// with backslash escapes) or NULL.
+func (p *arrayParser) element(dst []byte) ([]byte, bool) {
+	t := p.text
+	if t[p.i] == '"' {
+		start := p.i + 1
+		raw := true // no escapes: the text can be used in place
+		j := start
+		for ; j < len(t) && t[j] != '"'; j++ {
+			if t[j] == '\\' {
+				raw = false
+				j++
+			}
+		}
+		if j >= len(t) {
+			return dst, false
+		}
+		val := t[start:j]
+		if !raw {
+			buf := p.d.scratch[p.depth][:0]
+			for k := start; k < j; k++ {
+				if t[k] == '\\' {
+					k++
+				}
+				buf = append(buf, t[k])
+			}
+			p.d.scratch[p.depth] = buf
+			val = buf
+		}
+		p.i = j + 1
+		return p.d.value(dst, p.elem, val, p.depth), true
+	}
+	start := p.i
+	escaped := false
+	for ; p.i < len(t); p.i++ {
+		c := t[p.i]
+		if c == '\\' {
+			escaped = true
+			p.i++
+			continue
+		}
+		if c == ',' || c == '}' || c == '{' || c == '"' {
+			break
+		}
+	}
+	if p.i > len(t) {
+		return dst, false
+	}
+	val := bytes.TrimRight(t[start:p.i], " \t\n\r\v\f")
+	if len(val) == 0 {
+		return dst, false
+	}
+	if !escaped && len(val) == 4 && (val[0]|0x20) == 'n' && (val[1]|0x20) == 'u' && (val[2]|0x20) == 'l' && (val[3]|0x20) == 'l' {
+		return append(dst, "null"...), true
+	}
+	if escaped {
+		buf := p.d.scratch[p.depth][:0]
+		for k := 0; k < len(val); k++ {
+			if val[k] == '\\' && k+1 < len(val) {
+				k++
+			}
+			buf = append(buf, val[k])
+		}
+		p.d.scratch[p.depth] = buf
+		val = buf
+	}
+	return p.d.value(dst, p.elem, val, p.depth), true
+}
+
+// appendRecord appends a composite value's text form ((1,"b c",) — an
+// empty field is NULL, "" an empty string) as a JSON object keyed by the
+// attributes' names, each field decoded as its attribute's type. It
+// reports false when the text is malformed or its field count is not the
+// type's.
+func (d *valueDecoder) appendRecord(dst []byte, attrs []attribute, text []byte, depth int) ([]byte, bool) {
+	if len(text) < 2 || text[0] != '(' {
+		return dst, false
+	}
+	dst = append(dst, '{')
+	i := 1
+	for n := 0; ; n++ {
+		if n >= len(attrs) {
+			return dst, false
+		}
+		// record_in's field grammar: quotes may open and close
+		// anywhere, "" inside quotes is a quote, a backslash escapes
+		// the next character; a field with no characters is NULL.
+		buf := d.scratch[depth][:0]
+		quoted, inQuote := false, false
+		for ; i < len(text); i++ {
+			c := text[i]
+			if !inQuote && (c == ',' || c == ')') {
 				break
 			}
-			strs = append(strs, *e)
+			switch {
+			case c == '\\':
+				i++
+				if i >= len(text) {
+					return dst, false
+				}
+				buf = append(buf, text[i])
+			case c == '"' && !inQuote:
+				inQuote, quoted = true, true
+			case c == '"' && i+1 < len(text) && text[i+1] == '"':
+				buf = append(buf, '"')
+				i++
+			case c == '"':
+				inQuote = false
+			default:
+				buf = append(buf, c)
+			}
 		}
-		if strs != nil {
-			return strs, true
+		d.scratch[depth] = buf
+		if i >= len(text) {
+			return dst, false
 		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonenc.AppendString(dst, attrs[n].name)
+		dst = append(dst, ':')
+		if len(buf) == 0 && !quoted {
+			dst = append(dst, "null"...)
+		} else {
+			// The field's bytes live in scratch[depth]; a nested value
+			// uses the next level's buffer, so they stay intact.
+			dst = d.value(dst, attrs[n].oid, buf, depth)
+		}
+		if text[i] == ')' {
+			if i != len(text)-1 || n != len(attrs)-1 {
+				return dst, false
+			}
+			return append(dst, '}'), true
+		}
+		i++ // ','
 	}
-	out := make([]any, len(elems))
-	for i, e := range elems {
-		if e != nil {
-			out[i] = d.decode(elem, []byte(*e))
-		}
-	}
-	return out, true
 }
 
-// nest shapes the row-major elements of a multi-dimensional array into
-// nested slices, one level per dimension.
-func nest(flat []any, dims []pgtype.ArrayDimension) any {
-	if len(dims) == 1 {
-		return flat
+// appendTimestamp appends a timestamptz (tz) or timestamp text in ISO
+// style (2026-11-23 10:00:00.123456+00, BC years with " BC") as an RFC 3339
+// JSON string in UTC, written as encoding/json writes a time.Time
+// (fractional digits without trailing zeros). It reports false for
+// infinities, malformed text and years outside 0001-9999 (RFC 3339's).
+func appendTimestamp(dst, s []byte, tz bool) ([]byte, bool) {
+	bc := false
+	if n := len(s); n > 3 && s[n-3] == ' ' && s[n-2] == 'B' && s[n-1] == 'C' {
+		s, bc = s[:n-3], true
 	}
-	n := int(dims[0].Length)
-	if n == 0 {
-		return []any{}
+	i, year := 0, 0
+	for i < len(s) && isDigit(s[i]) {
+		if i >= 7 {
+			return dst, false
+		}
+		year = year*10 + int(s[i]-'0')
+		i++
 	}
-	step := len(flat) / n
-	out := make([]any, n)
-	for i := range n {
-		out[i] = nest(flat[i*step:(i+1)*step], dims[1:])
+	if i < 4 || year < 1 {
+		return dst, false
 	}
-	return out
+	var month, day, hour, minute, sec, nsec, offset int
+	var ok bool
+	if i, ok = expect(s, i, '-'); !ok {
+		return dst, false
+	}
+	if month, i, ok = twoDigits(s, i); !ok {
+		return dst, false
+	}
+	if i, ok = expect(s, i, '-'); !ok {
+		return dst, false
+	}
+	if day, i, ok = twoDigits(s, i); !ok {
+		return dst, false
+	}
+	if bc {
+		year = 1 - year
+	}
+	if month < 1 || month > 12 || day < 1 || day > daysIn(year, month) {
+		return dst, false
+	}
+	if i, ok = expect(s, i, ' '); !ok {
+		return dst, false // a date without a time
+	}
+	if hour, i, ok = twoDigits(s, i); !ok {
+		return dst, false
+	}
+	if i, ok = expect(s, i, ':'); !ok {
+		return dst, false
+	}
+	if minute, i, ok = twoDigits(s, i); !ok {
+		return dst, false
+	}
+	if i, ok = expect(s, i, ':'); !ok {
+		return dst, false
+	}
+	if sec, i, ok = twoDigits(s, i); !ok {
+		return dst, false
+	}
+	if hour > 23 || minute > 59 || sec > 59 {
+		return dst, false
+	}
+	carry := false
+	if i < len(s) && s[i] == '.' {
+		i++
+		start := i
+		for i < len(s) && isDigit(s[i]) {
+			i++
+		}
+		if i == start {
+			return dst, false
+		}
+		usec, ok := fractionMicros(s[start:i])
+		if !ok {
+			return dst, false
+		}
+		if usec == 1000000 {
+			usec, carry = 0, true
+		}
+		nsec = usec * 1000
+	}
+	hasOffset := false
+	if i < len(s) {
+		switch s[i] {
+		case 'Z':
+			i++
+			hasOffset = true
+		case '+', '-':
+			if offset, i, ok = parseOffset(s, i); !ok {
+				return dst, false
+			}
+			hasOffset = true
+		}
+	}
+	if i != len(s) || hasOffset != tz {
+		return dst, false
+	}
+	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC).Add(-time.Duration(offset) * time.Second)
+	if carry {
+		t = t.Add(time.Second)
+	}
+	if t.Year() < 1 || t.Year() > 9999 {
+		return dst, false
+	}
+	dst = append(dst, '"')
+	dst = t.AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, '"'), true
 }
 
-// jsonYear reports whether t can be encoded as JSON (RFC 3339 allows years
-// 0000 to 9999); BC and far-future timestamps stay the server's text.
-func jsonYear(t time.Time) bool { return t.Year() >= 1 && t.Year() <= 9999 }
+// fractionMicros converts fractional-second digits to microseconds,
+// rounding as the server does (only more than six digits round; the server
+// never sends more).
+func fractionMicros(digits []byte) (int, bool) {
+	if len(digits) <= 6 {
+		usec := 0
+		for _, c := range digits {
+			usec = usec*10 + int(c-'0')
+		}
+		for range 6 - len(digits) {
+			usec *= 10
+		}
+		return usec, true
+	}
+	f, err := strconv.ParseFloat("0."+string(digits), 64)
+	if err != nil {
+		return 0, false
+	}
+	return int(math.RoundToEven(f * 1e6)), true
+}
+
+// parseOffset parses a UTC offset at s[i] (+HH[:MM[:SS]], more hour digits
+// allowed) into seconds east of UTC.
+func parseOffset(s []byte, i int) (offset, next int, ok bool) {
+	neg := s[i] == '-'
+	i++
+	var hour, minute, sec int
+	if hour, i, ok = twoDigits(s, i); !ok {
+		return 0, i, false
+	}
+	for i < len(s) && isDigit(s[i]) {
+		hour = hour*10 + int(s[i]-'0')
+		i++
+		if hour > math.MaxInt32/3600 {
+			return 0, i, false
+		}
+	}
+	if i, ok = expect(s, i, ':'); ok {
+		if minute, i, ok = twoDigits(s, i); !ok {
+			return 0, i, false
+		}
+		if i, ok = expect(s, i, ':'); ok {
+			if sec, i, ok = twoDigits(s, i); !ok {
+				return 0, i, false
+			}
+		}
+	}
+	if minute > 59 || sec > 59 {
+		return 0, i, false
+	}
+	seconds := int64(hour)*3600 + int64(minute*60+sec)
+	if neg {
+		seconds = -seconds
+	}
+	if seconds < math.MinInt32 || seconds > math.MaxInt32 {
+		return 0, i, false
+	}
+	return int(seconds), i, true
+}
+
+func twoDigits(s []byte, i int) (v, next int, ok bool) {
+	if i+1 >= len(s) || !isDigit(s[i]) || !isDigit(s[i+1]) {
+		return 0, i, false
+	}
+	return int(s[i]-'0')*10 + int(s[i+1]-'0'), i + 2, true
+}
+
+func expect(s []byte, i int, c byte) (next int, ok bool) {
+	if i >= len(s) || s[i] != c {
+		return i, false
+	}
+	return i + 1, true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// daysIn is the number of days of a month of a proleptic Gregorian year
+// (astronomical numbering: 1 BC is year 0).
+func daysIn(year, month int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
 
 // isJSONNumber reports whether b is a number in JSON's grammar.
 func isJSONNumber(b []byte) bool {
@@ -225,17 +657,9 @@ func isJSONNumber(b []byte) bool {
 	return i == len(b)
 }
 
-// stringTypes are the element types whose arrays decode to []string.
-var stringTypes = map[uint32]bool{
-	pgtype.TextOID:    true,
-	pgtype.VarcharOID: true,
-	pgtype.BPCharOID:  true,
-	pgtype.NameOID:    true,
-}
-
-// arrayElements maps the built-in array types the watcher decodes to their
-// element types. Arrays of other types (enums, extension types) arrive as
-// text.
+// arrayElements maps the built-in array types to their element types.
+// Arrays of the database's own types (domains, enums, composites) come
+// from the catalog.
 var arrayElements = map[uint32]uint32{
 	pgtype.TextArrayOID:        pgtype.TextOID,
 	pgtype.VarcharArrayOID:     pgtype.VarcharOID,

@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -18,8 +19,8 @@ import (
 //
 // They need no PostgreSQL (TestMain starts the shared cluster lazily).
 
-// BenchmarkValueDecoder_Decode measures decoding one text-format value of
-// each type an entity row typically holds.
+// BenchmarkValueDecoder_Decode measures writing the JSON of one
+// text-format value of each type an entity row typically holds.
 func BenchmarkValueDecoder_Decode(b *testing.B) {
 	cases := []struct {
 		name string
@@ -39,10 +40,11 @@ func BenchmarkValueDecoder_Decode(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			d := newValueDecoder()
 			text := []byte(c.text)
+			buf := make([]byte, 0, 256)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(text)))
 			for b.Loop() {
-				_ = d.decode(c.oid, text)
+				buf = d.appendValue(buf[:0], c.oid, text)
 			}
 		})
 	}
@@ -104,8 +106,8 @@ func (d *discardOutput) send(tx *Transaction) error { d.changes += len(tx.Change
 func (d *discardOutput) ended(entities.LSN)         {}
 
 // BenchmarkAssembler_Row measures turning one pgoutput row message of the
-// instances table into a Change: parsing the message, decoding every
-// column to its typed value, and assembling. Updates and deletes carry the
+// instances table into a Change: parsing the message, writing every
+// column's JSON into the row, and assembling. Updates and deletes carry the
 // full old row (REPLICA IDENTITY FULL), so they decode two tuples.
 func BenchmarkAssembler_Row(b *testing.B) {
 	insert := tuple(append(u32([]byte{'I'}, 1), 'N'), instanceValues("running")...)
@@ -138,5 +140,69 @@ func BenchmarkAssembler_Row(b *testing.B) {
 				b.Fatal("no change was assembled")
 			}
 		})
+	}
+}
+
+// TestAssembler_RowAllocs: turning a row message into a Change allocates
+// a fixed handful of times (the Row, its buffer, its member index and the
+// entity id), however many columns the row has: values are written
+// straight into the row's buffer and the message is read in place.
+func TestAssembler_RowAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	wide := append([]col(nil), instanceColumns...)
+	wideValues := instanceValues("running")
+	for i := range 40 {
+		wide = append(wide, col{fmt.Sprintf("extra_%02d", i), pgtype.TimestamptzOID, false})
+		wideValues = append(wideValues, "2026-11-23 10:00:00.123456+00")
+	}
+	for _, c := range []struct {
+		name   string
+		cols   []col
+		values []any
+		want   float64
+	}{
+		{"instance insert (19 columns)", instanceColumns, instanceValues("running"), 4},
+		{"wide insert (59 columns)", wide, wideValues, 4},
+	} {
+		out := &discardOutput{}
+		a := newAssembler(entities.DefaultRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), out, 1<<30)
+		for _, m := range [][]byte{relationMsg(1, "instances", c.cols), beginAt(7, 200)} {
+			if err := a.handle(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msg := tuple(append(u32([]byte{'I'}, 1), 'N'), c.values...)
+		a.tx.changes = make([]entities.Change, 0, 1000) // the chunk's slice is not the row's cost
+		allocs := testing.AllocsPerRun(200, func() {
+			if len(a.tx.changes) == cap(a.tx.changes) {
+				a.tx.changes = a.tx.changes[:0]
+			}
+			if err := a.handle(msg); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs > c.want {
+			t.Errorf("%s: %v allocations per row, want at most %v", c.name, allocs, c.want)
+		}
+	}
+}
+
+// TestValueDecoder_Allocs: writing a value's JSON allocates nothing once
+// the buffer has room, for every type a typical row holds.
+func TestValueDecoder_Allocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	d := newValueDecoder()
+	buf := make([]byte, 0, 4096)
+	for i, oid := range []uint32{pgtype.UUIDOID, pgtype.TextOID, pgtype.Int8OID, pgtype.JSONBOID, pgtype.BoolOID, pgtype.TimestamptzOID,
+		pgtype.NumericOID, pgtype.Float8OID, pgtype.ByteaOID, pgtype.TextArrayOID, pgtype.Int4ArrayOID} {
+		text := []byte([]string{"5f0c1a2e-8b7d-4c3e-9a1f-2b3c4d5e6f70", "garm \"runner\"\n", "1234567", `{"a": [1, 2.50]}`, "t",
+			"2026-11-23 10:00:00.123456+00", "0.0420", "0.1", `\x0102ff`, `{self-hosted,"x 64",NULL}`, `{{1,2},{3,NULL}}`}[i])
+		if allocs := testing.AllocsPerRun(100, func() { buf = d.appendValue(buf[:0], oid, text) }); allocs != 0 {
+			t.Errorf("oid %d %q: %v allocations, want 0", oid, text, allocs)
+		}
 	}
 }

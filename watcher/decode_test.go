@@ -1,10 +1,14 @@
 package watcher
 
 import (
+	"bytes"
 	"encoding/json"
-	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/changecast/changecast/entities"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -77,12 +81,25 @@ func TestDecodeValue(t *testing.T) {
 	d := newValueDecoder()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := d.decode(c.oid, []byte(c.text))
-			if !reflect.DeepEqual(got, c.want) {
-				t.Fatalf("decode(%d, %q) = %#v (%T), want %#v (%T)", c.oid, c.text, got, got, c.want, c.want)
+			got := string(d.appendValue(nil, c.oid, []byte(c.text)))
+			if want := encodeRef(t, c.want); got != want {
+				t.Fatalf("decode(%d, %q) = %s, want %s (the JSON of %#v)", c.oid, c.text, got, want, c.want)
 			}
 		})
 	}
+}
+
+// encodeRef is the JSON changecast wrote for a typed value before rows
+// became JSON bytes: encoding/json without HTML escaping.
+func encodeRef(t testing.TB, v any) string {
+	t.Helper()
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatalf("encode %#v: %v", v, err)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func TestDecodeValue_CopiesInput(t *testing.T) {
@@ -95,12 +112,14 @@ func TestDecodeValue_CopiesInput(t *testing.T) {
 		case pgtype.ByteaOID:
 			buf = []byte(`\x6869`)
 		}
-		got := d.decode(oid, buf)
-		before, _ := json.Marshal(got)
+		var b entities.RowBuilder
+		b.End(d.appendValue(b.Key("c"), oid, buf))
+		row := b.Row()
+		before := row.String()
 		for i := range buf {
 			buf[i] = '!'
 		}
-		after, _ := json.Marshal(got)
+		after := row.String()
 		if string(before) != string(after) {
 			t.Errorf("oid %d: value changed when the receive buffer was reused: %s -> %s", oid, before, after)
 		}
@@ -108,8 +127,9 @@ func TestDecodeValue_CopiesInput(t *testing.T) {
 }
 
 // FuzzDecodeValue checks that decoding arbitrary bytes as any type never
-// panics and always yields a value that encoding/json accepts (the Row is
-// marshalled downstream).
+// panics, always writes one valid JSON value, and writes what encoding/json
+// wrote for the typed value of the decoder changecast had before
+// (decode_ref_test.go).
 func FuzzDecodeValue(f *testing.F) {
 	for _, s := range []struct {
 		oid  uint32
@@ -123,11 +143,136 @@ func FuzzDecodeValue(f *testing.F) {
 	} {
 		f.Add(s.oid, []byte(s.text))
 	}
+	f.Add(uint32(testCompositeOID), []byte(`(1,"b ""c"" \\d",{1,NULL})`))
+	f.Add(uint32(testCompositeArrayOID), []byte(`{"(1,x,{2})",NULL,"(,\"\",)"}`))
 	f.Fuzz(func(t *testing.T, oid uint32, text []byte) {
 		d := newValueDecoder()
-		v := d.decode(oid, text)
-		if _, err := json.Marshal(v); err != nil {
-			t.Fatalf("decode(%d, %q) = %#v, which does not marshal: %v", oid, text, v, err)
+		d.cat = testCatalog()
+		got := d.appendValue([]byte("x"), oid, text)
+		if got[0] != 'x' {
+			t.Fatalf("decode(%d, %q) changed what was before it in the buffer: %q", oid, text, got)
+		}
+		got = got[1:]
+		if !json.Valid(got) {
+			t.Fatalf("decode(%d, %q) = %s, not valid JSON", oid, text, got)
+		}
+		if _, isArray := arrayElements[oid]; isArray || oid >= firstNormalOID {
+			return // malformed literals differ at the edges (FuzzDecodeArray compares what the server sends); the old decoder knew no catalog
+		}
+		if want := encodeRef(t, newRefDecoder().decode(oid, text)); string(got) != want {
+			t.Fatalf("decode(%d, %q) = %s, the decoder before wrote %s", oid, text, got, want)
 		}
 	})
+}
+
+// FuzzDecodeArray builds array literals the way the server writes them
+// (array_out: elements quoted when empty, "NULL" or holding a delimiter,
+// brace, quote, backslash or space) from fuzzed elements, one or two
+// dimensions, and checks that each decodes, for several element types, to
+// what the decoder changecast had before wrote.
+func FuzzDecodeArray(f *testing.F) {
+	f.Add("a\x00b c\x00NULL\x00", false)
+	f.Add("1\x002\x00-3", true)
+	f.Add("2026-11-23 10:00:00+00\x00infinity", false)
+	f.Fuzz(func(t *testing.T, joined string, twoDims bool) {
+		if !utf8.ValidString(joined) {
+			return // the server sends valid UTF-8 (the old parser wrote U+FFFD itself, not \ufffd)
+		}
+		elems := strings.Split(joined, "\x00")
+		lit := arrayLiteral(elems, twoDims)
+		for _, oid := range []uint32{pgtype.TextArrayOID, pgtype.Int8ArrayOID, pgtype.NumericArrayOID, pgtype.Float8ArrayOID,
+			pgtype.TimestamptzArrayOID, pgtype.JSONBArrayOID, pgtype.UUIDArrayOID, pgtype.BoolArrayOID, pgtype.ByteaArrayOID} {
+			got := newValueDecoder().appendValue(nil, oid, []byte(lit))
+			if !json.Valid(got) {
+				t.Fatalf("decode(%d, %q) = %s, not valid JSON", oid, lit, got)
+			}
+			if want := encodeRef(t, newRefDecoder().decode(oid, []byte(lit))); string(got) != want {
+				t.Fatalf("decode(%d, %q) = %s, the decoder before wrote %s", oid, lit, got, want)
+			}
+		}
+	})
+}
+
+// arrayLiteral writes elems as array_out does; twoDims makes a 2×n array
+// of the first 2n elements ("NULL" stands for a NULL element).
+func arrayLiteral(elems []string, twoDims bool) string {
+	quote := func(e string) string {
+		if e == "NULL" {
+			return e
+		}
+		if e == "" || strings.EqualFold(e, "null") || strings.ContainsAny(e, "{},\"\\ \t\n\r\v\f") {
+			return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(e) + `"`
+		}
+		return e
+	}
+	join := func(es []string) string {
+		q := make([]string, len(es))
+		for i, e := range es {
+			q[i] = quote(e)
+		}
+		return "{" + strings.Join(q, ",") + "}"
+	}
+	if !twoDims || len(elems) < 2 {
+		return join(elems)
+	}
+	n := len(elems) / 2
+	return "{" + join(elems[:n]) + "," + join(elems[n:2*n]) + "}"
+}
+
+// OIDs of testCatalog's types.
+const (
+	testCompositeOID      = 90001 // (a int4, b text, c int4[])
+	testDomainOID         = 90002 // over int4
+	testCompositeArrayOID = 90003 // testCompositeOID[]
+	testDomainArrayOID    = 90004 // testDomainOID[]
+	testNestedOID         = 90005 // (p testCompositeOID, t timestamptz)
+)
+
+func testCatalog() *catalog {
+	return &catalog{
+		domains: map[uint32]uint32{testDomainOID: pgtype.Int4OID},
+		arrays:  map[uint32]uint32{testCompositeArrayOID: testCompositeOID, testDomainArrayOID: testDomainOID},
+		composites: map[uint32][]attribute{
+			testCompositeOID: {{"a", pgtype.Int4OID}, {"b", pgtype.TextOID}, {"c", pgtype.Int4ArrayOID}},
+			testNestedOID:    {{"p", testCompositeOID}, {"t", pgtype.TimestamptzOID}},
+		},
+		known: map[uint32]bool{testCompositeOID: true, testDomainOID: true, testCompositeArrayOID: true, testDomainArrayOID: true, testNestedOID: true},
+	}
+}
+
+// TestDecodeValue_Catalog: composite values as objects (record_out's
+// quoting, NULL as an empty field, "" as an empty string), domains as their
+// base type, arrays of both, and malformed or mis-shaped text as text.
+func TestDecodeValue_Catalog(t *testing.T) {
+	cases := []struct {
+		name string
+		oid  uint32
+		text string
+		want string
+	}{
+		{"composite", testCompositeOID, `(1,abc,"{1,2}")`, `{"a":1,"b":"abc","c":[1,2]}`},
+		{"composite quoting", testCompositeOID, `(-2,"b ""c"" \\d, (e)",)`, `{"a":-2,"b":"b \"c\" \\d, (e)","c":null}`},
+		{"composite NULL vs empty", testCompositeOID, `(,"",)`, `{"a":null,"b":"","c":null}`},
+		{"composite too few fields", testCompositeOID, `(1,x)`, `"(1,x)"`},
+		{"composite too many fields", testCompositeOID, `(1,x,,4)`, `"(1,x,,4)"`},
+		{"composite unterminated", testCompositeOID, `(1,"x,`, `"(1,\"x,"`},
+		{"nested composite", testNestedOID, `("(1,""a b"",{3})","2026-11-23 10:00:00+00")`, `{"p":{"a":1,"b":"a b","c":[3]},"t":"2026-11-23T10:00:00Z"}`},
+		{"domain", testDomainOID, `42`, `42`},
+		{"domain array", testDomainArrayOID, `{1,NULL,3}`, `[1,null,3]`},
+		{"composite array", testCompositeArrayOID, `{"(1,x,{2})",NULL,"(,\"\",)"}`, `[{"a":1,"b":"x","c":[2]},null,{"a":null,"b":"","c":null}]`},
+		{"unknown enum array stays text", 777777, `{red,green}`, `"{red,green}"`},
+	}
+	d := newValueDecoder()
+	d.cat = testCatalog()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := string(d.appendValue(nil, c.oid, []byte(c.text)))
+			if got != c.want {
+				t.Fatalf("decode(%d, %s) = %s, want %s", c.oid, c.text, got, c.want)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Fatalf("not valid JSON: %s", got)
+			}
+		})
+	}
 }

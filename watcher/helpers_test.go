@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -278,4 +279,23 @@ func newWatcher(t testing.TB, cfg Config) *Watcher {
 		t.Fatalf("New: %v", err)
 	}
 	return w
+}
+
+// rowOf is entities.RowOf: the row a decoded tuple must equal.
+func rowOf(m map[string]any) *entities.Row { return entities.RowOf(m) }
+
+// rowText is Row.Text without its ok: "" when the column is missing or
+// not a string or number.
+func rowText(r *entities.Row, name string) string {
+	s, _ := r.Text(name)
+	return s
+}
+
+// sameChange compares changes, rows by their JSON.
+func sameChange(a, b entities.Change) bool {
+	if !a.Payload.Equal(b.Payload) || !a.Previous.Equal(b.Previous) {
+		return false
+	}
+	a.Payload, a.Previous, b.Payload, b.Previous = nil, nil, nil, nil
+	return reflect.DeepEqual(a, b)
 }

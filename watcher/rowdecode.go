@@ -2,6 +2,8 @@ package watcher
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	"github.com/changecast/changecast/entities"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,29 +25,39 @@ type Column struct {
 type RowDecoder struct{ v *valueDecoder }
 
 // NewRowDecoder loads what decoding needs from the database's catalog (the
-// base types of domains) over conn. The connection that reads the rows
+// base types of domains, the attributes of composite types, the arrays of
+// those and of enums) over conn. The connection that reads the rows
 // must run with SessionSettings, as the replication connection does, for
 // values to arrive in the formats the decoder parses.
 func NewRowDecoder(ctx context.Context, conn *pgconn.PgConn) (*RowDecoder, error) {
-	domains, err := loadDomains(ctx, conn)
+	cat, err := loadCatalog(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
 	v := newValueDecoder()
-	v.domains = domains
+	v.cat = cat
 	return &RowDecoder{v: v}, nil
 }
 
 // Decode returns the row whose columns are cols and whose text-format
-// values are texts (nil for SQL NULL). texts is not retained.
-func (d *RowDecoder) Decode(cols []Column, texts [][]byte) entities.Row {
-	row := make(entities.Row, len(cols))
-	for i, c := range cols {
+// values are texts (nil for SQL NULL): members sorted by name, each value
+// the JSON the watcher writes for a replicated row. texts is not retained.
+func (d *RowDecoder) Decode(cols []Column, texts [][]byte) *entities.Row {
+	order := make([]int, len(cols))
+	size := 2
+	for i := range cols {
+		order[i] = i
+		size += len(texts[i]) + len(cols[i].Name) + 8
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(cols[i].Name, cols[j].Name) })
+	var b entities.RowBuilder
+	b.Grow(len(cols), size+size/8)
+	for _, i := range order {
 		if texts[i] == nil {
-			row[c.Name] = nil
+			b.AppendRaw(cols[i].Name, jsonNull)
 			continue
 		}
-		row[c.Name] = d.v.decode(c.OID, texts[i])
+		b.End(d.v.appendValue(b.Key(cols[i].Name), cols[i].OID, texts[i]))
 	}
-	return row
+	return b.Row()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -99,7 +98,7 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 	if err != nil {
 		return err
 	}
-	domains, err := loadDomains(ctx, conn)
+	cat, err := loadCatalog(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -133,7 +132,8 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 		nextStatus: time.Now(), // report the start position at once
 	}
 	s.asm = newAssembler(w.cfg.Registry, w.logger, s, w.cfg.ChunkSize)
-	s.asm.values.domains = domains
+	s.asm.values.cat = cat
+	s.asm.reload = func() (*catalog, error) { return w.reloadCatalog(ctx) }
 	// Everything committed before the start position or the end of the
 	// last Final chunk sent was handled: skip it (decided at Begin, see
 	// assembler.begin).
@@ -517,24 +517,6 @@ func simpleQuery(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]stri
 
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
-}
-
-// loadDomains reads every domain type's base type, on the replication
-// connection before streaming starts (SQL is allowed there until then).
-func loadDomains(ctx context.Context, conn *pgconn.PgConn) (map[uint32]uint32, error) {
-	rows, err := simpleQuery(ctx, conn, `SELECT oid::text, typbasetype::text FROM pg_catalog.pg_type WHERE typtype = 'd'`)
-	if err != nil {
-		return nil, fmt.Errorf("look up domain types: %w", err)
-	}
-	out := make(map[uint32]uint32, len(rows))
-	for _, r := range rows {
-		oid, err1 := strconv.ParseUint(r[0], 10, 32)
-		base, err2 := strconv.ParseUint(r[1], 10, 32)
-		if err1 == nil && err2 == nil {
-			out[uint32(oid)] = uint32(base)
-		}
-	}
-	return out, nil
 }
 
 // known is the highest position handled and stored: Config.StartLSN,

@@ -3,11 +3,10 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/jsonenc"
 )
 
 // Frame namespaces and names. Every frame other than an entity change is
@@ -101,62 +100,51 @@ const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 // entity-type, operation, payload, then cursor (only once journaled),
 // committed-at, previous (only for updates that carry one) and unchanged
 // (only when PostgreSQL left columns out that nothing could fill). A nil
-// payload is sent as {} so clients can always index into it. Map keys come
-// out sorted, so a change encodes the same way every time; clients that
-// re-emit frames (changecast tail --output json) get exactly the server's
-// bytes.
+// payload is sent as {} so clients can always index into it. Rows are
+// written as their bytes (entities.Row is its JSON), never re-encoded, so
+// a change encodes the same way every time; clients that re-emit frames
+// (changecast tail --output json) get exactly the server's bytes.
 func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
 
 func encodeChange(c *entities.Change) ([]byte, error) {
-	var b bytes.Buffer
-	b.Grow(256)
-	b.WriteString(`{"entity-type":`)
-	if err := WriteJSON(&b, c.EntityType); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"operation":`)
-	if err := WriteJSON(&b, string(c.Operation)); err != nil {
-		return nil, err
-	}
-	b.WriteString(`,"payload":`)
-	switch {
-	case c.Payload == nil:
-		b.WriteString(`{}`)
-	case c.RawPayload != nil:
-		b.Write(c.RawPayload) // as journaled: the same bytes writeJSON would make
-	default:
-		if err := WriteJSON(&b, c.Payload); err != nil {
-			return nil, fmt.Errorf("encode payload: %w", err)
-		}
+	b := make([]byte, 0, 128+len(c.EntityType)+len(c.Payload.JSON())+len(c.Previous.JSON()))
+	b = append(b, `{"entity-type":`...)
+	b = jsonenc.AppendString(b, c.EntityType)
+	b = append(b, `,"operation":`...)
+	b = jsonenc.AppendString(b, string(c.Operation))
+	b = append(b, `,"payload":`...)
+	if c.Payload == nil {
+		b = append(b, `{}`...)
+	} else {
+		b = append(b, c.Payload.JSON()...) // the row is its JSON: written as it is
 	}
 	if c.Cursor != 0 {
-		b.WriteString(`,"cursor":"`)
-		b.WriteString(strconv.FormatInt(c.Cursor, 10))
-		b.WriteByte('"')
+		b = append(b, `,"cursor":"`...)
+		b = strconv.AppendInt(b, c.Cursor, 10)
+		b = append(b, '"')
 	}
 	if !c.CommitTime.IsZero() {
-		b.WriteString(`,"committed-at":"`)
-		b.WriteString(formatCommittedAt(c.CommitTime))
-		b.WriteByte('"')
+		b = append(b, `,"committed-at":"`...)
+		b = c.CommitTime.UTC().AppendFormat(b, committedAtLayout)
+		b = append(b, '"')
 	}
 	if c.Operation == entities.OpUpdate && c.Previous != nil {
-		b.WriteString(`,"previous":`)
-		if c.RawPrevious != nil {
-			b.Write(c.RawPrevious)
-		} else if err := WriteJSON(&b, c.Previous); err != nil {
-			return nil, fmt.Errorf("encode previous: %w", err)
-		}
+		b = append(b, `,"previous":`...)
+		b = append(b, c.Previous.JSON()...)
 	}
 	if len(c.Unchanged) > 0 {
 		// Columns PostgreSQL did not send (unchanged TOAST values) that
 		// the journal could not fill: absent from payload, never null.
-		b.WriteString(`,"unchanged":`)
-		if err := WriteJSON(&b, c.Unchanged); err != nil {
-			return nil, fmt.Errorf("encode unchanged: %w", err)
+		b = append(b, `,"unchanged":[`...)
+		for i, col := range c.Unchanged {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = jsonenc.AppendString(b, col)
 		}
+		b = append(b, ']')
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return append(b, '}'), nil
 }
 
 // WriteJSON appends v's JSON without HTML escaping (the frames are not
@@ -172,6 +160,3 @@ func WriteJSON(b *bytes.Buffer, v any) error {
 	b.Truncate(b.Len() - 1) // Encode always ends with '\n'
 	return nil
 }
-
-// formatCommittedAt formats a commit time for the wire (committedAtLayout).
-func formatCommittedAt(t time.Time) string { return t.UTC().Format(committedAtLayout) }

@@ -56,18 +56,25 @@ func BenchmarkEncodeChange(b *testing.B) {
 // the typed rows give.
 func TestEncodeChange_RawRows(t *testing.T) {
 	c := entities.Change{EntityType: "pool", Operation: entities.OpUpdate, Cursor: 7,
-		Payload:  entities.Row{"b": "x<y", "a": int64(1)},
-		Previous: entities.Row{"a": int64(0)}}
+		Payload:  entities.RowOf(map[string]any{"b": "x<y", "a": int64(1)}),
+		Previous: entities.RowOf(map[string]any{"a": int64(0)})}
 	want, err := EncodeChange(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.RawPayload, c.RawPrevious = []byte(`{"a":1,"b":"x<y"}`), []byte(`{"a":0}`)
+	if c.Payload, err = entities.ParseRow([]byte(`{"a":1,"b":"x<y"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Previous, err = entities.ParseRow([]byte(`{"a":0}`)); err != nil {
+		t.Fatal(err)
+	}
 	got, err := EncodeChange(c)
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("with raw rows: %s (%v)\nwant %s", got, err, want)
 	}
-	c.RawPayload = []byte(`{"verbatim":true}`)
+	if c.Payload, err = entities.ParseRow([]byte(`{"verbatim":true}`)); err != nil {
+		t.Fatal(err)
+	}
 	if got, _ := EncodeChange(c); !strings.Contains(string(got), `"payload":{"verbatim":true}`) {
 		t.Fatalf("the raw payload was not written verbatim: %s", got)
 	}

@@ -5,7 +5,8 @@
 // types, the shapes of control and error frames, and the encoder of
 // entity-change frames, so a client re-emits exactly the server's bytes.
 //
-// It imports only the standard library and entities, never the server, its
+// It imports only the standard library, entities and internal/jsonenc
+// (the JSON writer rows are made with), never the server, its
 // JWT code or a WebSocket library, so a client program links none of them
 // (a test in wsapi/client checks the client's imports). Everything here is
 // protocol: changing a value changes what clients see, and

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/entities/entitiestest"
 	"github.com/changecast/changecast/wire"
 )
 
@@ -127,7 +128,7 @@ func blobChanges(from, n, blobBytes int, types ...string) []entities.Change {
 	for i := range out {
 		c := chg(types[(from+i)%len(types)], update, fmt.Sprint(from+i))
 		if blobBytes > 0 {
-			c.Payload["blob"] = blob
+			c.Payload = entitiestest.WithColumn(c.Payload, "blob", blob)
 		}
 		out[i] = c
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/entities/entitiestest"
 )
 
 // request sends an envelope request and returns the next frame, raw.
@@ -218,15 +219,15 @@ func TestEnvelope_Scope(t *testing.T) {
 }
 
 // rowChange builds a change with the given payload.
-func rowChange(entityType string, op entities.Operation, id string, row entities.Row) entities.Change {
+func rowChange(entityType string, op entities.Operation, id string, row *entities.Row) entities.Change {
 	c := chg(entityType, op, id)
 	if row == nil {
 		c.Payload = nil
 		return c
 	}
-	c.Payload = entities.Row{"id": id}
-	for k, v := range row {
-		c.Payload[k] = v
+	c.Payload = entitiestest.WithColumn(row, "id", id)
+	if row.Has("id") {
+		c.Payload = row
 	}
 	return c
 }
@@ -241,14 +242,11 @@ func raw(t testing.TB, changes []entities.Change) []entities.Change {
 		if c.Payload == nil {
 			continue
 		}
-		out[i].Payload = entities.Row{}
-		for k, v := range c.Payload {
-			b, err := json.Marshal(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[i].Payload[k] = json.RawMessage(b)
+		p, err := entities.ParseRow(c.Payload.JSON())
+		if err != nil {
+			t.Fatal(err)
 		}
+		out[i].Payload = p
 	}
 	return out
 }
@@ -262,19 +260,19 @@ const matchFilter = `{"filters": [
 // selects.
 func matchChanges() []entities.Change {
 	return []entities.Change{
-		rowChange("pool", create, "a", entities.Row{"os_type": "linux", "max_runners": int64(5)}),
-		rowChange("pool", create, "b", entities.Row{"os_type": "macos", "max_runners": 5}),
-		rowChange("pool", update, "c", entities.Row{"os_type": "windows", "max_runners": float64(5)}),
-		rowChange("pool", del, "d", entities.Row{"os_type": "linux", "max_runners": json.Number("5.0")}),
-		rowChange("pool", create, "e", entities.Row{"os_type": "linux", "max_runners": 6}),
-		rowChange("pool", create, "f", entities.Row{"os_type": "linux"}),
-		rowChange("pool", create, "g", entities.Row{"os_type": "Linux", "max_runners": 5}),
-		rowChange("pool", update, "h", entities.Row{"os_type": "linux", "max_runners": "5"}),
+		rowChange("pool", create, "a", entities.RowOf(map[string]any{"os_type": "linux", "max_runners": int64(5)})),
+		rowChange("pool", create, "b", entities.RowOf(map[string]any{"os_type": "macos", "max_runners": 5})),
+		rowChange("pool", update, "c", entities.RowOf(map[string]any{"os_type": "windows", "max_runners": float64(5)})),
+		rowChange("pool", del, "d", entities.RowOf(map[string]any{"os_type": "linux", "max_runners": json.Number("5.0")})),
+		rowChange("pool", create, "e", entities.RowOf(map[string]any{"os_type": "linux", "max_runners": 6})),
+		rowChange("pool", create, "f", entities.RowOf(map[string]any{"os_type": "linux"})),
+		rowChange("pool", create, "g", entities.RowOf(map[string]any{"os_type": "Linux", "max_runners": 5})),
+		rowChange("pool", update, "h", entities.RowOf(map[string]any{"os_type": "linux", "max_runners": "5"})),
 		rowChange("pool", entities.OpTruncate, "", nil),
-		rowChange("job", create, "j1", entities.Row{"status": "queued", "locked_by": nil}),
-		rowChange("job", update, "j2", entities.Row{"status": "queued", "locked_by": "x"}),
-		rowChange("job", update, "j3", entities.Row{"status": "queued"}),
-		rowChange("job", del, "j4", entities.Row{"status": "queued", "locked_by": nil}),
+		rowChange("job", create, "j1", entities.RowOf(map[string]any{"status": "queued", "locked_by": nil})),
+		rowChange("job", update, "j2", entities.RowOf(map[string]any{"status": "queued", "locked_by": "x"})),
+		rowChange("job", update, "j3", entities.RowOf(map[string]any{"status": "queued"})),
+		rowChange("job", del, "j4", entities.RowOf(map[string]any{"status": "queued", "locked_by": nil})),
 		rowChange("instance", create, "marker", nil),
 	}
 }
@@ -287,7 +285,7 @@ func TestMatch_Live(t *testing.T) {
 	e := newTestEnv(t, nil)
 	conn := e.dialFilter(t, e.token(t, "u1", RoleAdmin), matchFilter)
 	changes := matchChanges()
-	changes[len(changes)-1].Payload = entities.Row{"id": "marker"}
+	changes[len(changes)-1].Payload = entities.RowOf(map[string]any{"id": "marker"})
 	e.publish(changes)
 	expectKeys(t, conn, matchWant...)
 }
@@ -297,7 +295,7 @@ func TestMatch_Live(t *testing.T) {
 func TestMatch_CatchUp(t *testing.T) {
 	e := newJournalEnv(t, nil)
 	changes := matchChanges()
-	changes[len(changes)-1].Payload = entities.Row{"id": "marker"}
+	changes[len(changes)-1].Payload = entities.RowOf(map[string]any{"id": "marker"})
 	e.publish(raw(t, changes))
 	conn := e.dialSince(t, e.token(t, "u1", RoleAdmin), "0")
 	expectFrame(t, request(t, conn, `{"namespace": "events", "name": "filter", "id": "m", "args": `+matchFilter+`}`),
@@ -440,4 +438,14 @@ func hadType(cls []clause, cl clause) bool {
 		}
 	}
 	return false
+}
+
+// valueKey is the normal form of a value as a row holds it: a raw JSON
+// value's own, a typed value's JSON's (entities.RowOf encodes it).
+func valueKey(v any) (string, bool) {
+	if raw, ok := v.(json.RawMessage); ok {
+		return scalarKey(raw)
+	}
+	b, _ := entities.RowOf(map[string]any{"v": v}).Get("v")
+	return scalarKey(b)
 }

@@ -25,8 +25,8 @@ func goldenChanges() map[string]entities.Change {
 	created := time.Date(2026, 11, 23, 9, 59, 58, 654321000, time.UTC)
 	// 123456789ns in CET: sent as UTC, microseconds, truncated.
 	commit := time.Date(2026, 11, 23, 11, 0, 0, 123456789, time.FixedZone("CET", 3600))
-	row := func(maxRunners int64, tags ...string) entities.Row {
-		return entities.Row{
+	row := func(maxRunners int64, tags ...string) *entities.Row {
+		return entities.RowOf(map[string]any{
 			"id":            id,
 			"provider_name": "lxd",
 			"max_runners":   maxRunners,
@@ -37,7 +37,7 @@ func goldenChanges() map[string]entities.Change {
 			"repo_id":       repo,
 			"org_id":        nil,
 			"created_at":    created,
-		}
+		})
 	}
 	return map[string]entities.Change{
 		"create": {EntityType: "pool", Operation: entities.OpCreate, EntityID: id.String(),

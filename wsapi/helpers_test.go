@@ -362,7 +362,7 @@ func chg(entityType string, op entities.Operation, id string) entities.Change {
 		EntityType: entityType,
 		Operation:  op,
 		EntityID:   id,
-		Payload:    entities.Row{"id": id},
+		Payload:    entities.RowOf(map[string]any{"id": id}),
 		CommitTime: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
 	}
 }

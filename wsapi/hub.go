@@ -385,9 +385,9 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 	if f.frame == nil {
 		wire, err := prepareChange(f.ch)
 		if err != nil {
-			// A payload that cannot be encoded is a bug upstream
-			// (sanitize hands us typed values); skip the change
-			// rather than stall the stream. The payload is not logged.
+			// Rows are JSON already (entities.Row), so encoding
+			// cannot fail today; should it, skip the change rather
+			// than stall the stream. The payload is not logged.
 			logUnencodable(h.log, f.ch, err)
 			f.bad = true
 			return

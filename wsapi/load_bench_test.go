@@ -102,7 +102,7 @@ func loadSubs(i int) loadSub {
 			return loadSub{
 				fmt.Sprintf(`{"filters": [{"entity-type": "instance", "match": {"status": [%q, %q]}}]}`, a, b),
 				func(ch *entities.Change) bool {
-					s, _ := ch.Payload["status"].(string)
+					s, _ := ch.Payload.Text("status")
 					return ch.EntityType == "instance" && (s == a || s == b)
 				},
 			}
@@ -111,7 +111,7 @@ func loadSubs(i int) loadSub {
 		return loadSub{
 			fmt.Sprintf(`{"filters": [{"entity-type": "pool", "operations": ["create", "update"], "match": {"provider_name": %q}}]}`, p),
 			func(ch *entities.Change) bool {
-				s, _ := ch.Payload["provider_name"].(string)
+				s, _ := ch.Payload.Text("provider_name")
 				return ch.EntityType == "pool" && ch.Operation != entities.OpDelete && s == p
 			},
 		}
@@ -124,30 +124,31 @@ func loadChange(i int) entities.Change {
 	typ := loadTypes[i%len(loadTypes)]
 	op := loadOps[(i/len(loadTypes))%len(loadOps)]
 	id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(strconv.Itoa(i)))
-	var row entities.Row
+	var row *entities.Row
 	switch typ {
 	case "instance":
-		row = testutil.InstanceRow(loadStatuses[(i/7)%len(loadStatuses)])
-		row["id"] = id
-		row["name"] = "garm-" + id.String()[:8]
+		m := testutil.InstanceValues(loadStatuses[(i/7)%len(loadStatuses)])
+		m["id"] = id
+		m["name"] = "garm-" + id.String()[:8]
+		row = entities.RowOf(m)
 	case "pool":
-		row = entities.Row{
+		row = entities.RowOf(map[string]any{
 			"id": id, "provider_name": loadProviders[(i/5)%len(loadProviders)], "runner_prefix": "garm",
 			"max_runners": int64(i % 50), "min_idle_runners": int64(1), "image": "ubuntu:24.04", "flavor": "default",
 			"os_type": "linux", "os_arch": "amd64", "tags": []string{"self-hosted", "x64"}, "enabled": true,
 			"extra_specs": json.RawMessage(`{"disk_size": 100}`), "created_at": time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
-		}
+		})
 	case "job":
-		row = entities.Row{
+		row = entities.RowOf(map[string]any{
 			"id": int64(i), "run_id": int64(i / 3), "action": "queued", "status": "queued", "name": "build",
 			"runner_name": "garm-" + id.String()[:8], "repository_owner": "acme", "repository_name": "widgets",
 			"labels": []string{"self-hosted", "linux"}, "created_at": time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
-		}
+		})
 	default:
-		row = entities.Row{"id": id, "owner": "acme", "name": "widgets-" + strconv.Itoa(i%100), "pool_balancer_type": "roundrobin"}
+		row = entities.RowOf(map[string]any{"id": id, "owner": "acme", "name": "widgets-" + strconv.Itoa(i%100), "pool_balancer_type": "roundrobin"})
 	}
 	c := entities.Change{
-		EntityType: typ, Operation: op, EntityID: fmt.Sprint(row["id"]), Payload: row,
+		EntityType: typ, Operation: op, EntityID: rowID(row), Payload: row,
 		CommitTime: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Microsecond),
 	}
 	if op == entities.OpUpdate {
@@ -408,4 +409,10 @@ func BenchmarkServer_IdleConnections(b *testing.B) {
 	}
 	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/conn")
 	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/conn")
+}
+
+// rowID is the id column's text (Row.Text).
+func rowID(r *entities.Row) string {
+	s, _ := r.Text("id")
+	return s
 }

@@ -3,10 +3,10 @@ package wsapi
 import (
 	"bytes"
 	"encoding/json"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -23,9 +23,9 @@ import (
 //
 // A field absent from the payload, or whose value is an object or an array,
 // never matches. A truncate has no payload, so a clause with match never
-// selects it. Payload values are typed Go values when live and
-// json.RawMessage when replayed from the journal; both are reduced to the
-// same normal form (scalarKey), so live and catch-up select the same rows.
+// selects it. Payload values are JSON (entities.Row), live and replayed
+// from the journal alike, and are reduced to the same normal form as the
+// match values (scalarKey), so live and catch-up select the same rows.
 
 // fieldMatch is one condition: payload[field] must equal one of keys.
 type fieldMatch struct {
@@ -101,11 +101,11 @@ func matchFields(ms []fieldMatch, c *entities.Change) bool {
 		return false
 	}
 	for i := range ms {
-		v, ok := c.Payload[ms[i].field]
+		v, ok := c.Payload.Get(ms[i].field)
 		if !ok {
 			return false
 		}
-		k, ok := valueKey(v)
+		k, ok := scalarKey(v)
 		if !ok || !slices.Contains(ms[i].keys, k) {
 			return false
 		}
@@ -121,54 +121,6 @@ const (
 	keyNull  = "z"
 )
 
-// valueKey returns the normal form of a payload value, typed or raw JSON.
-// ok is false for objects, arrays and anything not encodable.
-func valueKey(v any) (string, bool) {
-	switch x := v.(type) {
-	case nil:
-		return keyNull, true
-	case string:
-		return "s" + x, true
-	case bool:
-		if x {
-			return keyTrue, true
-		}
-		return keyFalse, true
-	case json.RawMessage:
-		return scalarKey(x)
-	case json.Number:
-		return numberKey(string(x))
-	case int:
-		return numberKey(strconv.FormatInt(int64(x), 10))
-	case int16:
-		return numberKey(strconv.FormatInt(int64(x), 10))
-	case int32:
-		return numberKey(strconv.FormatInt(int64(x), 10))
-	case int64:
-		return numberKey(strconv.FormatInt(x, 10))
-	case uint32:
-		return numberKey(strconv.FormatUint(uint64(x), 10))
-	case uint64:
-		return numberKey(strconv.FormatUint(x, 10))
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return "", false
-		}
-		return numberKey(strconv.FormatFloat(x, 'g', -1, 64))
-	case float32:
-		f := float64(x)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return "", false
-		}
-		return numberKey(strconv.FormatFloat(f, 'g', -1, 32))
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "", false
-	}
-	return scalarKey(b)
-}
-
 // scalarKey returns the normal form of a JSON scalar; ok is false for
 // objects, arrays and invalid JSON.
 func scalarKey(raw []byte) (string, bool) {
@@ -178,6 +130,9 @@ func scalarKey(raw []byte) (string, bool) {
 	}
 	switch c := t[0]; {
 	case c == '"':
+		if len(t) >= 2 && t[len(t)-1] == '"' && bytes.IndexByte(t, '\\') < 0 && utf8.Valid(t) {
+			return "s" + string(t[1:len(t)-1]), true // no escapes: the text is the string
+		}
 		var s string
 		if err := json.Unmarshal(t, &s); err != nil {
 			return "", false

@@ -49,8 +49,12 @@ func readColumnTypes(t testing.TB) []columnType {
 	return out
 }
 
-// sqlType is the column type to create for a row's first cell.
+// sqlType is the column type to create for a row's first cell ("... array"
+// is an array of the type the rest names).
 func sqlType(label string) string {
+	if base, ok := strings.CutSuffix(label, " array"); ok {
+		return sqlType(base) + "[]"
+	}
 	switch {
 	case strings.HasPrefix(label, "enum"):
 		return "mood"
@@ -106,6 +110,52 @@ func TestProtocol_ColumnTypes(t *testing.T) {
 		got := compact(frame.Payload[fmt.Sprintf("c%d", i)])
 		if want := compact([]byte(ct.json)); got != want {
 			t.Errorf("%s %s: frame has %s, docs/protocol.md says %s", ct.typ, ct.sqlValue, got, want)
+		}
+	}
+}
+
+// TestProtocol_TypesCreatedWhileStreaming: a domain and a composite type
+// created while changecast streams, and columns of them (and an array of
+// the domain) added to a watched table, arrive typed from the first change
+// that carries them, not as text: the watcher reads the new types over a
+// normal connection when the Relation message names them.
+func TestProtocol_TypesCreatedWhileStreaming(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, `CREATE TABLE gadgets (id int PRIMARY KEY, name text)`)
+	srv, _, dataDir := readyServerAt(t, url, "cc_newtypes", func(cfg *serveConfig) {
+		if err := cfg.tables.Set("gadget=public.gadgets"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"filters": [{"entity-type": "gadget"}]}`)
+	filterApplied(t, ws)
+	exec1(t, sql, `INSERT INTO gadgets VALUES (1, 'before')`)
+	if f, _ := readChange(t, ws, 30*time.Second); !strings.Contains(string(f.raw), `"name":"before"`) {
+		t.Fatalf("first change: %s", f.raw)
+	}
+
+	exec1(t, sql, `CREATE DOMAIN qty AS integer CHECK (VALUE >= 0);
+		CREATE TYPE price AS (amount numeric(8,2), currency text, at timestamptz);
+		ALTER TABLE gadgets ADD COLUMN q qty, ADD COLUMN p price, ADD COLUMN qs qty[], ADD COLUMN ps price[]`)
+	exec1(t, sql, `INSERT INTO gadgets VALUES (2, 'after', 5, ROW(1.5, 'EUR', '2026-12-07 10:00:00+01'), '{1,2}',
+		ARRAY[ROW(2, 'USD', NULL)]::price[])`)
+	f, _ := readChange(t, ws, 30*time.Second)
+	var frame struct {
+		Payload map[string]json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(f.raw, &frame); err != nil {
+		t.Fatal(err)
+	}
+	for col, want := range map[string]string{
+		"q":  `5`,
+		"p":  `{"amount":1.50,"currency":"EUR","at":"2026-12-07T09:00:00Z"}`,
+		"qs": `[1,2]`,
+		"ps": `[{"amount":2.00,"currency":"USD","at":null}]`,
+	} {
+		if got := string(frame.Payload[col]); got != want {
+			t.Errorf("column %s = %s, want %s (typed, not text)", col, got, want)
 		}
 	}
 }

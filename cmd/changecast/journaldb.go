@@ -129,11 +129,14 @@ const usersPollInterval = 500 * time.Millisecond
 func watchUsers(jdb *store.DB, hub *wsapi.Server, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	// The first version is read before anyone can log in, so a change
+	// made right after start is not taken for the starting point.
+	last, err := jdb.UsersVersion(ctx)
+	failing := err != nil
 	go func() {
 		defer close(done)
 		t := time.NewTicker(usersPollInterval)
 		defer t.Stop()
-		last, failing := "", false
 		for {
 			select {
 			case <-ctx.Done():
@@ -149,8 +152,11 @@ func watchUsers(jdb *store.DB, hub *wsapi.Server, log *slog.Logger) (stop func()
 				failing = true
 				continue
 			case failing:
+				// Whatever changed while the checks failed is unknown:
+				// every session is checked again.
 				log.Info("checking the journal database's users again")
 				failing = false
+				hub.RecheckSessions()
 			}
 			if last != "" && v != last {
 				hub.RecheckSessions()

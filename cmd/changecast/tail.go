@@ -529,44 +529,25 @@ func pad(s string, width int) string {
 
 // diffFields lists the fields present in both rows whose values differ, in
 // field order: "status: pending → running".
-func diffFields(prev, cur entities.Row) []string {
+func diffFields(prev, cur *entities.Row) []string {
 	if prev == nil {
 		return nil
 	}
-	keys := make([]string, 0, len(cur))
-	for k := range cur {
-		keys = append(keys, k)
-	}
+	keys := cur.Names()
 	slices.Sort(keys)
 	var out []string
 	for _, k := range keys {
-		p, ok := prev[k]
+		was, ok := prev.Get(k)
 		if !ok {
 			continue
 		}
-		was, now := rawJSON(p), rawJSON(cur[k])
+		now, _ := cur.Get(k)
 		if bytes.Equal(was, now) {
 			continue
 		}
 		out = append(out, safeText(k)+": "+showValue(was)+" → "+showValue(now))
 	}
 	return out
-}
-
-// rawJSON returns a row value's JSON, compacted.
-func rawJSON(v any) []byte {
-	raw, ok := v.(json.RawMessage)
-	if !ok {
-		var err error
-		if raw, err = json.Marshal(v); err != nil {
-			return []byte(`"?"`)
-		}
-	}
-	var b bytes.Buffer
-	if json.Compact(&b, raw) != nil {
-		return raw
-	}
-	return b.Bytes()
 }
 
 // maxValueRunes bounds a value shown in a diff.
@@ -615,13 +596,10 @@ func plainWord(s string) bool {
 }
 
 // rowText returns a string field of a row ("" when absent or not a string).
-func rowText(row entities.Row, key string) string {
+func rowText(row *entities.Row, key string) string {
 	var s string
-	if raw, ok := row[key].(json.RawMessage); ok && json.Unmarshal(raw, &s) == nil {
+	if raw, ok := row.Get(key); ok && json.Unmarshal(raw, &s) == nil {
 		return s
-	}
-	if v, ok := row[key].(string); ok {
-		return v
 	}
 	return ""
 }

@@ -16,19 +16,18 @@ import (
 	"github.com/changecast/changecast/entities"
 )
 
-// EventFromRow converts an event Row back to an Event. It accepts the
-// typed values of entities.Event.Row as well as what the journal hands back (every
-// value a json.RawMessage) and text forms (uuids and RFC 3339 times as
-// strings, metadata as []byte, string or map[string]any). Numbers in
-// metadata become json.Number.
-func EventFromRow(r entities.Row) (entities.Event, error) {
+// EventFromRow converts an event Row (entities.Event.Row, or one read back
+// from the journal or a frame) back to an Event. Numbers in metadata
+// become json.Number.
+func EventFromRow(r *entities.Row) (entities.Event, error) {
 	var (
 		e    entities.Event
 		errs []string
 	)
 	fail := func(col string, err error) { errs = append(errs, fmt.Sprintf("%s: %v", col, err)) }
 	for _, col := range entities.EventColumns {
-		v, ok := r[col]
+		raw, ok := r.Get(col)
+		var v any = json.RawMessage(raw)
 		if !ok {
 			errs = append(errs, col+": missing")
 			continue
@@ -193,4 +192,17 @@ func rowNullUUID(v any) (*uuid.UUID, error) {
 		return &id, nil
 	}
 	return nil, fmt.Errorf("want a uuid, got %T", v)
+}
+
+// WithColumn returns a copy of r (members sorted by name) in which column
+// name holds v's JSON (encoding/json, without HTML escaping), added or
+// replaced; r is not modified. It panics if v does not encode.
+func WithColumn(r *entities.Row, name string, v any) *entities.Row {
+	m := make(map[string]any, r.Len()+1)
+	for i := range r.Len() {
+		k, raw := r.At(i)
+		m[k] = json.RawMessage(raw)
+	}
+	m[name] = v
+	return entities.RowOf(m)
 }

@@ -50,13 +50,9 @@ func TestEventFromRow(t *testing.T) {
 	if err := json.Unmarshal(rowJSON, &raw); err != nil {
 		t.Fatal(err)
 	}
-	jr := entities.Row{}
-	for k, v := range raw {
-		if string(v) == "null" {
-			jr[k] = nil
-			continue
-		}
-		jr[k] = v
+	jr, err := entities.ParseRow(rowJSON)
+	if err != nil {
+		t.Fatal(err)
 	}
 	back, err = EventFromRow(jr)
 	if err != nil {
@@ -65,8 +61,12 @@ func TestEventFromRow(t *testing.T) {
 	if !reflect.DeepEqual(back, ev) {
 		t.Errorf("EventFromRow(journal row) = %+v, want %+v", back, ev)
 	}
-	delete(jr, "status")
-	jr["id"] = json.RawMessage(`"not-a-uuid"`)
+	delete(raw, "status")
+	raw["id"] = json.RawMessage(`"not-a-uuid"`)
+	broken, _ := json.Marshal(raw)
+	if jr, err = entities.ParseRow(broken); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := EventFromRow(jr); err == nil || !strings.Contains(err.Error(), "status: missing") || !strings.Contains(err.Error(), "id:") {
 		t.Errorf("EventFromRow(broken row) error = %v, want it to name id and status", err)
 	}

@@ -47,7 +47,7 @@ func TestInstanceDeletes(t *testing.T) {
 				batch = append(batch, instance(entities.OpDelete, n))
 				deleted = append(deleted, instance(entities.OpDelete, n).EntityID)
 			}
-			batch = append(batch, entities.Change{EntityType: "pool", Operation: entities.OpDelete, Payload: entities.Row{"id": "p"}, CommitTime: time.Now()})
+			batch = append(batch, entities.Change{EntityType: "pool", Operation: entities.OpDelete, Payload: entities.RowOf(map[string]any{"id": "p"}), CommitTime: time.Now()})
 		}
 		srv.Publish(batch...)
 	}
@@ -159,10 +159,10 @@ func instance(op entities.Operation, n int) entities.Change {
 		EntityType: "instance",
 		Operation:  op,
 		EntityID:   id,
-		Payload: entities.Row{
+		Payload: entities.RowOf(map[string]any{
 			"id": id, "name": fmt.Sprintf("runner-%d", n), "status": status, "provider_id": "lxd-" + id[len(id)-4:],
 			"pool_id": "00000000-0000-4000-9000-000000000001", "agent_id": int64(n),
-		},
+		}),
 		CommitTime: time.Date(2026, 11, 23, 10, 0, n, 0, time.UTC),
 	}
 }

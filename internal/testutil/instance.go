@@ -12,9 +12,12 @@ import (
 // InstanceRow is a sanitized GARM instance row (secret columns removed),
 // as the hub receives it from the journal appender: the payload the
 // encoding and fan-out benchmarks measure.
-func InstanceRow(status string) entities.Row {
+func InstanceRow(status string) *entities.Row { return entities.RowOf(InstanceValues(status)) }
+
+// InstanceValues is InstanceRow's columns as typed Go values.
+func InstanceValues(status string) map[string]any {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 123456000, time.UTC)
-	return entities.Row{
+	return map[string]any{
 		"id":                  uuid.MustParse("5f0c1a2e-8b7d-4c3e-9a1f-2b3c4d5e6f70"),
 		"name":                "garm-runner-5f0c1a2e",
 		"agent_id":            int64(1234567),

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/entities/entitiestest"
 	"github.com/changecast/changecast/internal/testutil"
 	"github.com/changecast/changecast/wsapi"
 	"github.com/changecast/changecast/wsapi/client"
@@ -58,20 +59,20 @@ func instance(op entities.Operation, n int, status string) entities.Change {
 		EntityType: "instance",
 		Operation:  op,
 		EntityID:   id,
-		Payload: entities.Row{
+		Payload: entities.RowOf(map[string]any{
 			"id": id, "name": fmt.Sprintf("runner-%d", n), "agent_id": int64(n), "provider_id": "lxd-" + id[len(id)-4:],
 			"os_type": "linux", "os_arch": "amd64", "addresses": json.RawMessage(`[{"type":"public","address":"10.0.0.1"}]`),
 			"status": status, "runner_status": "idle", "pool_id": nil, "callback_url": "https://garm.example.com/cb",
 			"create_attempt": int64(1), "token_fetched": true, "github_runner_group": "", "heartbeat": nil,
 			"created_at": commitTime, "updated_at": commitTime,
-		},
+		}),
 		CommitTime: commitTime,
 	}
 }
 
 func pool(op entities.Operation, n int) entities.Change {
 	id := fmt.Sprintf("00000000-0000-4000-9000-%012d", n)
-	return entities.Change{EntityType: "pool", Operation: op, EntityID: id, Payload: entities.Row{"id": id, "max_runners": int64(n)}, CommitTime: commitTime}
+	return entities.Change{EntityType: "pool", Operation: op, EntityID: id, Payload: entities.RowOf(map[string]any{"id": id, "max_runners": int64(n)}), CommitTime: commitTime}
 }
 
 // recorder is a Handler that records what it was given.
@@ -530,7 +531,7 @@ func TestSubscription_ResyncRequiredMidStream(t *testing.T) {
 	big := strings.Repeat("x", 1024)
 	for i := range 10_000 {
 		ch := pool(entities.OpCreate, i)
-		ch.Payload["image"] = big
+		ch.Payload = entitiestest.WithColumn(ch.Payload, "image", big)
 		batch = append(batch, ch)
 	}
 	srv.Publish(batch...)

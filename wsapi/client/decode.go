@@ -52,7 +52,7 @@ func lookupType(reg *entities.Registry, name string) (entities.EntityType, error
 	return reg.Lookup(name)
 }
 
-func decodeRow[T any](reg *entities.Registry, ch entities.Change, row entities.Row, what string) (T, error) {
+func decodeRow[T any](reg *entities.Registry, ch entities.Change, row *entities.Row, what string) (T, error) {
 	var v T
 	got := reflect.TypeFor[T]()
 	et, err := lookupType(reg, ch.EntityType)
@@ -71,11 +71,7 @@ func decodeRow[T any](reg *entities.Registry, ch entities.Change, row entities.R
 		}
 		return v, fmt.Errorf("decode %s %s change into %v: it has no %s (only updates carry one)", ch.EntityType, ch.Operation, got, what)
 	}
-	data, err := json.Marshal(row)
-	if err != nil {
-		return v, fmt.Errorf("decode %s %s: %w", ch.EntityType, what, err)
-	}
-	if err := json.Unmarshal(data, &v); err != nil {
+	if err := json.Unmarshal(row.JSON(), &v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return v, fmt.Errorf("decode %s %s into %v: field %q: JSON %s does not fit %v", ch.EntityType, what, got, te.Field, te.Value, te.Type)

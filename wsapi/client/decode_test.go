@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +39,7 @@ func TestParseFrame(t *testing.T) {
 	if want := time.Date(2026, 11, 23, 10, 0, 1, 123000, time.UTC); !ch.CommitTime.Equal(want) {
 		t.Fatalf("CommitTime %v, want %v", ch.CommitTime, want)
 	}
-	if got := string(ch.Previous["status"].(json.RawMessage)); got != `"pending"` {
+	if got, _ := ch.Previous.Get("status"); string(got) != `"pending"` {
 		t.Fatalf("previous status %s", got)
 	}
 	if id := parse(t, jobDeleteFrame).EntityID; id != "4711" {
@@ -115,7 +114,7 @@ func TestDecode(t *testing.T) {
 		{"truncate", func() error { _, err := client.Decode[entities.Pool](parse(t, truncateFrame)); return err }, "has no payload"},
 		{"event into a pool", func() error { _, err := client.Decode[entities.Pool](parse(t, eventFrame)); return err }, "use Decode[entities.Event]"},
 		{"unregistered type", func() error {
-			_, err := client.Decode[entities.Pool](entities.Change{EntityType: "widget", Payload: entities.Row{}})
+			_, err := client.Decode[entities.Pool](entities.Change{EntityType: "widget", Payload: entities.RowOf(map[string]any{})})
 			return err
 		}, `unknown entity type "widget"`},
 	} {

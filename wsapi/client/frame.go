@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,7 +98,7 @@ func parseFrame(data []byte, reg *entities.Registry) (frame, error) {
 
 // ParseFrame decodes an entity-change frame (docs/protocol.md, "Entity
 // changes") into an entities.Change, as a Subscription delivers it:
-// Payload and Previous hold each field's JSON value as a json.RawMessage,
+// Payload and Previous are the rows as sent (entities.Row: each field's JSON),
 // EntityID is the value of the type's key column in reg (the "id" field for
 // system events and for types reg does not hold), Cursor and
 // CommitTime come from "cursor" and "committed-at". A nil reg means
@@ -128,7 +127,7 @@ func changeOf(w *wireFrame, reg *entities.Registry) (entities.Change, error) {
 	if ch.Payload, err = rowOf(w.Payload); err != nil {
 		return ch, fmt.Errorf("decode %s change payload: %w", ch.EntityType, err)
 	}
-	if op == entities.OpTruncate && len(ch.Payload) == 0 {
+	if op == entities.OpTruncate && ch.Payload.Len() == 0 {
 		ch.Payload = nil // the server sends {} for a truncate's absent row
 	}
 	if ch.Previous, err = rowOf(w.Previous); err != nil {
@@ -149,44 +148,17 @@ func changeOf(w *wireFrame, reg *entities.Registry) (entities.Change, error) {
 	if et, err := lookupType(reg, ch.EntityType); err == nil {
 		key = et.Key
 	}
-	ch.EntityID = idOf(ch.Payload[key])
+	ch.EntityID, _ = ch.Payload.Text(key) // a string's contents, a number's digits; "" otherwise
 	return ch, nil
 }
 
-// rowOf decodes a JSON object into a Row of raw values; null or absent is
-// a nil Row.
-func rowOf(raw json.RawMessage) (entities.Row, error) {
-	if len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+// rowOf reads a JSON object into a Row without decoding its values; null
+// or absent is a nil Row.
+func rowOf(raw json.RawMessage) (*entities.Row, error) {
+	if len(raw) == 0 {
 		return nil, nil
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, err
-	}
-	row := make(entities.Row, len(m))
-	for k, v := range m {
-		row[k] = v
-	}
-	return row, nil
-}
-
-// idOf renders a key value as text: a string's contents, a number's
-// digits. Other values (null, objects) give "".
-func idOf(v any) string {
-	raw, ok := v.(json.RawMessage)
-	if !ok || len(raw) == 0 {
-		return ""
-	}
-	switch raw[0] {
-	case '"':
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		return string(raw)
-	}
-	return ""
+	return entities.ParseRow(raw)
 }
 
 func parseCursor(s string) (int64, error) {
