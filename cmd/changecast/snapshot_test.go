@@ -473,3 +473,20 @@ func TestServe_SnapshotSeamUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestTail_Snapshot: changecast tail --snapshot prints the current rows
+// (through the Go client's Snapshot option), then follows.
+func TestTail_Snapshot(t *testing.T) {
+	_, sql, srv, dataDir := snapshotServer(t, "cc_snap_tail")
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (1, 1, 1, 'new'), (2, 1, 2, 'new')`)
+	tl := startTail(t, []string{"tail", "--server", "http://" + srv.addr, "--token-file", writeTokenFile(t, mintToken(t, dataDir, "admin")),
+		"--filter", "order", "--snapshot", "--output", "json"})
+	tl.waitStderr(t, "current rows printed")
+	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 2`)
+	lines := tl.waitLines(t, 3)
+	if !strings.HasPrefix(lines[0], `{"entity-type":"order","operation":"snapshot","payload":{"customer_id":1,"id":1,`) ||
+		!strings.Contains(lines[1], `"operation":"snapshot"`) || !strings.Contains(lines[1], `"id":2,`) ||
+		!strings.Contains(lines[2], `"operation":"update"`) || !strings.Contains(lines[2], `"status":"paid"`) {
+		t.Errorf("tail --snapshot printed:\n%s\nwant orders 1 and 2 as snapshot rows, then the update", strings.Join(lines, "\n"))
+	}
+}
