@@ -62,6 +62,19 @@ type env struct {
 
 func newEnv(t *testing.T, wait time.Duration) *env {
 	t.Helper()
+	e := newEnvTB(t)
+	src, err := New(Config{URL: e.url, Registry: e.src.cfg.Registry, Slot: "s", PageRows: 2, Wait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.src = src
+	return e
+}
+
+// newEnvTB is a fresh database with the items table, migrated, and a
+// Source with default pages.
+func newEnvTB(t testing.TB) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	url := storetest.NewDatabase(t)
@@ -86,14 +99,14 @@ func newEnv(t *testing.T, wait time.Duration) *env {
 	if err := db.Migrate(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
-	src, err := New(Config{URL: url, Registry: reg, Slot: "s", PageRows: 2, Wait: wait})
+	src, err := New(Config{URL: url, Registry: reg, Slot: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &env{url: url, sql: sql, src: src}
 }
 
-func (e *env) exec(t *testing.T, q string) {
+func (e *env) exec(t testing.TB, q string) {
 	t.Helper()
 	if _, err := e.sql.Exec(context.Background(), q); err != nil {
 		t.Fatalf("%s: %v", q, err)

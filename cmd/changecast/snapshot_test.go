@@ -404,14 +404,15 @@ func TestServe_SnapshotSeamUnderLoad(t *testing.T) {
 				sc.fail("send: %v", err)
 				return
 			}
-			for sc.err == nil {
+			sentinel := false
+			for sc.err == nil && !(sentinel && sc.complete) {
 				f, err := readSnapFrame(t, ws, 90*time.Second)
 				if err != nil {
 					sc.fail("read: %v", err)
 					return
 				}
 				if sc.apply(f) {
-					return
+					sentinel = true
 				}
 			}
 		}()
@@ -453,6 +454,20 @@ func TestServe_SnapshotSeamUnderLoad(t *testing.T) {
 			t.Errorf("order 5 in the final snapshot %s, status in SQL %q", want.rows["order 5"], status)
 		}
 	}
+	defer func() {
+		if t.Failed() {
+			var lines []string
+			for _, l := range strings.Split(srv.logs.String(), "\n") {
+				if strings.Contains(l, "snapshot") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) > 200 {
+				lines = lines[len(lines)-200:]
+			}
+			t.Logf("server log (snapshot lines):\n%s", strings.Join(lines, "\n"))
+		}
+	}()
 	for i, sc := range results {
 		if sc.err != nil {
 			t.Errorf("client %d: %v", i, sc.err)
