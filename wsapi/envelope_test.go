@@ -380,6 +380,8 @@ func FuzzParseEnvelope(f *testing.F) {
 		`{"namespace": "events", "name": "subscribe", "id": "2", "args": ["pool", {"entity-type": "job", "match": {"status": ["queued", 1, 2.5e3, null, true]}}]}`,
 		`{"namespace": "events", "name": "unsubscribe", "id": "3", "args": ["pool"]}`,
 		`{"namespace": "events", "name": "filter", "id": "4", "args": {"send-everything": false, "filters": [{"entity-type": "pool", "match": {"image": "x"}}]}}`,
+		`{"namespace": "events", "name": "subscribe", "id": "5", "args": {"filters": ["pool", "event", {"entity-type": "job"}], "snapshot": true}}`,
+		`{"namespace": "events", "name": "filter", "id": "6", "args": {"send-everything": true, "snapshot": true}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -388,7 +390,7 @@ func FuzzParseEnvelope(f *testing.F) {
 	curs := []*filter{nil, {all: true}, {clauses: []clause{{entityType: "pool", ops: opAll}, {entityType: "job", ops: opCreate}}}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, sc := range scopes {
-			pc := parseCtx{reg: reg, sc: sc, secret: secretImage}
+			pc := parseCtx{reg: reg, sc: sc, secret: secretImage, snapshots: len(data)%2 == 0}
 			for _, cur := range curs {
 				msg, err := pc.applyMessage(cur, data)
 				if err != nil {
@@ -403,6 +405,16 @@ func FuzzParseEnvelope(f *testing.F) {
 				}
 				if msg.envelope && msg.id == "" {
 					t.Fatal("accepted an envelope without an id")
+				}
+				if msg.snapshot != nil {
+					if !pc.snapshots || len(msg.snapshot) == 0 {
+						t.Fatalf("snapshot %v accepted (offered: %v)", msg.snapshot, pc.snapshots)
+					}
+					for _, typ := range msg.snapshot {
+						if _, err := reg.Lookup(typ); err != nil || !sc.allows(typ) {
+							t.Fatalf("snapshot of %q accepted for scope %+v", typ, sc)
+						}
+					}
 				}
 				nf := msg.next
 				if nf == nil {
