@@ -170,13 +170,19 @@ func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (n
 
 // subscribeObject is subscribe's object form.
 func (pc parseCtx) subscribeObject(cur *filter, args json.RawMessage) (*filter, *bool, []string, error) {
-	m, err := objectMembers(args, "subscribe: args", "filters", wire.SnapshotArg)
+	shape := filterErrorf(`subscribe: "args" must be an array of entity type names, filter objects or %s, or an object {"filters": [...], "snapshot": true}`, quote(wire.SystemStateTopic))
+	m, err := objectMembers(args, "subscribe: args")
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	for k := range m {
+		if k != "filters" && k != wire.SnapshotArg {
+			return nil, nil, nil, shape
+		}
+	}
 	var elems []json.RawMessage
 	if raw, ok := m["filters"]; !ok || decodeMember(raw, &elems) != nil || isNull(raw) {
-		return nil, nil, nil, filterErrorf(`subscribe: "args.filters" must be an array of entity type names, filter objects or %s`, quote(wire.SystemStateTopic))
+		return nil, nil, nil, shape
 	}
 	snap, err := snapshotFlag(m)
 	if err != nil {

@@ -154,7 +154,7 @@ var badRequests = []struct{ name, in, want string }{
 	{"subscribe no args", `{"namespace": "events", "name": "subscribe", "id": "e8"}`,
 		errFrame("e8", `subscribe: "args" must be an array of entity type names, filter objects or "system-state"`)},
 	{"subscribe object args", `{"namespace": "events", "name": "subscribe", "id": "e9", "args": {"entity-type": "pool"}}`,
-		errFrame("e9", `subscribe: "args" must be an array of entity type names, filter objects or "system-state"`)},
+		errFrame("e9", `subscribe: "args" must be an array of entity type names, filter objects or "system-state", or an object {"filters": [...], "snapshot": true}`)},
 	{"subscribe unknown type", `{"namespace": "events", "name": "subscribe", "id": "e10", "args": ["job", "pools"]}`,
 		errFrame("e10", `unknown entity type "pools"; known: `+knownTypes)},
 	{"subscribe number", `{"namespace": "events", "name": "subscribe", "id": "e11", "args": [1]}`,
@@ -176,7 +176,7 @@ var badRequests = []struct{ name, in, want string }{
 	{"filter no args", `{"namespace": "events", "name": "filter", "id": "e19"}`,
 		errFrame("e19", `filter: "args" is required: a GARM filter object such as {"send-everything": true}`)},
 	{"filter bad args", `{"namespace": "events", "name": "filter", "id": "e20", "args": {"send-everything": true, "everything": 1}}`,
-		errFrame("e20", `args: unknown key "everything"; known: send-everything, filters`)},
+		errFrame("e20", `args: unknown key "everything"; known: send-everything, filters, snapshot`)},
 	{"filter match secret", `{"namespace": "events", "name": "filter", "id": "e21", "args": {"filters": [{"entity-type": "pool", "match": {"image": "x"}}]}}`,
 		errFrame("e21", `filters[0]: "match": field "image" is secret and cannot be matched`)},
 }
