@@ -186,6 +186,13 @@ func (p *Pipeline) SecretField(et entities.EntityType, col string) bool {
 	return sanitize.Stripped(et, col)
 }
 
+// Sanitize strips a change with the rules in force now (they change with
+// a reload), for readers of current rows (snapshots) that must apply the
+// same rules as the stream.
+func (p *Pipeline) Sanitize(c entities.Change) (entities.Change, error) {
+	return p.san.Load().s.Change(c)
+}
+
 // SanitizeStats returns how often sanitize stripped by name alone and
 // rewrote json values.
 func (p *Pipeline) SanitizeStats() sanitize.Stats {

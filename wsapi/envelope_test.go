@@ -155,7 +155,7 @@ var badRequests = []struct{ name, in, want string }{
 	{"subscribe no args", `{"namespace": "events", "name": "subscribe", "id": "e8"}`,
 		errFrame("e8", `subscribe: "args" must be an array of entity type names, filter objects or "system-state"`)},
 	{"subscribe object args", `{"namespace": "events", "name": "subscribe", "id": "e9", "args": {"entity-type": "pool"}}`,
-		errFrame("e9", `subscribe: "args" must be an array of entity type names, filter objects or "system-state"`)},
+		errFrame("e9", `subscribe: "args" must be an array of entity type names, filter objects or "system-state", or an object {"filters": [...], "snapshot": true}`)},
 	{"subscribe unknown type", `{"namespace": "events", "name": "subscribe", "id": "e10", "args": ["job", "pools"]}`,
 		errFrame("e10", `unknown entity type "pools"; known: `+knownTypes)},
 	{"subscribe number", `{"namespace": "events", "name": "subscribe", "id": "e11", "args": [1]}`,
@@ -177,7 +177,7 @@ var badRequests = []struct{ name, in, want string }{
 	{"filter no args", `{"namespace": "events", "name": "filter", "id": "e19"}`,
 		errFrame("e19", `filter: "args" is required: a GARM filter object such as {"send-everything": true}`)},
 	{"filter bad args", `{"namespace": "events", "name": "filter", "id": "e20", "args": {"send-everything": true, "everything": 1}}`,
-		errFrame("e20", `args: unknown key "everything"; known: send-everything, filters`)},
+		errFrame("e20", `args: unknown key "everything"; known: send-everything, filters, snapshot`)},
 	{"filter match secret", `{"namespace": "events", "name": "filter", "id": "e21", "args": {"filters": [{"entity-type": "pool", "match": {"image": "x"}}]}}`,
 		errFrame("e21", `filters[0]: "match": field "image" is secret and cannot be matched`)},
 }
@@ -378,6 +378,8 @@ func FuzzParseEnvelope(f *testing.F) {
 		`{"namespace": "events", "name": "subscribe", "id": "2", "args": ["pool", {"entity-type": "job", "match": {"status": ["queued", 1, 2.5e3, null, true]}}]}`,
 		`{"namespace": "events", "name": "unsubscribe", "id": "3", "args": ["pool"]}`,
 		`{"namespace": "events", "name": "filter", "id": "4", "args": {"send-everything": false, "filters": [{"entity-type": "pool", "match": {"image": "x"}}]}}`,
+		`{"namespace": "events", "name": "subscribe", "id": "5", "args": {"filters": ["pool", "event", {"entity-type": "job"}], "snapshot": true}}`,
+		`{"namespace": "events", "name": "filter", "id": "6", "args": {"send-everything": true, "snapshot": true}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -386,7 +388,7 @@ func FuzzParseEnvelope(f *testing.F) {
 	curs := []*filter{nil, {all: true}, {clauses: []clause{{entityType: "pool", ops: opAll}, {entityType: "job", ops: opCreate}}}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, sc := range scopes {
-			pc := parseCtx{reg: reg, sc: sc, secret: secretImage}
+			pc := parseCtx{reg: reg, sc: sc, secret: secretImage, snapshots: len(data)%2 == 0}
 			for _, cur := range curs {
 				msg, err := pc.applyMessage(cur, data)
 				if err != nil {
@@ -401,6 +403,16 @@ func FuzzParseEnvelope(f *testing.F) {
 				}
 				if msg.envelope && msg.id == "" {
 					t.Fatal("accepted an envelope without an id")
+				}
+				if msg.snapshot != nil {
+					if !pc.snapshots || len(msg.snapshot) == 0 {
+						t.Fatalf("snapshot %v accepted (offered: %v)", msg.snapshot, pc.snapshots)
+					}
+					for _, typ := range msg.snapshot {
+						if _, err := reg.Lookup(typ); err != nil || !sc.allows(typ) {
+							t.Fatalf("snapshot of %q accepted for scope %+v", typ, sc)
+						}
+					}
 				}
 				nf := msg.next
 				if nf == nil {

@@ -119,6 +119,10 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	// SIGHUP and POST /api/v1/admin/reload re-read the configuration.
 	rl := newReloader(cfg.sources, db, local != nil, reg, pipe, log)
 	defer rl.stop()
+	snaps, err := newSnapshots(dbURL, jdb.URL, rl.clients, pipe.Sanitize, cfg.slot, log)
+	if err != nil {
+		return err
+	}
 	var hubUsers wsapi.Users = users{jdb.DB}
 	if cfg.wrapUsers != nil {
 		hubUsers = cfg.wrapUsers(hubUsers)
@@ -148,6 +152,8 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		},
 		OnCursorExpired: pipe.ReportRetentionGap,
 		Events:          eventStore{db: jdb.DB, pipe: pipe},
+		Snapshots:       snaps,
+		MaxSnapshots:    cfg.maxSnapshots,
 	})
 	if err != nil {
 		return err
