@@ -24,6 +24,10 @@ const (
 	// OpTruncate is a TRUNCATE of the entity's table: one Change per
 	// truncated table, with no EntityID and no Payload.
 	OpTruncate Operation = "truncate"
+	// OpSnapshot is not a change: it marks a current row read by a
+	// snapshot (docs/protocol.md, "Snapshots"), sent before the changes
+	// that follow it. It is not in Operations: filters cannot name it.
+	OpSnapshot Operation = "snapshot"
 )
 
 // Operations lists every valid Operation, in a stable order for error messages.

@@ -48,7 +48,19 @@ const (
 	ControlCaughtUp       ControlType = "caught-up"
 	ControlShutdown       ControlType = "shutdown"
 	ControlTokenExpired   ControlType = "token-expired"
+	// ControlSnapshotComplete follows a snapshot's rows and the changes
+	// they do not contain; its cursor is where the stream continues
+	// (docs/protocol.md, "Snapshots").
+	ControlSnapshotComplete ControlType = "snapshot-complete"
 )
+
+// OperationSnapshot is the "operation" of a snapshot row frame: a current
+// row, not a change. It carries no cursor.
+const OperationSnapshot = "snapshot"
+
+// SnapshotArg is the key of a subscribe or filter request's args that asks
+// for a snapshot.
+const SnapshotArg = "snapshot"
 
 // Request is an envelope request a client sends. Args is omitted when nil.
 type Request struct {

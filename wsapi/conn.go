@@ -64,6 +64,12 @@ type client struct {
 	// reader stores it before queuing the response; the writer starts or
 	// stops the frames when it writes that response.
 	systemState atomic.Bool
+	// snapshotting is true from a snapshot request until its
+	// snapshot-complete frame (snapshot.go); snapPending hands the
+	// request's job from the reader to the writer, who takes it up once
+	// the request's response is written.
+	snapshotting atomic.Bool
+	snapPending  atomic.Pointer[snapJob]
 
 	send    chan *outFrame // live change frames, shared by every client they go to; bounded (QueueLen), filled only by Publish, never blocking
 	replies chan reply     // responses and error frames from the reader, who waits for room (back-pressure on its own client)
@@ -118,6 +124,9 @@ type feed struct {
 	// lagPending: the queue overflowed and the writer owes a lagging
 	// frame (sent once the frames already queued are written).
 	lagPending bool
+	// frozen: a snapshot is under way (snapshot.go); the client stays
+	// catching up and its position does not move until it is done.
+	frozen bool
 }
 
 // writerState is the writer goroutine's own bookkeeping.
@@ -130,6 +139,7 @@ type writerState struct {
 	slot       time.Time       // the catch-up token held while rest runs (see hub.slots)
 	rest       *time.Timer     // runs until slot's time, then the page starts; nil when no token is held
 	state      *time.Ticker    // system_state frames; nil when not subscribed
+	snap       *snapJob        // the snapshot under way; nil when none
 }
 
 // outFrame is one queued change frame and its journal cursor. Publish makes
@@ -341,6 +351,10 @@ func (c *client) handleMessage(mt int, data []byte) {
 			"too many filters: %d; at most %d per connection (list several operations in one filter, or use send-everything)", len(f.clauses), c.srv.cfg.MaxFilters))})
 		return
 	}
+	if msg.snapshot != nil && c.snapshotting.Load() {
+		c.reply(reply{data: encodeError(msg.id, 400, "a snapshot is already under way on this connection; wait for its snapshot-complete control frame, then ask again")})
+		return
+	}
 	changed := msg.next != cur
 	if msg.envelope {
 		// Counted before the filter is stored: a writer that sees the
@@ -348,7 +362,14 @@ func (c *client) handleMessage(mt int, data []byte) {
 		// page before it has written it.
 		c.awaiting.Add(1)
 	}
-	if changed {
+	if msg.snapshot != nil {
+		// Frozen with the new filter in one step: nothing reaches the
+		// client live until its snapshot is done.
+		c.snapshotting.Store(true)
+		c.snapPending.Store(&snapJob{id: msg.id, types: msg.snapshot, set: setOf(msg.snapshot)})
+		c.srv.hub.setFilterSnapshot(c, msg.next)
+		changed = true
+	} else if changed {
 		c.srv.hub.setFilter(c, msg.next)
 		if f := msg.next; f != nil {
 			c.log.Debug("websocket filter set", "send_everything", f.all, "clauses", len(f.clauses))
@@ -369,7 +390,8 @@ func (c *client) handleMessage(mt int, data []byte) {
 }
 
 func (c *client) parseCtx() parseCtx {
-	return parseCtx{reg: c.srv.cfg.Registry, sc: c.scope, secret: c.srv.cfg.SecretField, systemState: c.srv.cfg.SystemState != nil}
+	return parseCtx{reg: c.srv.cfg.Registry, sc: c.scope, secret: c.srv.cfg.SecretField, systemState: c.srv.cfg.SystemState != nil,
+		snapshots: c.srv.cfg.Snapshots != nil && c.srv.hub.journal != nil}
 }
 
 // writeResponse writes an envelope response. Its cursor is the client's
@@ -432,6 +454,9 @@ func (c *client) writeLoop() {
 		if c.w.state != nil {
 			c.w.state.Stop()
 		}
+		if c.w.snap != nil {
+			c.endSnapshotJob(c.w.snap)
+		}
 	}()
 
 	for {
@@ -447,11 +472,24 @@ func (c *client) writeLoop() {
 		if c.w.state != nil {
 			state = c.w.state.C
 		}
+		// A snapshot job starts once its request's response is written,
+		// and runs a step per turn while nothing else is owed.
+		if c.w.snap == nil && c.awaiting.Load() == 0 {
+			c.w.snap = c.snapPending.Swap(nil)
+		}
+		var snapSlot, snapStep <-chan struct{}
+		if j := c.w.snap; j != nil && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
+			if j.phase == snapWaiting {
+				snapSlot = c.srv.hub.snaps
+			} else {
+				snapStep = ready
+			}
+		}
 		if c.w.rest != nil {
 			rest = c.w.rest.C
 		} else if c.w.retry != nil {
 			retry = c.w.retry.C
-		} else if c.catchingUp.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
+		} else if c.catchingUp.Load() && !c.snapshotting.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
 			// waiting, and the client has said what it wants: wait
@@ -498,6 +536,10 @@ func (c *client) writeLoop() {
 		case <-rest:
 			c.w.rest = nil
 			err = c.catchUpPage()
+		case <-snapSlot:
+			c.startSnapshot(c.w.snap)
+		case <-snapStep:
+			err = c.snapshotStep()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
 			// its close frame, best effort.
@@ -601,9 +643,10 @@ const (
 // before the read began, so a short read returned all of them that match.
 func (c *client) catchUpPage() error {
 	h := c.srv.hub
-	if c.awaiting.Load() > 0 {
+	if c.awaiting.Load() > 0 || c.snapshotting.Load() {
 		// A response is owed (it arrived while this writer waited for
-		// the token): write it first; the token goes back unused.
+		// the token): write it first; the token goes back unused. A
+		// snapshot under way decides where catch-up resumes.
 		h.slots <- time.Now()
 		return nil
 	}

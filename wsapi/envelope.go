@@ -41,6 +41,9 @@ type message struct {
 	// systemState, when set, turns the system-state subscription on or
 	// off (envelope subscribe/unsubscribe of "system-state").
 	systemState *bool
+	// snapshot, when not nil, lists the entity types the request asked
+	// a snapshot of (snapshot.go), sorted.
+	snapshot []string
 }
 
 // isEnvelope reports whether data is a JSON object with a top-level
@@ -116,17 +119,22 @@ func (pc parseCtx) applyMessage(cur *filter, data []byte) (message, error) {
 		if !hasArgs {
 			return msg, filterErrorf(`filter: "args" is required: a GARM filter object such as {"send-everything": true}`)
 		}
-		f, err := pc.parseFilterObject(args, "args")
+		f, snap, err := pc.parseFilterArgs(args, "args", true)
 		if err != nil {
 			return msg, err
+		}
+		if snap {
+			if msg.snapshot, err = pc.snapshotTypes(f, nil); err != nil {
+				return msg, err
+			}
 		}
 		msg.next = f
 	case reqSubscribe:
-		f, state, err := pc.subscribe(cur, args, hasArgs)
+		f, state, snap, err := pc.subscribe(cur, args, hasArgs)
 		if err != nil {
 			return msg, err
 		}
-		msg.next, msg.systemState = f, state
+		msg.next, msg.systemState, msg.snapshot = f, state, snap
 	case reqUnsubscribe:
 		f, state, err := pc.unsubscribe(cur, args, hasArgs)
 		if err != nil {
@@ -144,16 +152,70 @@ func (pc parseCtx) applyMessage(cur *filter, data []byte) (message, error) {
 // operations. A send-everything filter already selects everything, so it
 // stays as it is. The name "system-state" starts the system_state frames
 // instead (state is then non-nil).
-func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (next *filter, state *bool, err error) {
+//
+// args may also be an object, {"filters": [...], "snapshot": true}: the
+// same list under "filters", and a snapshot of the types it names
+// (snapshot, sorted; nil when not asked).
+func (pc parseCtx) subscribe(cur *filter, args json.RawMessage, hasArgs bool) (next *filter, state *bool, snapshot []string, err error) {
+	if t := bytes.TrimSpace(args); hasArgs && len(t) > 0 && t[0] == '{' {
+		return pc.subscribeObject(cur, t)
+	}
 	elems, err := argsArray(args, hasArgs, "subscribe", "entity type names, filter objects or \""+wire.SystemStateTopic+"\"")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	next, state, err = pc.subscribeClauses(cur, elems)
-	return next, state, err
+	next, state, _, err = pc.subscribeClauses(cur, elems)
+	return next, state, nil, err
 }
 
-func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filter, *bool, error) {
+// subscribeObject is subscribe's object form.
+func (pc parseCtx) subscribeObject(cur *filter, args json.RawMessage) (*filter, *bool, []string, error) {
+	m, err := objectMembers(args, "subscribe: args", "filters", wire.SnapshotArg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var elems []json.RawMessage
+	if raw, ok := m["filters"]; !ok || decodeMember(raw, &elems) != nil || isNull(raw) {
+		return nil, nil, nil, filterErrorf(`subscribe: "args.filters" must be an array of entity type names, filter objects or %s`, quote(wire.SystemStateTopic))
+	}
+	snap, err := snapshotFlag(m)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	next, state, add, err := pc.subscribeClauses(cur, elems)
+	if err != nil || !snap {
+		return next, state, nil, err
+	}
+	if add == nil {
+		add = []clause{} // named no type: snapshotTypes says so
+	}
+	types, err := pc.snapshotTypes(next, add)
+	return next, state, types, err
+}
+
+// snapshotFlag reads the optional "snapshot" member.
+func snapshotFlag(m map[string]json.RawMessage) (bool, error) {
+	raw, ok := m[wire.SnapshotArg]
+	if !ok {
+		return false, nil
+	}
+	var on bool
+	if err := decodeMember(raw, &on); err != nil || isNull(raw) {
+		return false, filterErrorf(`"snapshot" must be true or false`)
+	}
+	return on, nil
+}
+
+func setOf(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[s] = true
+	}
+	return m
+}
+
+// subscribeClauses adds elems to cur; add is the clauses elems named.
+func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filter, *bool, []clause, error) {
 	var state *bool
 	var add []clause
 	for i, raw := range elems {
@@ -163,31 +225,31 @@ func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filt
 		case len(t) > 0 && t[0] == '"':
 			var name string
 			if err := json.Unmarshal(t, &name); err != nil {
-				return nil, nil, filterErrorf("%s: invalid string", what)
+				return nil, nil, nil, filterErrorf("%s: invalid string", what)
 			}
 			if name == wire.SystemStateTopic {
 				if !pc.systemState {
-					return nil, nil, filterErrorf("%s is not available on this server", quote(name))
+					return nil, nil, nil, filterErrorf("%s is not available on this server", quote(name))
 				}
 				state = ptrTo(true)
 				continue
 			}
 			if _, err := pc.lookupType(name); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			add = append(add, clause{entityType: name, ops: opAll})
 		case len(t) > 0 && t[0] == '{':
 			cl, err := pc.parseClause(t, what)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			add = append(add, cl)
 		default:
-			return nil, nil, filterErrorf("%s must be an entity type name, a filter object or %s", what, quote(wire.SystemStateTopic))
+			return nil, nil, nil, filterErrorf("%s must be an entity type name, a filter object or %s", what, quote(wire.SystemStateTopic))
 		}
 	}
 	if len(add) == 0 && state != nil || cur != nil && cur.all {
-		return cur, state, nil
+		return cur, state, add, nil
 	}
 	next := &filter{}
 	if cur != nil {
@@ -206,7 +268,7 @@ func (pc parseCtx) subscribeClauses(cur *filter, elems []json.RawMessage) (*filt
 			next.clauses = append(next.clauses, cl)
 		}
 	}
-	return next, state, nil
+	return next, state, add, nil
 }
 
 func ptrTo[T any](v T) *T { return &v }

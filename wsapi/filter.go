@@ -149,6 +149,8 @@ type parseCtx struct {
 	secret func(entities.EntityType, string) bool
 	// systemState reports whether the server offers system_state frames.
 	systemState bool
+	// snapshots reports whether the server offers snapshots.
+	snapshots bool
 }
 
 func (pc parseCtx) isSecret(et entities.EntityType, col string) bool {
@@ -205,10 +207,30 @@ func (pc parseCtx) parseFilter(data []byte) (*filter, error) {
 // parseFilterObject parses a GARM filter object; what names it in error
 // messages ("message", or "args" inside an envelope).
 func (pc parseCtx) parseFilterObject(data []byte, what string) (*filter, error) {
-	top, err := objectMembers(data, what, "send-everything", "filters")
-	if err != nil {
-		return nil, err
+	f, _, err := pc.parseFilterArgs(data, what, false)
+	return f, err
+}
+
+// parseFilterArgs is parseFilterObject that, with snapshot, also accepts a
+// "snapshot" member (an envelope filter request's args) and reports it.
+func (pc parseCtx) parseFilterArgs(data []byte, what string, snapshot bool) (*filter, bool, error) {
+	keys := []string{"send-everything", "filters"}
+	if snapshot {
+		keys = append(keys, "snapshot")
 	}
+	top, err := objectMembers(data, what, keys...)
+	if err != nil {
+		return nil, false, err
+	}
+	snap, err := snapshotFlag(top)
+	if err != nil {
+		return nil, false, err
+	}
+	f, err := pc.filterFromMembers(top)
+	return f, snap, err
+}
+
+func (pc parseCtx) filterFromMembers(top map[string]json.RawMessage) (*filter, error) {
 	f := &filter{}
 	if raw, ok := top["send-everything"]; ok {
 		if err := decodeMember(raw, &f.all); err != nil || isNull(raw) {

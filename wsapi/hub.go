@@ -63,6 +63,9 @@ type hub struct {
 	journal Journal // nil: no catch-up
 	page    int     // CatchUpPage
 	slots   chan time.Time
+	// snaps holds Config.MaxSnapshots tokens: a snapshot holds one
+	// while its transaction is open (snapshot.go).
+	snaps chan struct{}
 
 	overflows atomic.Uint64
 	catchUps  atomic.Uint64
@@ -95,10 +98,13 @@ type hub struct {
 	wg sync.WaitGroup
 }
 
-func newHub(log *slog.Logger, journal Journal, page, workers int) *hub {
-	h := &hub{log: log, journal: journal, page: page, slots: make(chan time.Time, workers)}
+func newHub(log *slog.Logger, journal Journal, page, workers, snapshots int) *hub {
+	h := &hub{log: log, journal: journal, page: page, slots: make(chan time.Time, workers), snaps: make(chan struct{}, snapshots)}
 	for range workers {
 		h.slots <- time.Time{}
+	}
+	for range snapshots {
+		h.snaps <- struct{}{}
 	}
 	h.mu.clients = map[*client]struct{}{}
 	h.mu.everything = map[*client]struct{}{}
@@ -479,7 +485,9 @@ func (h *hub) endPage(c *client, pos int64, short bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c.feed.pos = max(c.feed.pos, pos)
-	if !short || c.feed.pos < h.mu.head {
+	if !short || c.feed.pos < h.mu.head || c.feed.frozen {
+		// frozen: a snapshot request arrived during the page; the
+		// client stays off live until the snapshot is done.
 		return false
 	}
 	c.feed.catchingUp = false

@@ -170,6 +170,16 @@ type Config struct {
 	// same authentication and authorization as the stream. nil: no such
 	// routes.
 	Events EventStore
+	// Snapshots serves snapshots: "snapshot": true on a subscribe or
+	// filter request, and GET /api/v1/entities/{type}. They also need
+	// Journal. nil: a snapshot request gets an error frame and the
+	// route is absent.
+	Snapshots Snapshots
+	// MaxSnapshots bounds the snapshots open at once across the server
+	// (each holds a database connection and a transaction while it reads
+	// rows); further requests wait for one to finish, the connection
+	// still served meanwhile. Default: 4.
+	MaxSnapshots int
 
 	// now is the login throttle's clock (tests). nil: time.Now.
 	now func() time.Time
@@ -315,6 +325,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxFilters == 0 {
 		cfg.MaxFilters = DefaultMaxFilters
 	}
+	if cfg.MaxSnapshots < 0 {
+		return nil, errors.New("new wsapi server: MaxSnapshots must not be negative")
+	}
+	if cfg.MaxSnapshots == 0 {
+		cfg.MaxSnapshots = DefaultMaxSnapshots
+	}
 	if cfg.LoginWindow < 0 || cfg.LoginMaxDelay < 0 {
 		return nil, errors.New("new wsapi server: LoginWindow and LoginMaxDelay must not be negative")
 	}
@@ -340,7 +356,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		origins: map[string]bool{},
-		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage, cfg.CatchUpWorkers),
+		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage, cfg.CatchUpWorkers, cfg.MaxSnapshots),
 		closed:  make(chan struct{}),
 
 		loginSlots: make(chan struct{}, defaultLoginSlots()),

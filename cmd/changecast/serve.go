@@ -112,6 +112,10 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
+	snaps, err := newSnapshots(dbURL, reg, cfg.slot, log)
+	if err != nil {
+		return err
+	}
 	var hubUsers wsapi.Users = users{db}
 	if cfg.wrapUsers != nil {
 		hubUsers = cfg.wrapUsers(hubUsers)
@@ -141,6 +145,8 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		},
 		OnCursorExpired: pipe.ReportRetentionGap,
 		Events:          eventStore{db: db, pipe: pipe},
+		Snapshots:       snaps,
+		MaxSnapshots:    cfg.maxSnapshots,
 	})
 	if err != nil {
 		return err

@@ -68,6 +68,7 @@ Examples:
   changecast tail --filter pool:create,update --filter instance
   changecast tail --filter instance:delete --match pool_id=00000000-0000-4000-8000-000000000004
   changecast tail --since 1207 --output json | jq .
+  changecast tail --filter pool --snapshot          the current pools, then their changes
 
 Exit codes:
   0  stopped (Ctrl-C)
@@ -87,6 +88,7 @@ type tailConfig struct {
 	filters        []client.Filter
 	sendEverything bool
 	since          string // "" = now
+	snapshot       bool   // print the current rows first
 	json           bool
 	style          tailStyle
 
@@ -128,6 +130,7 @@ func parseTailFlags(args []string, stdout, stderr io.Writer) (tailConfig, error)
 		return nil
 	})
 	since := fs.String("since", "now", "`CURSOR` to resume after (a frame's \"cursor\"), or now")
+	snapshot := fs.Bool("snapshot", false, "print the current rows of the filtered types first (operation snapshot), then follow from them with no gap and no duplicate; not with --since")
 	output := fs.String("output", "", "pretty or json (default: pretty on a terminal, JSON lines otherwise)")
 	system := fs.Bool("system", false, "also receive system events (entity type \"event\")")
 	noColor := fs.Bool("no-color", false, "never color the output (also: env NO_COLOR)")
@@ -178,6 +181,10 @@ func parseTailFlags(args []string, stdout, stderr io.Writer) (tailConfig, error)
 		}
 		cfg.since = strconv.FormatInt(n, 10)
 	}
+	if *snapshot && cfg.since != "" {
+		return cfg, usageError{errors.New("tail: --snapshot starts from the current rows; it cannot be combined with --since")}
+	}
+	cfg.snapshot = *snapshot
 
 	terminal := isTerminal(stdout)
 	switch *output {
@@ -311,6 +318,7 @@ func tailRun(ctx context.Context, cfg tailConfig, stdout, stderr io.Writer) erro
 		Filters:        cfg.filters,
 		SendEverything: cfg.sendEverything,
 		Since:          cfg.since,
+		Snapshot:       cfg.snapshot,
 		MinBackoff:     cfg.minBackoff,
 		MaxBackoff:     cfg.maxBackoff,
 		Handler: func(ch entities.Change) error {
@@ -338,6 +346,8 @@ func tailRun(ctx context.Context, cfg tailConfig, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stderr, "lagging behind at cursor %d; catching up from the journal\n", ev.Cursor)
 			case client.EventCaughtUp:
 				fmt.Fprintf(stderr, "caught up at cursor %d\n", ev.Cursor)
+			case client.EventSnapshotComplete:
+				fmt.Fprintf(stderr, "current rows printed; following changes after cursor %d\n", ev.Cursor)
 			}
 		},
 	}
@@ -455,7 +465,11 @@ func formatPretty(ch entities.Change, st tailStyle) string {
 		loc = time.UTC
 	}
 	var b strings.Builder
-	b.WriteString(ch.CommitTime.In(loc).Format(prettyTimeLayout))
+	if ch.Operation == entities.OpSnapshot {
+		b.WriteString(pad("(current row)", len(prettyTimeLayout)-len("Z07:00")+1)) // a row has no commit time
+	} else {
+		b.WriteString(ch.CommitTime.In(loc).Format(prettyTimeLayout))
+	}
 	b.WriteString("  ")
 	if ch.EntityType == entities.EventEntityType {
 		sev := rowText(ch.Payload, "severity")

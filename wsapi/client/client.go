@@ -94,6 +94,18 @@ type Options struct {
 	// Since) and saved after each change is processed. nil: the position
 	// lives only as long as the Subscription.
 	CursorStore CursorStore
+	// Snapshot asks for the current rows first (docs/protocol.md,
+	// "Snapshots"): the Handler (or Changes) gets each current row of
+	// the filtered types as a Change with Operation entities.OpSnapshot
+	// and no Cursor, then the changes those rows do not contain, then
+	// the stream, with no gap and no duplicate; OnEvent is told
+	// EventSnapshotComplete between the rows and the changes. Treat a
+	// row as "this entity now is": if the connection drops before the
+	// snapshot completes, the subscription asks for it again and the
+	// rows come again from the start. Once complete, reconnects resume
+	// from the cursor as usual. Not with Since; ignored when a
+	// CursorStore holds a cursor (the program resumes instead).
+	Snapshot bool
 	// Handler processes each change, in order. A nil return marks the
 	// change processed (its cursor is saved); an error ends the
 	// subscription with an *Error (Op "handle") wrapping it, and the
@@ -149,6 +161,9 @@ const (
 	EventLagging EventType = "lagging"
 	// EventCaughtUp: after lagging, changes are live again.
 	EventCaughtUp EventType = "caught-up"
+	// EventSnapshotComplete: every snapshot row has been delivered;
+	// changes follow, after Event.Cursor.
+	EventSnapshotComplete EventType = "snapshot-complete"
 )
 
 // Event is a change in a Subscription's connection, for status output.
@@ -204,6 +219,7 @@ type Subscription struct {
 	dialer     websocket.Dialer
 	reg        *entities.Registry
 	filterArgs json.RawMessage
+	snapArgs   json.RawMessage // filterArgs asking for a snapshot; nil without Options.Snapshot
 	log        *slog.Logger
 	readWait   time.Duration
 
@@ -220,6 +236,7 @@ type Subscription struct {
 	st struct {
 		last        int64
 		hasLast     bool
+		snapDone    bool // the snapshot completed (or none was asked)
 		nextID      uint64
 		saveFailing bool
 	}
@@ -259,9 +276,18 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Subscriptio
 	if err := opts.fill(); err != nil {
 		return nil, &Error{Op: "dial", URL: target, Err: err}
 	}
-	args, err := filterArgs(opts)
+	args, err := filterArgs(opts, false)
 	if err != nil {
 		return nil, &Error{Op: "dial", URL: target, Err: err}
+	}
+	var snapArgs json.RawMessage
+	if opts.Snapshot {
+		if opts.Since != "" && opts.Since != "now" {
+			return nil, &Error{Op: "dial", URL: target, Err: errors.New("Snapshot starts from the current rows: leave Since empty")}
+		}
+		if snapArgs, err = filterArgs(opts, true); err != nil {
+			return nil, &Error{Op: "dial", URL: target, Err: err}
+		}
 	}
 	s := &Subscription{
 		opts:       opts,
@@ -269,6 +295,7 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Subscriptio
 		header:     http.Header{"Authorization": {"Bearer " + token}},
 		reg:        opts.Registry,
 		filterArgs: args,
+		snapArgs:   snapArgs,
 		log:        opts.Logger.With("url", target),
 		readWait:   max(minReadTimeout, 3*opts.SyncInterval),
 		done:       make(chan struct{}),
@@ -341,7 +368,7 @@ func (o *Options) fill() error {
 }
 
 // filterArgs encodes the GARM filter object for o.
-func filterArgs(o Options) (json.RawMessage, error) {
+func filterArgs(o Options, snapshot bool) (json.RawMessage, error) {
 	switch {
 	case o.SendEverything && len(o.Filters) > 0:
 		return nil, errors.New("set either Filters or SendEverything, not both")
@@ -362,7 +389,8 @@ func filterArgs(o Options) (json.RawMessage, error) {
 	err := wire.WriteJSON(&b, struct {
 		SendEverything bool     `json:"send-everything"`
 		Filters        []Filter `json:"filters,omitempty"`
-	}{o.SendEverything, o.Filters})
+		Snapshot       bool     `json:"snapshot,omitempty"`
+	}{o.SendEverything, o.Filters, snapshot})
 	if err != nil {
 		return nil, fmt.Errorf("encode filter: %w", err)
 	}
@@ -530,6 +558,10 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 	if s.st.hasLast {
 		target += "?since=" + strconv.FormatInt(s.st.last, 10)
 	}
+	args := s.filterArgs
+	if s.snapArgs != nil && !s.st.snapDone && !s.st.hasLast {
+		args = s.snapArgs
+	}
 	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
 	defer cancel()
 	ws, resp, err := s.dialer.DialContext(hctx, target, s.header)
@@ -553,7 +585,7 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 	id := s.newID()
 	timer := time.NewTimer(s.opts.HandshakeTimeout)
 	defer timer.Stop()
-	writeErr := s.writeRequest(c, id, wire.RequestFilter, s.filterArgs)
+	writeErr := s.writeRequest(c, id, wire.RequestFilter, args)
 	if writeErr != nil {
 		// The server may have closed first with a reason (resync-required
 		// for an unknown cursor): read what it sent, briefly.
@@ -817,7 +849,9 @@ func (s *Subscription) process(ctx context.Context, f frame) error {
 	case kindResponse:
 		// Every change up to the response's cursor that the filter
 		// selects was sent before it, and has been processed.
-		if f.hasCur {
+		// While a snapshot is under way, the position is the seam's,
+		// not the response's: a reconnect asks for the snapshot again.
+		if f.hasCur && (s.snapArgs == nil || s.st.snapDone) {
 			s.advance(f.cursor)
 		}
 	case kindError:
@@ -830,6 +864,15 @@ func (s *Subscription) process(ctx context.Context, f frame) error {
 		case wire.ControlCaughtUp:
 			s.log.Info("changecast client caught up", "cursor", f.cursor)
 			s.emit(Event{Type: EventCaughtUp, Cursor: f.cursor, Message: f.msg})
+		case wire.ControlSnapshotComplete:
+			// Every change up to the cursor is in the rows or was
+			// delivered after them.
+			s.st.snapDone = true
+			if f.hasCur {
+				s.advance(f.cursor)
+			}
+			s.log.Debug("changecast snapshot complete", "cursor", f.cursor)
+			s.emit(Event{Type: EventSnapshotComplete, Cursor: f.cursor, Message: f.msg})
 		default:
 			if err := s.controlError(f); err != nil {
 				return err

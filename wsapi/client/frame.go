@@ -121,6 +121,9 @@ func ParseFrame(data []byte, reg *entities.Registry) (entities.Change, error) {
 func changeOf(w *wireFrame, reg *entities.Registry) (entities.Change, error) {
 	ch := entities.Change{EntityType: *w.EntityType}
 	op, err := entities.ParseOperation(w.Operation)
+	if w.Operation == wire.OperationSnapshot {
+		op, err = entities.OpSnapshot, nil // a snapshot row (Options.Snapshot)
+	}
 	if err != nil {
 		return ch, fmt.Errorf("decode %s change: %w", ch.EntityType, err)
 	}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/snapshot"
+	"github.com/changecast/changecast/wsapi"
+)
+
+// newSnapshots is the snapshot source the hub reads current rows from
+// (issue 14), on the watched database, whose journal and offset it also
+// reads.
+func newSnapshots(url string, reg *entities.Registry, slot string, log *slog.Logger) (wsapi.Snapshots, error) {
+	src, err := snapshot.New(snapshot.Config{
+		URL: url, Registry: reg, Slot: slot, Publication: publicationName,
+		Logger: log.With("component", "snapshot"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return snapshots{src}, nil
+}
+
+// snapshots adapts *snapshot.Source to wsapi.Snapshots.
+type snapshots struct{ src *snapshot.Source }
+
+func (s snapshots) Begin(ctx context.Context, types []string) (wsapi.Snapshot, error) {
+	sn, err := s.src.Begin(ctx, types)
+	if err != nil {
+		return nil, err
+	}
+	return sn, nil
+}

@@ -1,0 +1,206 @@
+package snapshot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/store"
+	"github.com/changecast/changecast/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// Visibility follows pg_visible_in_snapshot: below xmin, or below xmax and
+// not in progress; a 32-bit id is widened around xmax, across an epoch.
+func TestVisible(t *testing.T) {
+	const epoch = uint64(3) << 32
+	xmin, xmax := epoch+100, epoch+110
+	xip := map[uint64]bool{epoch + 100: true, epoch + 105: true}
+	for _, tc := range []struct {
+		xid  uint32
+		want bool
+	}{
+		{99, true}, {100, false}, {101, true}, {105, false}, {109, true}, {110, false}, {500, false},
+		{0xFFFFFF00, true}, // the previous epoch: long committed
+	} {
+		if got := visible(widen(tc.xid, xmax), xmin, xmax, xip); got != tc.want {
+			t.Errorf("xid %d: visible = %v, want %v", tc.xid, got, tc.want)
+		}
+	}
+	// xmax just after an epoch boundary: ids just below it are from the
+	// previous epoch.
+	if got := widen(0xFFFFFFFE, epoch+5); got != epoch-2 {
+		t.Errorf("widen(0xFFFFFFFE, epoch+5) = %d, want %d", got, epoch-2)
+	}
+}
+
+func TestParseSnapshot(t *testing.T) {
+	xmin, xmax, xip, err := parseSnapshot("12884901988:12884901998:12884901988,12884901993")
+	if err != nil || xmin != 12884901988 || xmax != 12884901998 || len(xip) != 2 || !xip[12884901993] {
+		t.Errorf("got %d %d %v %v", xmin, xmax, xip, err)
+	}
+	if _, _, _, err := parseSnapshot("1:2"); err == nil {
+		t.Error("a malformed snapshot parsed")
+	}
+	if l, err := parseLSN("16/B374D848"); err != nil || l != 0x16_B374D848 {
+		t.Errorf("parseLSN = %v, %v", l, err)
+	}
+}
+
+type env struct {
+	url string
+	sql *pgx.Conn
+	src *Source
+}
+
+func newEnv(t *testing.T, wait time.Duration) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := storetest.NewDatabase(t)
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	reg := entities.NewRegistry()
+	if err := reg.Register(entities.EntityType{Name: "item", Table: "items", Schema: "public", KeyColumns: []string{"a", "b"}, Secrets: []string{"code"}}); err != nil {
+		t.Fatal(err)
+	}
+	sql, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sql.Close(context.Background()) })
+	if _, err := sql.Exec(ctx, `CREATE TABLE items (a int, b text, code text, api_token text, n numeric, at timestamptz,
+		twice int GENERATED ALWAYS AS (a * 2) STORED, PRIMARY KEY (a, b))`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(Config{URL: url, Registry: reg, Slot: "s", PageRows: 2, Wait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{url: url, sql: sql, src: src}
+}
+
+func (e *env) exec(t *testing.T, q string) {
+	t.Helper()
+	if _, err := e.sql.Exec(context.Background(), q); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// Rows come in key order (composite), page by page, sanitized, without
+// generated or secret columns.
+func TestSnapshot_RowsInKeyOrder(t *testing.T) {
+	e := newEnv(t, time.Second)
+	e.exec(t, `INSERT INTO items (a, b, code, api_token, n, at) VALUES
+		(2, 'a', 'CANARY', 'CANARY', 1.50, '2026-11-23 11:00:00+01'), (1, 'b', 'CANARY', 'CANARY', 2, NULL),
+		(1, 'a', 'CANARY', 'CANARY', NULL, NULL), (1, 'c', NULL, NULL, 3, NULL), (3, 'z', NULL, NULL, 4, NULL)`)
+	ctx := context.Background()
+	sn, err := e.src.Begin(ctx, []string{"item"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	var got []string
+	pages := 0
+	for {
+		rows, err := sn.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows == nil {
+			break
+		}
+		pages++
+		for _, r := range rows {
+			if r.Operation != entities.OpSnapshot || r.EntityType != "item" {
+				t.Errorf("row %+v", r)
+			}
+			b, _ := json.Marshal(r.Payload)
+			got = append(got, string(b))
+		}
+	}
+	want := []string{
+		`{"a":1,"at":null,"b":"a","n":null}`,
+		`{"a":1,"at":null,"b":"b","n":2}`,
+		`{"a":1,"at":null,"b":"c","n":3}`,
+		`{"a":2,"at":"2026-11-23T10:00:00Z","b":"a","n":1.50}`,
+		`{"a":3,"at":null,"b":"z","n":4}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") || pages != 3 {
+		t.Errorf("rows in %d pages:\n%s\nwant in 3:\n%s", pages, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A snapshot taken while a transaction older than every mark runs waits
+// for it (bounded, with a clear error); once a mark precedes the running
+// transactions, a snapshot proceeds at once and sees them as invisible.
+func TestSnapshot_WaitsOnlyWithoutAMark(t *testing.T) {
+	e := newEnv(t, 500*time.Millisecond)
+	ctx := context.Background()
+	other, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO items (a, b) VALUES (9, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.src.Begin(ctx, []string{"item"})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "idle-in-transaction") {
+		t.Fatalf("Begin with an older transaction running and no mark: %v, want ErrTimeout saying what to end", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := e.src.Begin(ctx, []string{"item"}) // records a mark below later transactions
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.Close()
+
+	tx, err = other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO items (a, b) VALUES (10, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	var full int64
+	if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&full); err != nil {
+		t.Fatal(err)
+	}
+	xid := uint32(full)
+	start := time.Now()
+	sn, err = e.src.Begin(ctx, []string{"item"})
+	if err != nil {
+		t.Fatalf("Begin with a mark below the running transaction: %v", err)
+	}
+	defer sn.Close()
+	if d := time.Since(start); d > 400*time.Millisecond {
+		t.Errorf("Begin took %s: it waited although a mark covers the running transaction", d)
+	}
+	if sn.Visible(xid) {
+		t.Errorf("transaction %d, running when the snapshot was taken, is visible", xid)
+	}
+	if !sn.Visible(xid - 1) {
+		t.Errorf("transaction %d, committed before, is not visible", xid-1)
+	}
+}
