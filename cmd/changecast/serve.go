@@ -161,6 +161,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(pipe, hub))
 	mux.Handle("/", hub.Handler())
+	mountDashboard(mux)
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
@@ -168,7 +169,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	addr := ln.Addr().String()
+	dash, dashNote, err := dashboardURL(ctx, hub, db, addr, local != nil, cfg.signInLink)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "changecast serving on http://%s (WebSocket ws://%s/api/v1/ws/events)\n", addr, addr)
+	printDashboard(stdout, dash, dashNote)
 	if local != nil {
 		fmt.Fprintf(stdout, "embedded PostgreSQL in %s\n  connect: %s\n", filepath.Join(cfg.dataDir, "postgres"), local.PsqlCommand())
 	}
@@ -202,7 +208,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return err
 	})
 	if cfg.started != nil {
-		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, Local: local, Auth: auth})
+		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, Local: local, Auth: auth, Dashboard: dash, DashboardNote: dashNote})
 	}
 
 	var cause error
