@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -58,7 +59,7 @@ func dashboardURL(ctx context.Context, hub *wsapi.Server, db *store.DB, addr str
 	if err != nil {
 		return "", "", fmt.Errorf("make a sign-in link: %w", err)
 	}
-	return base + "#signin=" + code, fmt.Sprintf("one-time admin sign-in link, valid %s, from this machine only", wsapi.DefaultSignInLinkTTL), nil
+	return base + "#signin=" + code, fmt.Sprintf("one-time admin sign-in link, valid %d min, from this machine only", int(wsapi.DefaultSignInLinkTTL/time.Minute)), nil
 }
 
 // loopbackListener reports whether addr (host:port) listens on loopback only.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/store/storetest"
@@ -366,6 +367,35 @@ func TestDashboard_Browser(t *testing.T) {
 	b.wait("the table after the reload", rowKeys+` === '1,3,4,5,6' && document.getElementById('st-table').textContent.startsWith('live')`, 15*time.Second)
 	b.wait("the chart's data", `Chart.getChart(document.getElementById('chart'))?.data.datasets.some(d => d.label === 'order' && d.data.some(p => p.y > 0))`, 10*time.Second)
 	b.screenshot("resumed")
+
+	// Keyboard: a feed entry and a table row open their details with Enter;
+	// the arrow keys move between rows.
+	b.do("Enter on a feed entry", chromedp.SendKeys(chromedp.CSS(`#feed li[data-op="delete"][data-id="7"] button`), kb.Enter))
+	b.wait("its details", `document.getElementById('details-what').textContent.startsWith('delete of order 7')`, 5*time.Second)
+	b.do("arrow down from row 1, then Enter",
+		chromedp.Focus(chromedp.CSS(`#table-spacer .vrow[data-key="1"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#table-spacer .vrow[data-key="1"]`), kb.ArrowDown))
+	b.wait("row 3 focused", `document.activeElement?.dataset.key === '3'`, 5*time.Second)
+	b.do("Enter on row 3", chromedp.SendKeys(chromedp.CSS(`#table-spacer .vrow[data-key="3"]`), kb.Enter))
+	b.wait("row 3's details", `document.getElementById('details-what').textContent === 'row of order 3' && document.getElementById('details-payload').textContent.includes('"total": 31.00')`, 5*time.Second)
+
+	// A burst: 3,000 rows in one transaction. The table holds them all
+	// with only the rows in view in the DOM, and the feed stays capped.
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(100, 3099) g`)
+	b.wait("the burst in the table", `document.getElementById('table-count').textContent === 'order: 3005'`, 30*time.Second)
+	b.wait("the burst's last change in the feed", feedHas("create", "order", "3099"), 10*time.Second)
+	if n := evalJS[int](b, `document.querySelectorAll('#table-spacer .vrow').length`); n > 60 {
+		t.Fatalf("the table has %d rows in the DOM for 3,005 rows: not virtualized", n)
+	}
+	if n := evalJS[int](b, `document.querySelectorAll('#feed li').length`); n != 200 {
+		t.Fatalf("the feed has %d entries, want its cap of 200", n)
+	}
+	b.screenshot("burst")
+	// Phone width: one column, nothing wider than the screen.
+	b.do("phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	b.wait("one column", `document.getElementById('feed-pane').getBoundingClientRect().left < 40 && document.documentElement.scrollWidth <= 390`, 5*time.Second)
+	b.screenshot("phone")
+	b.do("desktop width", chromedp.ResetViewport())
 
 	// Sign out: the form again, the cookie cleared, the cursor forgotten.
 	b.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
