@@ -451,7 +451,7 @@ func TestDashboard_Browser(t *testing.T) {
 	b.screenshot("session-ended")
 	var problems []string
 	for _, p := range b.consoleProblems() {
-		if (strings.Contains(p, "WebSocket connection to") || strings.Contains(p, "ERR_CONNECTION_REFUSED")) {
+		if strings.Contains(p, "WebSocket connection to") || strings.Contains(p, "ERR_CONNECTION_REFUSED") {
 			continue
 		}
 		problems = append(problems, p)
