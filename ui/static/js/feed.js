@@ -52,6 +52,8 @@ export class Feed {
   }
 
   clear() {
+    this.seen = 0;
+    this.rate.textContent = '';
     this.items = [];
     this.pending = [];
     this.list.replaceChildren();
@@ -82,5 +84,6 @@ export class Feed {
           fields ? el('span', {class: 'fields', text: fields, title: fields}) : null)));
     }
     this.list.replaceChildren(frag);
+    this.rate.textContent = `${this.seen} received, last ${this.items.length} shown`;
   }
 }
