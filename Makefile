@@ -9,7 +9,7 @@ PKGS      := ./...
 # Parsers of untrusted input and their fuzz targets (package:target).
 FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVerifyToken ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON ./wsapi/client:FuzzParseFrame ./config:FuzzParse ./watcher:FuzzDecodeArray ./watcher:FuzzRowMessage ./entities:FuzzParseRow ./internal/jsonenc:FuzzAppendString
 
-.PHONY: run test build vet fmt-check fuzz fuzz-brief postgres clean bench bench-quick bench-harness
+.PHONY: run test build vet fmt-check fuzz fuzz-brief postgres chromium clean bench bench-quick bench-harness
 
 run: build postgres
 	./$(BIN) serve
@@ -20,7 +20,11 @@ build:
 postgres:
 	@.ci/ensure-postgres
 
-test: postgres vet fmt-check
+# The dashboard's browser test drives headless Chromium.
+chromium:
+	@.ci/ensure-chromium
+
+test: postgres chromium vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	# Allocation counts are inflated by the race detector, so those tests
 	# skip under -race; run them once without it.

@@ -161,8 +161,8 @@ func (timeoutError) Timeout() bool { return true }
 // Snapshot is one consistent read of some entity types' current rows,
 // with what is needed to continue from the journal exactly.
 type Snapshot struct {
-	src   *Source
-	conn  *pgconn.PgConn
+	src  *Source
+	conn *pgconn.PgConn
 	// jconn reads the journal when it lives in another database; nil
 	// when it is beside the data (conn reads it).
 	jconn *pgconn.PgConn

@@ -268,6 +268,9 @@ type Server struct {
 	// unavailable, when set, is why new connections get 503 (SetUnavailable).
 	unavailable atomic.Pointer[string]
 
+	// links are the unredeemed sign-in links (SignInLink).
+	links signInLinks
+
 	revoker     *revoker // nil without Config.Users
 	stopRevoker context.CancelFunc
 	revokerDone chan struct{}
@@ -395,6 +398,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Events != nil {
 		s.registerEventRoutes(mux)
 	}
+	s.registerBrowserRoutes(mux)
 	s.handler = mux
 	if cfg.Users != nil {
 		// Owned by the Server: Close stops it and waits.

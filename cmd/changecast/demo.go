@@ -101,6 +101,7 @@ func demo(ctx context.Context, cfg demoConfig, stdout io.Writer, log *slog.Logge
 	scfg := cfg.serve
 	scfg.databaseURL = ""    // always the embedded default
 	scfg.domain = domainGARM // the workload writes the runner-fleet tables
+	scfg.signInLink = true   // the demo's users have no password anyone knows
 
 	// serve gets its own context so that it shuts down only after the
 	// workload has stopped writing.
@@ -181,6 +182,7 @@ func printDemoBanner(w io.Writer, info serveInfo, rate int) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "changecast demo on http://%s: writing about %d changes per second; Ctrl-C stops it\n", info.Addr, rate)
+	printDashboard(&b, info.Dashboard, info.DashboardNote)
 	fmt.Fprintf(&b, "  WebSocket: ws://%s%s  (then send {\"send-everything\": true})\n", info.Addr, wire.EventsPath)
 	fmt.Fprintf(&b, "  token:     %s  (role admin, valid %gh)\n", tok, demoTokenTTL.Hours())
 	fmt.Fprintf(&b, "  tail:      CHANGECAST_TOKEN=%s changecast tail --server http://%s\n", tok, info.Addr)

@@ -183,6 +183,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	mux.Handle("/metrics", metricsHandler(pipe, hub))
 	mux.Handle(reloadPath, hub.AdminOnly(rl))
 	mux.Handle("/", hub.Handler())
+	mountDashboard(mux)
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
@@ -190,7 +191,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	addr := ln.Addr().String()
+	dash, dashNote, err := dashboardURL(ctx, hub, jdb.DB, addr, local != nil, cfg.signInLink)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "changecast serving on http://%s (WebSocket ws://%s/api/v1/ws/events)\n", addr, addr)
+	printDashboard(stdout, dash, dashNote)
 	if local != nil {
 		fmt.Fprintf(stdout, "embedded PostgreSQL in %s\n  connect: %s\n", filepath.Join(cfg.dataDir, "postgres"), local.PsqlCommand())
 	}
@@ -225,7 +231,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	})
 	parts.Go(func() error { rl.run(pipeCtx); return nil })
 	if cfg.started != nil {
-		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, JournalURL: jdb.URL, Local: local, Auth: auth})
+		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, JournalURL: jdb.URL, Local: local, Auth: auth, Dashboard: dash, DashboardNote: dashNote})
 	}
 
 	var cause error

@@ -45,6 +45,9 @@ type serveConfig struct {
 	// and the pipeline is starting, with what a caller needs to drive the
 	// server: its address, the database URL it watches and its Auth.
 	started func(serveInfo)
+	// signInLink, when set (demo), makes serve print a one-time sign-in
+	// link for the dashboard even when users exist.
+	signInLink bool
 	// slotLost, when set (tests only), runs when the pipeline starts to
 	// recover a lost slot, after new connections are refused.
 	slotLost func()
@@ -57,6 +60,9 @@ type serveInfo struct {
 	JournalURL  string           // the database of the journal: DatabaseURL unless --journal-url; contains its password
 	Local       *localpg.Cluster // the embedded PostgreSQL, nil when a URL was given
 	Auth        *wsapi.Auth      // mints tokens the server accepts
+	// Dashboard is the dashboard's URL, with a one-time sign-in link when
+	// serve made one; DashboardNote says how to use it.
+	Dashboard, DashboardNote string
 }
 
 // register adds serve's flags (all but --database-url) to fs, with their

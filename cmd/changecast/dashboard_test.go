@@ -1,0 +1,520 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/changecast/changecast/store/storetest"
+)
+
+// The dashboard's end-to-end test: headless Chromium (Debian's chromium,
+// driven with chromedp) against a real serve and PostgreSQL, watching the
+// shop schema of testdata/config/orders.yaml.
+
+// chromiumHint is what a machine without Chromium needs.
+const chromiumHint = "install Chromium (Debian/Ubuntu: apt-get install -y chromium; .ci/run does it) or set CHANGECAST_CHROMIUM to its binary"
+
+// chromiumPath finds the browser the test drives.
+func chromiumPath(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("CHANGECAST_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("no Chromium found: %s", chromiumHint)
+	return ""
+}
+
+// screenshotDir is where the test saves its screenshots: $CHANGECAST_SCREENSHOTS,
+// or the test's temporary directory.
+func screenshotDir(t testing.TB) string {
+	if d := os.Getenv("CHANGECAST_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// browser is one headless Chromium tab on the dashboard.
+type browser struct {
+	t    testing.TB
+	ctx  context.Context
+	base string // http://addr
+	dir  string // screenshots
+	shot int
+
+	mu       sync.Mutex
+	problems []string // console errors, exceptions, CSP refusals
+}
+
+func newBrowser(t testing.TB, base string) *browser {
+	t.Helper()
+	path := chromiumPath(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // root in CI and containers: Chromium's sandbox needs user namespaces
+		chromedp.DisableGPU,
+		chromedp.WindowSize(1400, 1100),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	b := &browser{t: t, ctx: ctx, base: base, dir: screenshotDir(t)}
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	started := make(chan error, 1)
+	go func() {
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[int](`1`))
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("cannot start Chromium (%s): %v; %s", path, err, chromiumHint)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("Chromium (%s) did not start within 60s; %s", path, chromiumHint)
+	}
+	msgs := chromedp.Console(ctx)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			// A 401 is how the page learns it is signed out, or that a
+			// password was wrong: expected, not a problem.
+			if strings.Contains(m.Text, "status of 401") {
+				continue
+			}
+			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleException {
+				b.mu.Lock()
+				b.problems = append(b.problems, fmt.Sprintf("%s: %s (%s:%d)", m.Type, m.Text, m.URL, m.Line))
+				b.mu.Unlock()
+			}
+		}
+	}()
+	return b
+}
+
+// do runs actions with a deadline.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.fail("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression into out.
+func evalJS[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.fail("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// wait polls a JavaScript expression until it is true.
+func (b *browser) wait(what, expr string, within time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.fail("%s: not within %s (%s; last error %v)", what, within, expr, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// screenshot saves the viewport as NN-name.png and returns its path.
+func (b *browser) screenshot(name string) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return ""
+	}
+	b.shot++
+	p := filepath.Join(b.dir, fmt.Sprintf("%02d-%s.png", b.shot, name))
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Errorf("save screenshot: %v", err)
+	}
+	return p
+}
+
+// fail saves a screenshot and the page's state, then fails the test.
+func (b *browser) fail(format string, args ...any) {
+	b.t.Helper()
+	p := b.screenshot("failure")
+	state, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`[document.getElementById('statusbar')?.innerText, document.getElementById('signin-message')?.innerText, document.getElementById('notice')?.innerText].join(' | ')`))
+	b.t.Fatalf(format+"\npage: %s\nscreenshot: %s\nconsole: %v", append(args, state, p, b.consoleProblems())...)
+}
+
+func (b *browser) consoleProblems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.problems)
+}
+
+// feedItems returns the feed's entries, newest first.
+type feedItem struct {
+	Cursor string `json:"cursor"`
+	Op     string `json:"op"`
+	Type   string `json:"type"`
+	ID     string `json:"id"`
+	Text   string `json:"text"`
+}
+
+func (b *browser) feed() []feedItem {
+	b.t.Helper()
+	return evalJS[[]feedItem](b, `[...document.querySelectorAll('#feed li')].map(li => ({cursor: li.dataset.cursor, op: li.dataset.op, type: li.dataset.type, id: li.dataset.id, text: li.innerText}))`)
+}
+
+// feedHas is a JavaScript test for a feed entry.
+func feedHas(op, typ, id string) string {
+	return fmt.Sprintf(`document.querySelector('#feed li[data-op=%q][data-type=%q][data-id=%q]')`, op, typ, id)
+}
+
+// rowKeys is the JavaScript list of the table's row keys (those not greyed
+// out as deleted).
+const rowKeys = `[...document.querySelectorAll('#table-spacer .vrow:not(.deleted)')].map(r => r.dataset.key).sort((a, b) => a - b).join(',')`
+
+func cell(key, col string) string {
+	return fmt.Sprintf(`document.querySelector('#table-spacer .vrow[data-key=%q] [data-col=%q]')?.textContent`, key, col)
+}
+
+// TestDashboard_Browser drives the dashboard in headless Chromium against a
+// real serve and PostgreSQL: sign-in (a wrong password first), the table
+// from a snapshot, inserts, updates and deletes reflected in the table and
+// the feed, a filter, a system event marked read, a reload that resumes
+// with nothing missed (checked against the journal), a session that ends,
+// and sign-out. It fails, never skips, without Chromium.
+func TestDashboard_Browser(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, shopSchema)
+	exec1(t, sql, `INSERT INTO customers (id, email, api_key) VALUES (1, 'ada@example.com', 'CANARY-api-key')`)
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status, internal_note) VALUES
+		(1, 1, 10.00, 'new', 'CANARY-note'), (2, 1, 20.00, 'new', NULL), (3, 1, 30.00, 'new', NULL)`)
+	const pw = "correct horse battery"
+	addUser(t, url, "ada", pw, true)
+	srv, _, dataDir := readyServerAt(t, url, "cc_dashboard", func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+	})
+	base := "http://" + srv.addr
+	b := newBrowser(t, base)
+	began := time.Now()
+
+	// The page and its headers.
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+		t.Fatalf("Content-Security-Policy %q", csp)
+	}
+
+	// Sign in: a wrong password gets a clear message, the right one the app.
+	b.do("open the page", chromedp.Navigate(base+"/"))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden`, 10*time.Second)
+	b.do("sign in with a wrong password",
+		chromedp.SendKeys(chromedp.CSS("#login-username"), "ada"),
+		chromedp.SendKeys(chromedp.CSS("#login-password"), "wrong password"),
+		chromedp.Click(chromedp.CSS("#login-submit")))
+	b.wait("the wrong-password message", `document.getElementById('signin-message').textContent.includes('Wrong username or password')`, 10*time.Second)
+	b.screenshot("wrong-password")
+	b.do("sign in",
+		chromedp.SendKeys(chromedp.CSS("#login-password"), pw),
+		chromedp.Click(chromedp.CSS("#login-submit")))
+	b.wait("the app after sign-in", `!document.getElementById('app').hidden && document.getElementById('who-name').textContent === 'ada'`, 10*time.Second)
+
+	// The table of orders, from the snapshot.
+	b.do("choose the order table", chromedp.SetValue(chromedp.CSS("#table-type"), "order"))
+	evalJS[chromedp.Void](b, `document.getElementById('table-type').dispatchEvent(new Event('change'))`)
+	b.wait("the snapshot's rows", rowKeys+` === '1,2,3' && document.getElementById('st-table').textContent.startsWith('live')`, 15*time.Second)
+	if got := evalJS[string](b, cell("1", "status")); got != "new" {
+		t.Fatalf("order 1 status %q, want new", got)
+	}
+	if body := evalJS[string](b, `document.body.innerText`); strings.Contains(body, "CANARY") {
+		t.Fatalf("a secret column reached the page")
+	}
+	b.wait("the stream connected", `document.getElementById('st-conn').dataset.state === 'open'`, 10*time.Second)
+
+	// Insert, update, delete: each in the table and the feed.
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (4, 1, 40.00, 'new')`)
+	b.wait("the insert", rowKeys+` === '1,2,3,4' && `+feedHas("create", "order", "4"), 10*time.Second)
+	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 1`)
+	b.wait("the update in the table", cell("1", "status")+` === 'paid'`, 10*time.Second)
+	b.wait("the update in the feed", feedHas("update", "order", "1")+`?.innerText.includes('status: new → paid')`, 10*time.Second)
+	exec1(t, sql, `DELETE FROM orders WHERE id = 2`)
+	b.wait("the delete", rowKeys+` === '1,3,4' && `+feedHas("delete", "order", "2"), 10*time.Second)
+	// The details pane shows the payload and the previous row.
+	b.do("open the update's details", chromedp.Click(chromedp.CSS(`#feed li[data-op="update"][data-id="1"] button`)))
+	b.wait("the details", `document.getElementById('details-previous').textContent.includes('"status": "new"') && document.getElementById('details-payload').textContent.includes('"status": "paid"')`, 5*time.Second)
+	b.screenshot("live")
+
+	// A filter: only order updates whose status is shipped.
+	before := evalJS[string](b, `document.querySelector('#feed li')?.dataset.cursor || '0'`)
+	b.do("set the filter",
+		chromedp.Click(chromedp.CSS("#f-everything")),
+		chromedp.Click(chromedp.CSS(`#filter-rows tr[data-type="order"] input[data-op="update"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#filter-rows tr[data-type="order"] input[data-match]`), "status=shipped"),
+		chromedp.Click(chromedp.CSS("#f-apply")))
+	b.wait("the filter applied", `document.getElementById('filter-preview').textContent.includes('"shipped"') && document.getElementById('st-table').textContent.startsWith('live')`, 10*time.Second)
+	exec1(t, sql, `UPDATE orders SET status = 'refunded' WHERE id = 1`)
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (5, 1, 50.00, 'shipped')`)
+	exec1(t, sql, `INSERT INTO customers (id, email) VALUES (2, 'bob@example.com')`)
+	exec1(t, sql, `UPDATE orders SET status = 'shipped' WHERE id = 3`)
+	exec1(t, sql, `UPDATE orders SET status = 'shipped' WHERE id = 4`)
+	b.wait("the matching updates", feedHas("update", "order", "4")+` && `+feedHas("update", "order", "3"), 10*time.Second)
+	var after []string
+	for _, it := range b.feed() {
+		if cursorAfter(it.Cursor, before) {
+			after = append(after, it.Op+" "+it.Type+" "+it.ID)
+		}
+	}
+	if want := []string{"update order 4", "update order 3"}; !slices.Equal(after, want) {
+		t.Fatalf("feed after the filter: %q, want only %q", after, want)
+	}
+	// The table follows the filter's match: the shipped orders.
+	b.wait("the table of shipped orders", rowKeys+` === '3,4,5'`, 10*time.Second)
+	b.screenshot("filtered")
+
+	// A system event: replication started, unread; mark it read.
+	b.wait("a system event", `document.querySelector('#events li[data-status="unread"]')`, 10*time.Second)
+	evID := evalJS[string](b, `document.querySelector('#events li[data-status="unread"]').dataset.id`)
+	b.do("mark it read", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#events button[data-id=%q]`, evID))))
+	b.wait("the event read", fmt.Sprintf(`document.querySelector('#events li[data-id=%q]')?.dataset.status === 'read'`, evID), 10*time.Second)
+	var status string
+	if err := sql.QueryRow(context.Background(), `SELECT status FROM changecast.events WHERE id = $1`, evID).Scan(&status); err != nil || status != "read" {
+		t.Fatalf("event %s in the database: status %q, %v", evID, status, err)
+	}
+
+	// Everything again, then leave the page, write while it is away, and
+	// come back: the feed shows every change after its stored cursor.
+	b.do("clear the filter", chromedp.Click(chromedp.CSS("#f-everything")), chromedp.Click(chromedp.CSS("#f-apply")))
+	exec1(t, sql, `UPDATE orders SET total = 31.00 WHERE id = 3`)
+	b.wait("the change after the filter cleared", feedHas("update", "order", "3")+`?.innerText.includes('total: 30.00 → 31.00')`, 10*time.Second)
+	b.wait("the cursor stored", `localStorage.getItem('changecast.cursor') === document.getElementById('st-cursor').textContent`, 5*time.Second)
+	cursor := evalJS[string](b, `localStorage.getItem('changecast.cursor')`)
+	if stored := evalJS[[]string](b, `Object.keys(localStorage)`); !slices.Equal(stored, []string{"changecast.cursor"}) {
+		t.Fatalf("localStorage holds %q, want the cursor only", stored)
+	}
+	b.do("leave the page", chromedp.Navigate("about:blank"))
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (6, 1, 60.00, 'new'), (7, 1, 70.00, 'new')`)
+	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 6`)
+	exec1(t, sql, `DELETE FROM orders WHERE id = 7`)
+	exec1(t, sql, `UPDATE customers SET email = 'ada@example.org' WHERE id = 1`)
+	var missed []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) { // polling interval
+		if missed = journalAfter(t, sql, cursor); len(missed) >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journal after cursor %s: %v, want the 5 changes made while away", cursor, missed)
+		}
+	}
+	b.do("come back", chromedp.Navigate(base+"/"))
+	b.wait("the app again", `!document.getElementById('app').hidden`, 10*time.Second)
+	last := missed[len(missed)-1]
+	b.wait("the changes made while away", fmt.Sprintf(`document.querySelector('#feed li[data-cursor=%q]')`, last), 15*time.Second)
+	var got []string
+	for _, it := range b.feed() {
+		if cursorAfter(it.Cursor, cursor) {
+			got = append(got, it.Cursor)
+		}
+	}
+	slices.Reverse(got) // oldest first, as the journal
+	if !slices.Equal(got, missed) {
+		t.Fatalf("after the reload the feed shows cursors %v after %s; the journal has %v", got, cursor, missed)
+	}
+	b.wait("the table after the reload", rowKeys+` === '1,3,4,5,6' && document.getElementById('st-table').textContent.startsWith('live')`, 15*time.Second)
+	b.wait("the chart's data", `Chart.getChart(document.getElementById('chart'))?.data.datasets.some(d => d.label === 'order' && d.data.some(p => p.y > 0))`, 10*time.Second)
+	b.screenshot("resumed")
+
+	// Keyboard: a feed entry and a table row open their details with Enter;
+	// the arrow keys move between rows.
+	b.do("Enter on a feed entry", chromedp.SendKeys(chromedp.CSS(`#feed li[data-op="delete"][data-id="7"] button`), kb.Enter))
+	b.wait("its details", `document.getElementById('details-what').textContent.startsWith('delete of order 7')`, 5*time.Second)
+	b.do("arrow down from row 1, then Enter",
+		chromedp.Focus(chromedp.CSS(`#table-spacer .vrow[data-key="1"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#table-spacer .vrow[data-key="1"]`), kb.ArrowDown))
+	b.wait("row 3 focused", `document.activeElement?.dataset.key === '3'`, 5*time.Second)
+	b.do("Enter on row 3", chromedp.SendKeys(chromedp.CSS(`#table-spacer .vrow[data-key="3"]`), kb.Enter))
+	b.wait("row 3's details", `document.getElementById('details-what').textContent === 'row of order 3' && document.getElementById('details-payload').textContent.includes('"total": 31.00')`, 5*time.Second)
+
+	// A burst: 3,000 rows in one transaction. The table holds them all
+	// with only the rows in view in the DOM, and the feed stays capped.
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(100, 3099) g`)
+	b.wait("the burst in the table", `document.getElementById('table-count').textContent === 'order: 3005'`, 30*time.Second)
+	b.wait("the burst's last change in the feed", feedHas("create", "order", "3099"), 10*time.Second)
+	if n := evalJS[int](b, `document.querySelectorAll('#table-spacer .vrow').length`); n > 60 {
+		t.Fatalf("the table has %d rows in the DOM for 3,005 rows: not virtualized", n)
+	}
+	if n := evalJS[int](b, `document.querySelectorAll('#feed li').length`); n != 200 {
+		t.Fatalf("the feed has %d entries, want its cap of 200", n)
+	}
+	b.screenshot("burst")
+	// Phone width: one column, nothing wider than the screen.
+	b.do("phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	b.wait("one column", `document.getElementById('feed-pane').getBoundingClientRect().left < 40 && document.documentElement.scrollWidth <= 390`, 5*time.Second)
+	b.screenshot("phone")
+	b.do("desktop width", chromedp.ResetViewport())
+
+	// Pause closes the sockets; resume replays what was committed meanwhile.
+	b.do("pause", chromedp.Click(chromedp.CSS("#pause")))
+	b.wait("paused", `document.getElementById('st-conn').dataset.state === 'paused' && document.getElementById('pause').getAttribute('aria-pressed') === 'true'`, 5*time.Second)
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (8, 1, 80.00, 'new')`)
+	b.do("resume", chromedp.Click(chromedp.CSS("#pause")))
+	b.wait("the change made while paused", feedHas("create", "order", "8")+` && document.getElementById('st-conn').dataset.state === 'open'`, 10*time.Second)
+
+	// The server restarts: the page says so, counts down to its next
+	// attempt, reconnects and shows what was committed while it was down.
+	// Failed connections are expected from here on; nothing else is.
+	if p := b.consoleProblems(); len(p) > 0 {
+		t.Fatalf("the browser reported problems (CSP refusals, exceptions, errors): %v", p)
+	}
+	srv.stop(t)
+	b.wait("the countdown", `document.getElementById('st-conn').dataset.state === 'waiting' && /reconnecting in \d+ s/.test(document.getElementById('st-retry').textContent)`, 10*time.Second)
+	b.screenshot("reconnecting")
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (9, 1, 90.00, 'new')`)
+	srv, _, _ = readyServerAt(t, url, "cc_dashboard", func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+		cfg.listen = srv.addr
+		cfg.dataDir = dataDir
+	})
+	b.wait("the change made while the server was down", feedHas("create", "order", "9")+` && document.getElementById('st-conn').dataset.state === 'open'`, 45*time.Second)
+
+	// Sign out: the form again, the cookie cleared, the cursor forgotten.
+	b.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
+	b.wait("the signed-out form", `!document.getElementById('signin').hidden && document.getElementById('signin-message').textContent === 'Signed out.'`, 10*time.Second)
+	code, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`fetch('/api/v1/auth/session').then(r => r.status)`, chromedp.EvalAwaitPromise))
+	if err != nil || code != http.StatusUnauthorized {
+		t.Fatalf("session after sign-out: %d, %v; want 401", code, err)
+	}
+	if n := evalJS[int](b, `localStorage.length + sessionStorage.length`); n != 0 {
+		t.Fatalf("storage after sign-out holds %d items", n)
+	}
+
+	// A pasted token is exchanged for the cookie and kept nowhere; when it
+	// expires the server ends the stream with token-expired and the page
+	// says so.
+	var out, errb strings.Builder
+	if err := run(context.Background(), []string{"token", "--data-dir", dataDir, "--user", "ops", "--role", "admin", "--ttl", "4s"}, &out, &errb); err != nil {
+		t.Fatalf("token: %v (%s)", err, errb.String())
+	}
+	b.do("sign in with a token",
+		chromedp.Click(chromedp.CSS(".token-signin summary")),
+		chromedp.SendKeys(chromedp.CSS("#token-input"), strings.TrimSpace(out.String())),
+		chromedp.Click(chromedp.CSS("#token-submit")))
+	b.wait("the app after the token", `!document.getElementById('app').hidden && document.getElementById('who-name').textContent === 'ops' && document.getElementById('st-conn').dataset.state === 'open'`, 10*time.Second)
+	if leak := evalJS[bool](b, `document.getElementById('token-input').value !== '' || Object.values(localStorage).concat(Object.values(sessionStorage)).some(v => v.includes('eyJ'))`); leak {
+		t.Fatalf("the pasted token stayed in the page or its storage")
+	}
+	b.wait("the session-ended message", `!document.getElementById('signin').hidden && document.getElementById('signin-message').textContent.includes('session ended: token expired')`, 15*time.Second)
+	b.screenshot("session-ended")
+	var problems []string
+	for _, p := range b.consoleProblems() {
+		if strings.Contains(p, "WebSocket connection to") || strings.Contains(p, "ERR_CONNECTION_REFUSED") {
+			continue
+		}
+		problems = append(problems, p)
+	}
+	if len(problems) > 0 {
+		t.Fatalf("the browser reported problems (CSP refusals, exceptions, errors): %v", problems)
+	}
+	t.Logf("browser test took %v; screenshots in %s", time.Since(began).Round(time.Millisecond), b.dir)
+}
+
+// cursorAfter reports whether decimal cursor a is after b.
+func cursorAfter(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) > len(b)
+	}
+	return a > b
+}
+
+// journalAfter lists the cursors of the row changes (not system events)
+// the journal holds after cursor, in order.
+func journalAfter(t testing.TB, sql *pgx.Conn, cursor string) []string {
+	t.Helper()
+	rows, err := sql.Query(context.Background(), `SELECT seq::text FROM changecast.journal WHERE seq > $1::bigint AND entity_type <> 'event' ORDER BY seq`, cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestDashboard_SignInLink: serve on the embedded default with no user
+// prints a one-time sign-in link; it works once, from loopback, and the
+// page it opens is signed in.
+func TestDashboard_SignInLink(t *testing.T) {
+	srv := startServe(t, serveConfig{common: common{dataDir: traversableDir(t)}}, nil)
+	srv.waitReady(t)
+	m := regexp.MustCompile(`dashboard: (http://\S+/)#signin=([A-Za-z0-9_-]+)  \(one-time`).FindStringSubmatch(srv.stdout.String())
+	if m == nil {
+		t.Fatalf("serve printed no sign-in link:\n%s", srv.stdout.String())
+	}
+	if strings.Contains(srv.logs.String(), m[2]) {
+		t.Fatalf("the sign-in code reached the log")
+	}
+	b := newBrowser(t, "http://"+srv.addr)
+	b.do("open the link", chromedp.Navigate(m[1]+"#signin="+m[2]))
+	b.wait("the app", `!document.getElementById('app').hidden && location.hash === ''`, 15*time.Second)
+	b.wait("the demo domain's rows table", `document.getElementById('st-table').textContent.startsWith('live')`, 15*time.Second)
+	// Used: a second redemption fails with a clear message.
+	redeem := func() (int, string) {
+		resp, err := http.Post("http://"+srv.addr+"/api/v1/auth/link", "application/json", strings.NewReader(`{"code":"`+m[2]+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var e struct{ Error string }
+		_ = json.Unmarshal(body, &e)
+		return resp.StatusCode, e.Error
+	}
+	if code, msg := redeem(); code != http.StatusUnauthorized || !strings.Contains(msg, "already used") {
+		t.Fatalf("second use: %d %q", code, msg)
+	}
+}
