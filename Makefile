@@ -1,5 +1,5 @@
 # The two commands at the top of README.md:
-#   make run   builds changecast and serves on the embedded PostgreSQL
+#   make run   builds changecast and serves the demo on the embedded PostgreSQL
 #   make test  runs every test, with the race detector
 GO        ?= go
 BIN       ?= bin/changecast
@@ -11,8 +11,11 @@ FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVe
 
 .PHONY: run test build vet fmt-check fuzz fuzz-brief postgres chromium clean bench bench-quick bench-harness
 
+# The embedded default with the demo workload, so the printed dashboard
+# URL shows rows and live changes at once ("changecast serve" alone serves
+# without writing anything).
 run: build postgres
-	./$(BIN) serve
+	./$(BIN) demo
 
 build:
 	$(GO) build -o $(BIN) ./cmd/changecast
