@@ -397,6 +397,7 @@ type RowBuilder struct {
 	data []byte
 	cols []rowCol
 	name string // the member Key started
+	k0   int    // the buffer's length before Key
 	v0   int
 }
 
@@ -410,6 +411,7 @@ func (b *RowBuilder) Grow(n, size int) {
 // Key starts a member called name and returns the buffer to append its
 // JSON value to; pass the result to End.
 func (b *RowBuilder) Key(name string) []byte {
+	b.k0 = len(b.data)
 	if len(b.data) == 0 {
 		b.data = append(b.data, '{')
 	} else {
@@ -426,6 +428,12 @@ func (b *RowBuilder) Key(name string) []byte {
 func (b *RowBuilder) End(buf []byte) {
 	b.data = buf
 	b.cols = append(b.cols, rowCol{name: b.name, v0: b.v0, v1: len(buf)})
+}
+
+// Drop abandons the member Key started instead of ending it: the row is
+// as it was before Key.
+func (b *RowBuilder) Drop() {
+	b.data = b.data[:b.k0]
 }
 
 // AppendRaw adds a member whose value is the valid, compact JSON value.

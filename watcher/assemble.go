@@ -82,6 +82,7 @@ type assembler struct {
 	// was made for, so an OID the catalog still lacks afterwards (a
 	// type dropped since) does not cause another.
 	reload    func() (*catalog, error)
+	refreshed time.Time // the last refreshTypes reload
 	tried     map[uint32]bool
 	relations map[uint32]*relation
 	tx        *openTx
@@ -369,6 +370,29 @@ func (a *assembler) learnTypes(oids ...uint32) {
 	a.logger.Info("read the types created since replication started", "types", unknown)
 }
 
+// refreshInterval is how often a value that could not be decoded may make
+// the watcher read the catalog again.
+const refreshInterval = 5 * time.Second
+
+// refreshTypes reads the catalog again after a value of type oid could not
+// be decoded (a composite type altered, or a type whose earlier reload
+// failed), at most once per refreshInterval; it reports whether the
+// catalog was read.
+func (a *assembler) refreshTypes(oid uint32) bool {
+	if a.reload == nil || time.Since(a.refreshed) < refreshInterval {
+		return false
+	}
+	a.refreshed = time.Now()
+	cat, err := a.reload()
+	if err != nil {
+		a.logger.Warn("cannot read the database's types again: values of the types that changed are left out", "type", oid, "err", err)
+		return false
+	}
+	a.values.cat = cat
+	a.logger.Info("read the database's types again after a value did not match its type", "type", oid)
+	return true
+}
+
 func hasColumn(cols []column, name string) bool {
 	for _, c := range cols {
 		if c.name == name {
@@ -471,6 +495,7 @@ func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entiti
 	var b entities.RowBuilder
 	b.Grow(len(t.kinds), size+size/8)
 	missing := false
+	var withheld []string
 	for _, i := range rel.order {
 		kind, data, col := t.kinds[i], t.data[i], rel.columns[i]
 		if keyOnly && !col.isKey {
@@ -486,10 +511,27 @@ func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entiti
 				missing = true
 			}
 		case pglogrepl.TupleDataTypeText:
-			b.End(a.values.appendValue(b.Key(col.name), col.oid, data))
 			if col.name == rel.entity.Key {
 				keyText = string(data)
 			}
+			a.values.withheld = false
+			buf := a.values.appendValue(b.Key(col.name), col.oid, data)
+			if a.values.withheld && a.refreshTypes(col.oid) {
+				// The catalog was stale (ALTER TYPE … ADD ATTRIBUTE):
+				// decode again with the fresh one.
+				a.values.withheld = false
+				b.Drop()
+				buf = a.values.appendValue(b.Key(col.name), col.oid, data)
+			}
+			if a.values.withheld {
+				b.Drop()
+				withheld = append(withheld, col.name)
+				a.warnOnce("withheld:"+rel.namespace+"."+rel.name+"."+col.name,
+					"a value whose type changecast cannot decode was left out (listed in unchanged), since its fields cannot be checked for secrets",
+					"table", rel.namespace+"."+rel.name, "column", col.name)
+				continue
+			}
+			b.End(buf)
 		default:
 			// Binary tuples are only sent when asked for ("binary 'true'").
 			return nil, nil, "", fmt.Errorf("%w: column %s has tuple data kind %q", errProtocol, col.name, kind)
@@ -503,6 +545,7 @@ func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entiti
 			}
 		}
 	}
+	unchanged = append(unchanged, withheld...)
 	if len(rel.entity.KeyColumns) > 1 {
 		keyText = compositeKey(rel.entity.KeyColumns, row)
 	}

@@ -42,6 +42,9 @@ type valueDecoder struct {
 	// buffer per nesting level, reused.
 	scratch [maxNesting + 1][]byte
 	bytea   []byte
+	// withheld is set when a value was left out rather than sent as
+	// text (see mustWithhold); the caller resets it per column.
+	withheld bool
 }
 
 // maxNesting bounds how deep arrays and composite values nest into each
@@ -116,10 +119,43 @@ func (d *valueDecoder) value(dst []byte, oid uint32, text []byte, depth int) []b
 	if ok {
 		return dst
 	}
+	if d.mustWithhold(oid) {
+		// A composite value that does not parse as its type (an
+		// attribute added since the catalog was read), or a value of a
+		// type created since: its text holds fields whose names nobody
+		// can check against the secret rules, so it does not go out.
+		d.withheld = true
+		return append(dst[:start], "null"...)
+	}
 	// text, varchar, bpchar, name, "char", date, interval, inet, enums,
 	// extension types (citext) and anything unknown or unparsable: the
 	// server's text.
 	return jsonenc.AppendString(dst[:start], text)
+}
+
+// mustWithhold reports whether a value of type oid that cannot be decoded
+// must be left out instead of sent as its text: a composite type, an
+// array of one, or a type the catalog does not know (created since it was
+// read, possibly a composite). Enums, domains over base types and
+// extension types known at load time go out as text.
+func (d *valueDecoder) mustWithhold(oid uint32) bool {
+	if d.cat == nil {
+		return false // no database to read types from (unit tests)
+	}
+	for range maxNesting {
+		if !d.cat.knows(oid) {
+			return true
+		}
+		if _, ok := d.cat.composite(oid); ok {
+			return true
+		}
+		elem, ok := d.cat.element(oid)
+		if !ok {
+			return false
+		}
+		oid = d.cat.base(elem)
+	}
+	return true
 }
 
 // appendUUID appends a UUID in its canonical lowercase form; false when

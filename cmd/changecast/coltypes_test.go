@@ -159,3 +159,37 @@ func TestProtocol_TypesCreatedWhileStreaming(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocol_AlteredCompositeType: an attribute added to a composite type
+// while changes stream (ALTER TYPE sends no Relation message) makes the
+// next value fail to parse against the known type; the watcher reads the
+// types again and decodes it, and the new attribute, named like a secret,
+// is stripped. A value is never sent as its raw text, whose fields no
+// secret rule could check.
+func TestProtocol_AlteredCompositeType(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, `CREATE TYPE endpoint AS (host text, port int);
+		CREATE TABLE hooks (id int PRIMARY KEY, target endpoint)`)
+	srv, _, dataDir := readyServerAt(t, url, "cc_altertype", func(cfg *serveConfig) {
+		if err := cfg.tables.Set("hook=public.hooks"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"filters": [{"entity-type": "hook"}]}`)
+	filterApplied(t, ws)
+	exec1(t, sql, `INSERT INTO hooks VALUES (1, ROW('a.example', 80))`)
+	if f, _ := readChange(t, ws, 30*time.Second); !strings.Contains(string(f.raw), `"target":{"host":"a.example","port":80}`) {
+		t.Fatalf("before ALTER TYPE: %s", f.raw)
+	}
+	exec1(t, sql, `ALTER TYPE endpoint ADD ATTRIBUTE api_token text`)
+	exec1(t, sql, `INSERT INTO hooks VALUES (2, ROW('b.example', 443, 'CANARY-token'))`)
+	f, _ := readChange(t, ws, 30*time.Second)
+	if strings.Contains(string(f.raw), "CANARY") {
+		t.Fatalf("the new attribute's secret left changecast: %s", f.raw)
+	}
+	if !strings.Contains(string(f.raw), `"target":{"host":"b.example","port":443}`) {
+		t.Fatalf("after ALTER TYPE: %s, want the value decoded with the new type, api_token stripped", f.raw)
+	}
+}

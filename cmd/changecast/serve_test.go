@@ -78,6 +78,11 @@ func startServe(t testing.TB, cfg serveConfig, beforeWatch func(addr string)) *i
 		close(in.done)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() {
+			// The server's side of a failure: its last log lines.
+			logs := in.logs.String()
+			t.Logf("server logs (last 16 KiB):\n%s", logs[max(0, len(logs)-16<<10):])
+		}
 		cancel()
 		select {
 		case <-in.done:
