@@ -137,10 +137,13 @@ func (p *Pipeline) applyReload(ctx context.Context, r reloadRequest) error {
 	if err := ctx.Err(); err != nil {
 		return ErrNotRunning // shutting down
 	}
-	// A type that leaves misses changes from now on (forgetting is harmless if the reload then fails: a state
-	// not found is simply not used): what the journal
-	// keeps to complete its changes would be stale if it came back.
-	if err := p.cfg.Journal.ForgetStates(ctx, r.reg.Names()); err != nil {
+	// What the journal keeps to complete changes (back-fill states) is
+	// forgotten for every type whose history it may have missed or that
+	// now means other rows: a type that leaves, one stopped by the
+	// secret guard (its changes were dropped), and one whose table or
+	// key changes. Forgetting is harmless if the reload then fails: a
+	// state not found is simply not used.
+	if err := p.cfg.Journal.ForgetStates(ctx, keepStates(p.cfg.Registry, r.reg, p.guard)); err != nil {
 		return err
 	}
 	if r.apply != nil {
@@ -154,6 +157,23 @@ func (p *Pipeline) applyReload(ctx context.Context, r reloadRequest) error {
 	p.guard = p.guard.follow(r.reg)
 	p.log.Info("configuration reloaded; replication restarts from the stored offset", "entity_types", len(r.reg.Names()))
 	return nil
+}
+
+// keepStates lists the types of next whose back-fill states remain true:
+// watched before and after with the same table and key, and not stopped.
+func keepStates(cur, next *entities.Registry, g *secretGuard) []string {
+	keep := []string{}
+	for _, et := range next.Types() {
+		old, err := cur.Lookup(et.Name)
+		if err != nil || old.Schema != et.Schema || old.Table != et.Table || old.Key != et.Key || !slices.Equal(old.KeyColumns, et.KeyColumns) {
+			continue
+		}
+		if _, stopped := g.blocked[et.Name]; stopped {
+			continue
+		}
+		keep = append(keep, et.Name)
+	}
+	return keep
 }
 
 // follow returns a guard for reg's types. A type stopped by g stays

@@ -169,7 +169,10 @@ func (a *Appender) walkStates(groups [][]entities.Change, w *stateWrites, row fu
 				clear(c.EntityType, ts)
 				continue
 			}
-			if row != nil {
+			if row != nil && c.EntityID != "" {
+				// (An entity id is "" when the key's name is
+				// secret-looking and sanitize blanked it: such
+				// entities cannot be told apart, so none is filled.)
 				row(c, ts.storedValid)
 			}
 		}
@@ -182,15 +185,19 @@ func (a *Appender) walkStates(groups [][]entities.Change, w *stateWrites, row fu
 	return touched
 }
 
-// needsFill reports whether PostgreSQL left part of c out: a delete (only
-// the key, unless the identity covers every column), an update without
-// its previous row, or unchanged TOAST values.
+// needsFill reports whether PostgreSQL left part of c out and the state
+// can complete it: a delete (only the key, unless the identity covers
+// every column), or an update without its previous row (with its
+// unchanged TOAST values).
 func needsFill(c *entities.Change) bool {
 	switch c.Operation {
 	case entities.OpDelete:
 		return true
 	case entities.OpUpdate:
-		return c.Previous == nil || len(c.Unchanged) > 0
+		// Without FULL identity PostgreSQL sends a previous row (the
+		// key alone) only when the key changed: the state found under
+		// the new key is then another entity's, so nothing is filled.
+		return c.Previous == nil
 	}
 	return false
 }

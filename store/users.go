@@ -353,19 +353,23 @@ func (db *DB) ListUsers(ctx context.Context) ([]entities.User, error) {
 	return out, nil
 }
 
-// UsersVersion returns a value that changes whenever a row of the users
-// table is added, changed or removed (the row count and the newest row
-// version's transaction id), for callers that cannot see those changes
-// in a replication stream and poll instead.
+// UsersVersion returns a value that changes whenever a user is added or
+// removed or what its sessions depend on changes (generation, enabled,
+// admin, name), for callers that cannot see those changes in a
+// replication stream and poll instead.
 func (db *DB) UsersVersion(ctx context.Context) (string, error) {
 	t, err := db.UsersTable(ctx)
 	if err != nil {
 		return "", err
 	}
-	var n, xmax int64
-	err = db.pool.QueryRow(ctx, `SELECT count(*), coalesce(max(xmin::text::bigint), 0) FROM `+t).Scan(&n, &xmax)
+	// A digest of what sessions depend on, not row versions: xmin
+	// values wrap around and need not grow.
+	var v string
+	err = db.pool.QueryRow(ctx, `SELECT count(*)::text || '/' || coalesce(md5(string_agg(
+			id::text || ':' || generation::text || ':' || enabled::text || ':' || is_admin::text || ':' || username,
+			',' ORDER BY id)), '') FROM `+t).Scan(&v)
 	if err != nil {
 		return "", redactErr(fmt.Errorf("users version: %w", hintMigrate(err)), db.url)
 	}
-	return fmt.Sprintf("%d/%d", n, xmax), nil
+	return v, nil
 }

@@ -121,10 +121,10 @@ func claimJournal(ctx context.Context, jdb, db *store.DB) error {
 const usersPollInterval = 500 * time.Millisecond
 
 // watchUsers ends the sessions of users changed outside the replication
-// stream (a journal database kept apart, or changecast.users): the hub
-// learns of user changes from the stream of the watched database, which
-// does not carry those tables, so a goroutine polls the users table and
-// has every session re-checked when it changed. The returned function stops the goroutine and waits
+// stream (changecast.users, a journal database kept apart, a users table
+// not watched): the hub learns of user changes from the stream of the
+// watched database, which does not carry those tables, so a goroutine
+// polls the users table and has every session re-checked when it changed. The returned function stops the goroutine and waits
 // for it.
 func watchUsers(jdb *store.DB, hub *wsapi.Server, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -160,15 +160,11 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	}
 	pipe.AddSink(hub)
 	// A user's sessions end when the user changes. The garm domain's
-	// users table streams like any watched table, and the hub sees its
-	// changes; login users anywhere else are polled for changes.
-	usersTable, err := jdb.DB.UsersTable(ctx)
-	if err != nil {
-		return err
-	}
-	if jdb.Separate || usersTable == store.OwnUsersTable {
-		defer watchUsers(jdb.DB, hub, log.With("component", "users"))()
-	}
+	// users table streams like any watched table and the hub sees its
+	// changes at once; login users anywhere else (changecast.users, a
+	// journal database apart, a users table not watched) do not stream,
+	// so the table is polled for changes too.
+	defer watchUsers(jdb.DB, hub, log.With("component", "users"))()
 	if n, err := jdb.DB.OwnUsersUnused(ctx); err == nil && n > 0 {
 		log.Warn("login users in "+store.OwnUsersTable+" cannot log in: with the garm domain, login users are its users table; add them again with changecast user add",
 			"users", n)
