@@ -234,4 +234,3 @@ func (j *Journal) directBatch(ctx context.Context, from uint64, n int) ([]stored
 		out = append(out, storedMsg{Subject: m.Header.Get(jetstream.SubjectHeader), Seq: seq, Header: m.Header, Data: m.Data})
 	}
 }
-
