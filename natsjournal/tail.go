@@ -63,8 +63,8 @@ func (j *Journal) Tail(ctx context.Context, sink pipeline.Sink, notify func(Stre
 	}
 	j.tail.okAt.Store(time.Now().UnixNano())
 	j.tail.last.Store(uint64(head))
+	j.seen.Store(head) // before Publish: ReadAfter must reach what the sink knows
 	sink.Publish(head, nil)
-	j.seen.Store(head)
 	j.tail.running.Store(true)
 	defer j.tail.running.Store(false)
 
@@ -105,8 +105,8 @@ func (j *Journal) Tail(ctx context.Context, sink pipeline.Sink, notify func(Stre
 		if len(batch) == 0 {
 			return
 		}
-		sink.Publish(last, batch)
 		j.seen.Store(last)
+		sink.Publish(last, batch)
 		batch = batch[:0]
 	}
 	for {
@@ -134,16 +134,16 @@ func (j *Journal) Tail(ctx context.Context, sink pipeline.Sink, notify func(Stre
 			// tells them the cursor expired.
 			flush()
 			j.log.Warn("the journal stream removed messages before they were followed", "from", last+1, "to", seq-1)
-			sink.Publish(seq-1, nil)
 			j.seen.Store(seq - 1)
+			sink.Publish(seq-1, nil)
 		}
 		last = seq
 		c, err := decodeChange(uint64(seq), msg.Data())
 		if err != nil {
 			flush()
 			j.log.Error("a journal message cannot be read; skipped", "cursor", seq, "err", err)
-			sink.Publish(seq, nil)
 			j.seen.Store(seq)
+			sink.Publish(seq, nil)
 			continue
 		}
 		batch = append(batch, c)
