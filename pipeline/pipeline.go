@@ -385,6 +385,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 const (
 	minRebuild = 250 * time.Millisecond
 	maxRebuild = 15 * time.Second
+	// maxStandbyRetry bounds a standby's wait between attempts to take
+	// the journal or slot over.
+	maxStandbyRetry = 3 * time.Second
 )
 
 // supervise rebuilds the pipeline until ctx ends.
@@ -431,6 +434,11 @@ func (p *Pipeline) supervise(ctx context.Context) error {
 		}
 		p.standby.Store(f.kind == faultStandby)
 		d := wait.Next()
+		if f.kind == faultStandby {
+			// A standby retries often enough to take over within
+			// seconds of the active process dying.
+			d = min(d, maxStandbyRetry)
+		}
 		now := f.describe(p.cfg.Slot)
 		if now != p.fault || f.kind == faultInterrupted {
 			p.log.Warn(now, "err", err, "retry_in", d.Round(time.Millisecond))

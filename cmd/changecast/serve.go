@@ -50,6 +50,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // journal → hub), the HTTP server, and journal retention. It returns when
 // ctx ends (orderly shutdown) or a part fails in a way retrying cannot fix.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Logger) (err error) {
+	if isNATSURL(cfg.journalURL) {
+		return serveNATS(ctx, cfg, stdout, log) // the journal in JetStream (serve_nats.go)
+	}
 	if err := ensureDataDir(cfg.dataDir); err != nil {
 		return err
 	}

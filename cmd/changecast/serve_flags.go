@@ -17,7 +17,8 @@ type serveConfig struct {
 	common
 	sources
 	databaseURL       string
-	journalURL        string // --journal-url: see journaldb.go
+	journalURL        string // --journal-url: see journaldb.go (nats://: scale.go)
+	scale             scaleConfig
 	listen            string
 	slot              string
 	chunkSize         int
@@ -87,6 +88,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
 	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", string(pipeline.SlotLossResync), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
 	cfg.sources.register(fs)
+	cfg.scale.register(fs)
 	return nil
 }
 
@@ -98,7 +100,7 @@ func (cfg *serveConfig) check() error {
 	if p := pipeline.SlotLossPolicy(cfg.onSlotLoss); p != pipeline.SlotLossResync && p != pipeline.SlotLossStop {
 		return fmt.Errorf("--on-slot-loss %q: use %q or %q", cfg.onSlotLoss, pipeline.SlotLossResync, pipeline.SlotLossStop)
 	}
-	return nil
+	return cfg.scale.check(cfg.journalURL)
 }
 
 // lagWarn maps --lag-warn-bytes (0 disables) to pipeline.Config's

@@ -258,6 +258,9 @@ func openUserDB(ctx context.Context, f userFlags, action string, log *slog.Logge
 	if jurl == "" {
 		jurl = os.Getenv(envJournalURL)
 	}
+	if isNATSURL(jurl) {
+		jurl = "" // the JetStream journal keeps users in the watched database
+	}
 	// With the journal apart (serve --journal-url), users live with it.
 	journalOnly := jurl != ""
 	switch jurl {

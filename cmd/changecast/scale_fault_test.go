@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/changecast/changecast/natsjournal/natstest"
+	"github.com/changecast/changecast/store/storetest"
+)
+
+// follow is resumingClient.run across several servers: it sends filter
+// after connecting and, when a connection drops, resumes with since on the
+// next server of addrs.
+func follow(ctx context.Context, c *resumingClient, addrs []string, filter string) {
+	for i := 0; ctx.Err() == nil; i++ {
+		c.mu.Lock()
+		since := c.last
+		c.mu.Unlock()
+		addr := addrs[i%len(addrs)]
+		h := http.Header{"Authorization": {"Bearer " + c.token}}
+		d := websocket.Dialer{HandshakeTimeout: time.Second}
+		conn, _, err := d.DialContext(ctx, "ws://"+addr+"/api/v1/ws/events?since="+strconv.FormatInt(since, 10), h)
+		if err != nil {
+			select { // that server is down: poll the next one
+			case <-ctx.Done():
+			case <-time.After(25 * time.Millisecond):
+			}
+			continue
+		}
+		c.mu.Lock()
+		c.reconnects++
+		c.mu.Unlock()
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(filter)); err == nil {
+			c.read(conn)
+		}
+		stop()
+		conn.Close()
+	}
+}
+
+// waitAll waits until client holds n changes, or fails.
+func waitAll(t *testing.T, client *resumingClient, n int, within time.Duration, diag func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got, problem := client.snapshot()
+		if problem != nil {
+			t.Fatalf("client: %v", problem)
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client received %d of %d changes\n%s", got, n, diag())
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+// sameRecords fails unless got equals want.
+func sameRecords(t *testing.T, what string, got, want []record) {
+	t.Helper()
+	if d := firstDifference(got, want); d != "" {
+		t.Fatalf("%s: %s", what, d)
+	}
+}
+
+// kill -9 of a real "changecast serve --journal-url nats://…" at random
+// moments while a writer commits: the stream holds every change exactly
+// once in commit order, and a resuming client receives each once.
+func TestScale_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
+	nurl := natstest.URL(natstest.Server(t))
+	url := storetest.NewDatabase(t)
+	bin := changecastBinary(t)
+	dataDir := t.TempDir()
+	addr := freeAddr(t)
+	logf, err := os.Create(filepath.Join(dataDir, "children.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	args := []string{"serve", "--database-url", url, "--journal-url", nurl, "--domain", "garm", "--listen", addr,
+		"--data-dir", dataDir, "--slot", "cc_ncrash", "--log-level", "debug"}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+
+	proc := startChild(t, bin, args, logf)
+	t.Cleanup(func() { proc.kill() })
+	waitHTTP(t, addr)
+	token := mintToken(t, dataDir, "admin")
+	ctx, cancel := context.WithCancel(context.Background())
+	client := &resumingClient{addr: addr, token: token}
+	clientDone := make(chan struct{})
+	go func() { defer close(clientDone); client.run(ctx) }()
+	defer func() { cancel(); <-clientDone }()
+
+	w := &writer{conn: connect(t, url), rng: rand.New(rand.NewPCG(seed, 1))}
+	const minChanges, minKills = 12_000, 6
+	writerErr := make(chan error, 1)
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		for len(w.record) < minChanges {
+			if err := w.commitOne(context.Background(), w.txSize()); err != nil {
+				writerErr <- err
+				return
+			}
+		}
+	}()
+	kills := 0
+	for {
+		time.Sleep(time.Duration(100+rng.IntN(600)) * time.Millisecond) // a random moment, not synchronisation
+		proc.kill()
+		kills++
+		proc = startChild(t, bin, args, logf)
+		if kills >= minKills && isClosed(writing) {
+			break
+		}
+	}
+	select {
+	case err := <-writerErr:
+		t.Fatalf("writer: %v", err)
+	default:
+	}
+	t.Logf("%d kills; writer committed %d changes", kills, len(w.record))
+	waitAll(t, client, len(w.record), 3*time.Minute, func() string {
+		return firstDifference(readStream(t, nurl), w.record) + "\nchildren's log (tail):\n" + tail(logf.Name())
+	})
+	sameRecords(t, "stream", readStream(t, nurl), w.record)
+	client.mu.Lock()
+	defer client.mu.Unlock()
+	sameRecords(t, "client", client.got, w.record)
+	t.Logf("client reconnected %d times; received all %d changes once, in commit order", client.reconnects, len(w.record))
+}
+
+// Two watchers (real processes) and two gateways on a three-node NATS
+// cluster, clients with mixed filters spread over both gateways while a
+// writer commits: kill -9 of the active watcher (the standby takes over),
+// loss of a gateway (its client resumes on the other), loss of a NATS
+// node (the stream continues). Every client ends with every matching
+// change once, in commit order, and the stream equals the writer's
+// record.
+func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
+	nc := natstest.NewCluster(t)
+	nurl := nc.URL()
+	url := storetest.NewDatabase(t)
+	bin := changecastBinary(t)
+	dataDir := t.TempDir()
+	logf, err := os.Create(filepath.Join(dataDir, "children.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	watcherAddrs := []string{freeAddr(t), freeAddr(t)}
+	watcherArgs := func(addr string) []string {
+		return []string{"serve", "--role", "watcher", "--database-url", url, "--journal-url", nurl, "--journal-replicas", "3",
+			"--domain", "garm", "--listen", addr, "--data-dir", dataDir, "--slot", "cc_fault", "--log-level", "debug"}
+	}
+	watchers := []*child{startChild(t, bin, watcherArgs(watcherAddrs[0]), logf), nil}
+	t.Cleanup(func() {
+		for _, c := range watchers {
+			if c != nil {
+				c.kill()
+			}
+		}
+	})
+	waitReadyz(t, watcherAddrs[0], 60*time.Second)
+	watchers[1] = startChild(t, bin, watcherArgs(watcherAddrs[1]), logf)
+	waitHTTP(t, watcherAddrs[1])
+
+	base := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_fault", scale: scaleConfig{role: roleGateway, journalStream: "CHANGECAST", journalReplicas: 3}}
+	base.journalURL = nurl
+	gw1, gw2 := startServe(t, base, nil), startServe(t, base, nil)
+	gw1.waitReady(t)
+	gw2.waitReady(t)
+	token := mintToken(t, dataDir, "admin")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	everything := &resumingClient{token: token}
+	jobsOnly := &resumingClient{token: token}
+	var followers []chan struct{}
+	for _, f := range []struct {
+		c      *resumingClient
+		addrs  []string
+		filter string
+	}{
+		{everything, []string{gw1.addr, gw2.addr}, `{"send-everything": true}`},
+		{jobsOnly, []string{gw2.addr, gw1.addr}, `{"send-everything": false, "filters": [{"entity-type": "job", "operations": ["create", "delete"]}]}`},
+	} {
+		done := make(chan struct{})
+		followers = append(followers, done)
+		go func() { defer close(done); follow(ctx, f.c, f.addrs, f.filter) }()
+	}
+	defer func() {
+		cancel()
+		for _, d := range followers {
+			<-d
+		}
+	}()
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	w := &writer{conn: connect(t, url), rng: rand.New(rand.NewPCG(seed, 1))}
+	commitUntil := func(n int) {
+		t.Helper()
+		for len(w.record) < n {
+			if err := w.commitOne(context.Background(), w.txSize()); err != nil {
+				t.Fatalf("writer: %v", err)
+			}
+		}
+	}
+	commitUntil(2000)
+
+	// kill -9 the active watcher while the writer commits.
+	active := activeWatcher(t, watcherAddrs)
+	watchers[active].kill()
+	watchers[active] = nil
+	killedAt := time.Now()
+	took := make(chan time.Duration, 1)
+	go func() {
+		other := watcherAddrs[1-active]
+		for time.Since(killedAt) < time.Minute {
+			if readyz(other) {
+				took <- time.Since(killedAt)
+				return
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval
+		}
+		took <- -1
+	}()
+	commitUntil(4000)
+	gap := <-took
+	if gap < 0 || gap > 10*time.Second {
+		t.Fatalf("the standby took over after %s, want within 10s\n%s", gap, tail(logf.Name()))
+	}
+	t.Logf("takeover: the standby streamed %s after the active watcher was killed", gap.Round(time.Millisecond))
+
+	// Lose a gateway: its clients resume on the other.
+	gw1.stop(t)
+	commitUntil(6000)
+	// Lose a NATS node: the stream continues on the other two.
+	nc.Stop(2)
+	commitUntil(8000)
+
+	want := w.record
+	var wantJobs []record
+	for _, r := range want {
+		if r.op != "update" {
+			wantJobs = append(wantJobs, r)
+		}
+	}
+	diag := func() string { return firstDifference(readStream(t, nurl), want) + "\n" + tail(logf.Name()) }
+	waitAll(t, everything, len(want), 3*time.Minute, diag)
+	waitAll(t, jobsOnly, len(wantJobs), 3*time.Minute, diag)
+	sameRecords(t, "stream", readStream(t, nurl), want)
+	for _, c := range []struct {
+		name string
+		c    *resumingClient
+		want []record
+	}{{"send-everything client", everything, want}, {"job create/delete client", jobsOnly, wantJobs}} {
+		c.c.mu.Lock()
+		got := append([]record(nil), c.c.got...)
+		c.c.mu.Unlock()
+		sameRecords(t, c.name, got, c.want)
+		t.Logf("%s: all %d changes once, in commit order, over %d connections", c.name, len(c.want), c.c.reconnects)
+	}
+}
+
+// readyz reports whether /readyz at addr answers 200.
+func readyz(addr string) bool {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func waitReadyz(t *testing.T, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !readyz(addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became ready", addr)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
+
+// activeWatcher returns which of the watchers at addrs is active.
+func activeWatcher(t *testing.T, addrs []string) int {
+	t.Helper()
+	for i, a := range addrs {
+		if readyz(a) {
+			return i
+		}
+	}
+	t.Fatal(fmt.Sprintf("no active watcher among %v", addrs))
+	return -1
+}
