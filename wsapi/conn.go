@@ -472,9 +472,10 @@ func (c *client) writeLoop() {
 		if c.w.state != nil {
 			state = c.w.state.C
 		}
-		// A snapshot job starts once its request's response is written,
-		// and runs a step per turn while nothing else is owed.
-		if c.w.snap == nil && c.awaiting.Load() == 0 {
+		// A snapshot job starts once its request's response is written
+		// (a since=<snapshot cursor> seam: once the first filter is
+		// set), and runs a step per turn while nothing else is owed.
+		if c.w.snap == nil && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			c.w.snap = c.snapPending.Swap(nil)
 		}
 		var snapSlot, snapStep <-chan struct{}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/xidsnap"
 	"github.com/changecast/changecast/wire"
 )
 
@@ -58,6 +59,15 @@ type Snapshot interface {
 	// sees and returns the journal head then: no change after it is
 	// visible in the snapshot. Called after Next returned nil.
 	Complete(ctx context.Context) (int64, error)
+	// Rows reads up to limit rows of one of its types after a key it
+	// returned (nil: from the first), with each row's key; fewer than
+	// limit means no more (GET /api/v1/entities/{type}).
+	Rows(ctx context.Context, typ string, after [][]byte, limit int) ([]entities.Change, [][][]byte, error)
+	// Release ends the transaction once every row wanted is read.
+	Release(ctx context.Context) error
+	// Bounds is the snapshot's xmin, xmax and transactions in progress,
+	// for a snapshot cursor.
+	Bounds() xidsnap.Snapshot
 	// Close releases everything the snapshot holds.
 	Close()
 }
