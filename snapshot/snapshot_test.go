@@ -11,36 +11,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/entities"
-	"github.com/changecast/changecast/internal/xidsnap"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/store/storetest"
 )
 
 func TestMain(m *testing.M) { storetest.Main(m) }
-
-// Visibility follows pg_visible_in_snapshot: below xmin, or below xmax and
-// not in progress; a 32-bit id is widened around xmax, across an epoch.
-func TestVisible(t *testing.T) {
-	const epoch = uint64(3) << 32
-	xmin, xmax := epoch+100, epoch+110
-	vis := xidsnap.Snapshot{Xmin: xmin, Xmax: xmax, Xip: []uint64{epoch + 100, epoch + 105}}
-	for _, tc := range []struct {
-		xid  uint32
-		want bool
-	}{
-		{99, true}, {100, false}, {101, true}, {105, false}, {109, true}, {110, false}, {500, false},
-		{0xFFFFFF00, true}, // the previous epoch: long committed
-	} {
-		if got := vis.Visible(tc.xid); got != tc.want {
-			t.Errorf("xid %d: visible = %v, want %v", tc.xid, got, tc.want)
-		}
-	}
-	// xmax just after an epoch boundary: ids just below it are from the
-	// previous epoch.
-	if got := xidsnap.Widen(0xFFFFFFFE, epoch+5); got != epoch-2 {
-		t.Errorf("widen(0xFFFFFFFE, epoch+5) = %d, want %d", got, epoch-2)
-	}
-}
 
 func TestParseSnapshot(t *testing.T) {
 	xmin, xmax, xip, err := parseSnapshot("12884901988:12884901998:12884901988,12884901993")
