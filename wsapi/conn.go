@@ -479,9 +479,12 @@ func (c *client) writeLoop() {
 			c.w.snap = c.snapPending.Swap(nil)
 		}
 		var snapSlot, snapStep <-chan struct{}
+		var snapRest <-chan time.Time
 		if j := c.w.snap; j != nil && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
 			if j.phase == snapWaiting {
 				snapSlot = c.srv.hub.snaps
+			} else if j.rest != nil {
+				snapRest = j.rest.C
 			} else {
 				snapStep = ready
 			}
@@ -540,6 +543,9 @@ func (c *client) writeLoop() {
 		case <-snapSlot:
 			c.startSnapshot(c.w.snap)
 		case <-snapStep:
+			err = c.snapshotStep()
+		case <-snapRest:
+			c.w.snap.rest = nil
 			err = c.snapshotStep()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
