@@ -80,10 +80,11 @@ type restSnapshot struct {
 // the expired ones. The Server owns it: Close stops the janitor and closes
 // every snapshot.
 type restSnapshots struct {
-	s   *Server
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[[restSnapIDBytes]byte]*restSnapshot
+	s      *Server
+	ttl    time.Duration
+	mu     sync.Mutex
+	m      map[[restSnapIDBytes]byte]*restSnapshot
+	closed bool // closeAll has run: add refuses
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -144,6 +145,7 @@ func (rs *restSnapshots) expire(now time.Time) {
 
 func (rs *restSnapshots) closeAll() {
 	rs.mu.Lock()
+	rs.closed = true
 	all := make([]*restSnapshot, 0, len(rs.m))
 	for _, r := range rs.m {
 		all = append(all, r)
@@ -170,11 +172,15 @@ func (rs *restSnapshots) closeLocked(r *restSnapshot) {
 	rs.mu.Unlock()
 }
 
-// add registers r, which holds a slot.
-func (rs *restSnapshots) add(r *restSnapshot) {
+// add registers r, which holds a slot; false once the server is closing.
+func (rs *restSnapshots) add(r *restSnapshot) bool {
 	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.closed {
+		return false
+	}
 	rs.m[r.id] = r
-	rs.mu.Unlock()
+	return true
 }
 
 func (rs *restSnapshots) get(id [restSnapIDBytes]byte) *restSnapshot {
@@ -343,7 +349,12 @@ func (s *Server) firstEntitiesPage(w http.ResponseWriter, r *http.Request, claim
 	}
 	rsn.mu.Lock()
 	defer rsn.mu.Unlock()
-	s.rest.add(rsn)
+	if !s.rest.add(rsn) {
+		snap.Close()
+		s.hub.snaps <- struct{}{}
+		writeError(w, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
 	s.entitiesPage(w, r, claims, rsn, nil, q.limit, ms)
 }
 
