@@ -2,8 +2,9 @@
 // sessions, the WebSocket event stream (GARM-compatible filters, envelope
 // requests, entity-change, control and error frames), the hub that fans
 // committed changes out to connections, catch-up and resume from the
-// journal, the system events REST API and the health endpoints. It is the
-// only package that imports gorilla/websocket.
+// journal, the system events REST API, the entities REST API (snapshots
+// over HTTP) and the health endpoints. It is the only package that imports
+// gorilla/websocket.
 //
 // Guarantees: each connection receives the changes its filter selects and
 // its token allows, in commit order, once per cursor and with no gap, live
