@@ -453,6 +453,23 @@ func (s *Server) endRestSnapshot(ctx context.Context, rsn *restSnapshot) (string
 	if sc.from > sc.end {
 		return "", fmt.Errorf("snapshot mark %d after its end %d", sc.from, sc.end)
 	}
+	// end was read from the journal, which can be ahead of the head
+	// Publish has announced for a moment; a connection bringing the
+	// cursor back is checked against the latter, so wait for it (a
+	// journal commit is published right after it is made).
+	wait := time.NewTimer(s.cfg.WriteWait)
+	defer wait.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.hub.head() < end {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-wait.C:
+			return "", fmt.Errorf("the journal head %d was not published within %s", end, s.cfg.WriteWait)
+		case <-tick.C:
+		}
+	}
 	s.log.Info("entities snapshot complete", "type", rsn.typ, "user_id", rsn.subject, "cursor", end)
 	return sealToken(s.cfg.Auth.tokenKey(), seamTokenPrefix, sc.encode()), nil
 }
