@@ -69,7 +69,8 @@ type restSnapshot struct {
 	id      [restSnapIDBytes]byte
 	subject string // the token subject that opened it
 	typ     string
-	match   string // the match= of the first page, as given
+	match   string       // the match= of the first page, as given
+	ms      []fieldMatch // match, parsed; applies to every page
 
 	mu       sync.Mutex // held while a page is read
 	snap     Snapshot   // nil once closed
@@ -304,7 +305,7 @@ func (s *Server) serveEntities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusGone, s.goneMessage())
 		return
 	}
-	if rsn.typ != typ || rsn.match != q.match {
+	if rsn.typ != typ || (q.match != "" && rsn.match != q.match) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("after belongs to the snapshot of %s with match %s; ask for its pages with the same type and match (or none)", quote(rsn.typ), quote(rsn.match)))
 		return
 	}
@@ -314,7 +315,7 @@ func (s *Server) serveEntities(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusGone, s.goneMessage())
 		return
 	}
-	s.entitiesPage(w, r, claims, rsn, pt.key, q.limit, ms)
+	s.entitiesPage(w, r, claims, rsn, pt.key, q.limit)
 }
 
 func (s *Server) goneMessage() string {
@@ -340,7 +341,7 @@ func (s *Server) firstEntitiesPage(w http.ResponseWriter, r *http.Request, claim
 		s.snapshotFailed(w, r, typ, err)
 		return
 	}
-	rsn := &restSnapshot{subject: claims.Subject, typ: typ, match: q.match, snap: snap}
+	rsn := &restSnapshot{subject: claims.Subject, typ: typ, match: q.match, ms: ms, snap: snap}
 	if _, err := rand.Read(rsn.id[:]); err != nil {
 		snap.Close()
 		s.hub.snaps <- struct{}{}
@@ -355,13 +356,13 @@ func (s *Server) firstEntitiesPage(w http.ResponseWriter, r *http.Request, claim
 		writeError(w, http.StatusServiceUnavailable, "server shutting down")
 		return
 	}
-	s.entitiesPage(w, r, claims, rsn, nil, q.limit, ms)
+	s.entitiesPage(w, r, claims, rsn, nil, q.limit)
 }
 
 // entitiesPage reads the rows of rsn after key (nil: from the first) and
 // answers with them; after the last row it ends the snapshot and adds the
 // snapshot cursor. The caller holds rsn.mu.
-func (s *Server) entitiesPage(w http.ResponseWriter, r *http.Request, claims *Claims, rsn *restSnapshot, key [][]byte, limit int, ms []fieldMatch) {
+func (s *Server) entitiesPage(w http.ResponseWriter, r *http.Request, claims *Claims, rsn *restSnapshot, key [][]byte, limit int) {
 	// A page outlives a client that goes away mid-read, so that its
 	// retry finds the snapshot still open; statement_timeout bounds it.
 	ctx := context.WithoutCancel(r.Context())
@@ -385,7 +386,7 @@ func (s *Server) entitiesPage(w http.ResponseWriter, r *http.Request, claims *Cl
 		full := false
 		for i := range page {
 			ch := &page[i]
-			if !sc.allows(ch.EntityType) || !matchFields(ms, ch) {
+			if !sc.allows(ch.EntityType) || !matchFields(rsn.ms, ch) {
 				continue
 			}
 			if owner, ok := entities.OwnerOf(ch); ok && !sc.admin && owner != claims.Subject {
