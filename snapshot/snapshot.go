@@ -34,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/xidsnap"
 	"github.com/changecast/changecast/sanitize"
 	"github.com/changecast/changecast/watcher"
 )
@@ -170,10 +171,9 @@ type Snapshot struct {
 	inTx  bool
 	types []entities.EntityType
 
-	xmin, xmax uint64
-	xip        map[uint64]bool
-	lsn        entities.LSN // pg_current_wal_insert_lsn() after the snapshot was taken
-	from       int64
+	vis  xidsnap.Snapshot
+	lsn  entities.LSN // pg_current_wal_insert_lsn() after the snapshot was taken
+	from int64
 
 	// Reading: the type being read, its table, columns and the key of
 	// the last row read.
@@ -181,6 +181,7 @@ type Snapshot struct {
 	table    *table
 	lastKey  [][]byte
 	nudged   bool
+	tables   map[string]*table // Rows' tables, by type
 	released bool
 }
 
@@ -264,7 +265,7 @@ func (sn *Snapshot) begin(ctx context.Context) error {
 		if err := sn.take(ctx); err != nil {
 			return err
 		}
-		if m, ok := s.markBelow(sn.xmin); ok {
+		if m, ok := s.markBelow(sn.vis.Xmin); ok {
 			sn.from = m.head
 			return nil
 		}
@@ -374,7 +375,7 @@ func (sn *Snapshot) take(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	sn.xmin, sn.xmax, sn.xip, sn.lsn = xmin, xmax, xip, lsn
+	sn.vis, sn.lsn = xidsnap.Snapshot{Xmin: xmin, Xmax: xmax, Xip: xip}, lsn
 	return nil
 }
 
@@ -405,8 +406,9 @@ func (sn *Snapshot) waitXmin(ctx context.Context, xid uint64, deadline time.Time
 	}
 }
 
-// parseSnapshot parses pg_snapshot's text form "xmin:xmax:xip,xip".
-func parseSnapshot(s string) (xmin, xmax uint64, xip map[uint64]bool, err error) {
+// parseSnapshot parses pg_snapshot's text form "xmin:xmax:xip,xip"; xip is
+// returned ascending.
+func parseSnapshot(s string) (xmin, xmax uint64, xip []uint64, err error) {
 	parts := strings.Split(s, ":")
 	if len(parts) != 3 {
 		return 0, 0, nil, fmt.Errorf("unexpected snapshot %q", s)
@@ -417,17 +419,17 @@ func parseSnapshot(s string) (xmin, xmax uint64, xip map[uint64]bool, err error)
 	if xmax, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
 		return 0, 0, nil, fmt.Errorf("unexpected snapshot %q", s)
 	}
-	xip = map[uint64]bool{}
 	if parts[2] != "" {
 		for _, x := range strings.Split(parts[2], ",") {
 			v, err := strconv.ParseUint(x, 10, 64)
-			if err != nil {
+			if err != nil || v < xmin || v >= xmax {
 				return 0, 0, nil, fmt.Errorf("unexpected snapshot %q", s)
 			}
-			xip[v] = true
+			xip = append(xip, v)
 		}
 	}
-	return xmin, xmax, xip, nil
+	slices.Sort(xip)
+	return xmin, xmax, slices.Compact(xip), nil
 }
 
 // parseLSN parses PostgreSQL's "16/B374D848".
@@ -443,32 +445,8 @@ func parseLSN(s string) (entities.LSN, error) {
 
 // Visible reports whether the transaction xid (32 bits, as journaled) is
 // visible in the snapshot, as pg_visible_in_snapshot decides it: it
-// committed before the snapshot was taken. The journal holds only
-// committed transactions, so visible means: below xmin, or below xmax and
-// not in progress. The 32-bit id is widened with the epoch of xmax (a
-// journaled transaction is within 2^31 of it, as PostgreSQL's own
-// wraparound protection guarantees for any id still in use).
-func (sn *Snapshot) Visible(xid uint32) bool {
-	return visible(widen(xid, sn.xmax), sn.xmin, sn.xmax, sn.xip)
-}
-
-func visible(full, xmin, xmax uint64, xip map[uint64]bool) bool {
-	if full < xmin {
-		return true
-	}
-	return full < xmax && !xip[full]
-}
-
-// widen returns the full transaction id whose low 32 bits are xid and
-// which is nearest to ref.
-func widen(xid uint32, ref uint64) uint64 {
-	d := int64(int32(xid - uint32(ref)))
-	full := int64(ref) + d
-	if full < 0 {
-		return 0
-	}
-	return uint64(full)
-}
+// committed before the snapshot was taken (xidsnap.Snapshot.Visible).
+func (sn *Snapshot) Visible(xid uint32) bool { return sn.vis.Visible(xid) }
 
 // From returns the cursor after which every journaled change the snapshot
 // does not see lies: the changes at or before it are all visible.
@@ -564,9 +542,22 @@ func (sn *Snapshot) loadTable(ctx context.Context, et entities.EntityType) (*tab
 	return t, nil
 }
 
-// page reads the rows after the last key read.
+// page reads the next page of the type being read, after the last key read.
 func (sn *Snapshot) page(ctx context.Context) ([]entities.Change, error) {
-	t := sn.table
+	out, keys, err := sn.pageAfter(ctx, sn.table, sn.lastKey, sn.src.cfg.PageRows, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 {
+		sn.lastKey = keys[len(keys)-1]
+	}
+	return out, nil
+}
+
+// pageAfter reads up to limit rows of t whose key is above after (all rows
+// when after is nil), in key order, and returns them with their keys (text
+// values, copied): every row's when all, else only the last row's.
+func (sn *Snapshot) pageAfter(ctx context.Context, t *table, after [][]byte, limit int, all bool) ([]entities.Change, [][][]byte, error) {
 	var b strings.Builder
 	b.WriteString("SELECT ")
 	for i, c := range t.cols {
@@ -578,7 +569,7 @@ func (sn *Snapshot) page(ctx context.Context) ([]entities.Change, error) {
 	b.WriteString(" FROM ")
 	b.WriteString(t.ident)
 	var params [][]byte
-	if sn.lastKey != nil {
+	if after != nil {
 		b.WriteString(" WHERE ")
 		b.WriteString(t.keySQL)
 		b.WriteString(" > (")
@@ -589,11 +580,11 @@ func (sn *Snapshot) page(ctx context.Context) ([]entities.Change, error) {
 			fmt.Fprintf(&b, "$%d::%s", i+1, typ)
 		}
 		b.WriteString(")")
-		params = sn.lastKey
+		params = after
 	}
 	b.WriteString(" ORDER BY ")
 	b.WriteString(strings.Trim(t.keySQL, "()"))
-	fmt.Fprintf(&b, " LIMIT %d", sn.src.cfg.PageRows)
+	fmt.Fprintf(&b, " LIMIT %d", limit)
 
 	rr := sn.conn.ExecParams(ctx, b.String(), params, nil, nil, nil)
 	fds := rr.FieldDescriptions()
@@ -602,6 +593,7 @@ func (sn *Snapshot) page(ctx context.Context) ([]entities.Change, error) {
 		cols[i] = watcher.Column{Name: f.Name, OID: f.DataTypeOID}
 	}
 	var out []entities.Change
+	var keys [][][]byte
 	var last [][]byte
 	for rr.NextRow() {
 		vals := rr.Values()
@@ -610,25 +602,78 @@ func (sn *Snapshot) page(ctx context.Context) ([]entities.Change, error) {
 		for _, i := range t.keyIdx {
 			last = append(last, vals[i])
 		}
+		if all {
+			keys = append(keys, copyKey(last))
+		}
 		ch := entities.Change{EntityType: t.et.Name, Operation: entities.OpSnapshot, Payload: row}
 		sc, err := sn.src.cfg.Sanitize(ch)
 		if err != nil {
 			rr.Close()
-			return nil, fmt.Errorf("snapshot %s: %w", t.et.Name, err)
+			return nil, nil, fmt.Errorf("snapshot %s: %w", t.et.Name, err)
 		}
 		out = append(out, sc)
 	}
 	if _, err := rr.Close(); err != nil {
-		return nil, fmt.Errorf("snapshot %s: read %s: %w", t.et.Name, t.ident, err)
+		return nil, nil, fmt.Errorf("snapshot %s: read %s: %w", t.et.Name, t.ident, err)
 	}
-	if len(out) > 0 {
-		// Values alias the connection's buffer: copy the last key.
-		sn.lastKey = make([][]byte, len(last))
-		for i, v := range last {
-			sn.lastKey[i] = append([]byte(nil), v...)
+	if !all && len(out) > 0 {
+		keys = [][][]byte{copyKey(last)}
+	}
+	return out, keys, nil
+}
+
+// copyKey copies key values, which alias the connection's buffer.
+func copyKey(key [][]byte) [][]byte {
+	out := make([][]byte, len(key))
+	for i, v := range key {
+		out[i] = append([]byte(nil), v...)
+	}
+	return out
+}
+
+// Rows reads up to limit rows of typ (one of the types given to Begin)
+// whose key is above after, in key order: after is a key Rows returned
+// (text values, one per key column), or nil for the first rows. It returns
+// the rows, sanitized as Next's, and each row's key. Fewer than limit rows
+// means there are no more. Rows and Next are not meant to be mixed on one
+// Snapshot; Rows leaves the transaction open (Release ends it). A key that
+// is not a value of the key's type is an error from PostgreSQL.
+func (sn *Snapshot) Rows(ctx context.Context, typ string, after [][]byte, limit int) ([]entities.Change, [][][]byte, error) {
+	if sn.released {
+		return nil, nil, errors.New("snapshot: rows read after the transaction ended")
+	}
+	if limit <= 0 {
+		return nil, nil, errors.New("snapshot: limit must be positive")
+	}
+	i := slices.IndexFunc(sn.types, func(et entities.EntityType) bool { return et.Name == typ })
+	if i < 0 {
+		return nil, nil, fmt.Errorf("snapshot: %w %q (not in this snapshot)", ErrUnknownType, typ)
+	}
+	if sn.tables == nil {
+		sn.tables = map[string]*table{}
+	}
+	t := sn.tables[typ]
+	if t == nil {
+		var err error
+		if t, err = sn.loadTable(ctx, sn.types[i]); err != nil {
+			return nil, nil, err
 		}
+		sn.tables[typ] = t
 	}
-	return out, nil
+	if after != nil && len(after) != len(t.keyIdx) {
+		return nil, nil, fmt.Errorf("snapshot %s: a key of %d values, want %d", typ, len(after), len(t.keyIdx))
+	}
+	return sn.pageAfter(ctx, t, after, limit, true)
+}
+
+// Bounds returns the snapshot as pg_current_snapshot() gave it: xmin, xmax
+// and the transactions in progress. With From and Complete's cursor it is
+// all a later reader needs to tell which journaled changes the rows
+// contain.
+func (sn *Snapshot) Bounds() xidsnap.Snapshot {
+	v := sn.vis
+	v.Xip = slices.Clone(v.Xip)
+	return v
 }
 
 // Release ends the transaction once the rows are read: its locks and its

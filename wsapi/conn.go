@@ -472,15 +472,19 @@ func (c *client) writeLoop() {
 		if c.w.state != nil {
 			state = c.w.state.C
 		}
-		// A snapshot job starts once its request's response is written,
-		// and runs a step per turn while nothing else is owed.
-		if c.w.snap == nil && c.awaiting.Load() == 0 {
+		// A snapshot job starts once its request's response is written
+		// (a since=<snapshot cursor> seam: once the first filter is
+		// set), and runs a step per turn while nothing else is owed.
+		if c.w.snap == nil && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			c.w.snap = c.snapPending.Swap(nil)
 		}
 		var snapSlot, snapStep <-chan struct{}
+		var snapRest <-chan time.Time
 		if j := c.w.snap; j != nil && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
 			if j.phase == snapWaiting {
 				snapSlot = c.srv.hub.snaps
+			} else if j.rest != nil {
+				snapRest = j.rest.C
 			} else {
 				snapStep = ready
 			}
@@ -539,6 +543,9 @@ func (c *client) writeLoop() {
 		case <-snapSlot:
 			c.startSnapshot(c.w.snap)
 		case <-snapStep:
+			err = c.snapshotStep()
+		case <-snapRest:
+			c.w.snap.rest = nil
 			err = c.snapshotStep()
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer

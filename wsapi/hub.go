@@ -177,6 +177,7 @@ type indexEntry struct {
 type resume struct {
 	set   bool
 	since int64
+	seam  *seamCursor // since was a snapshot cursor (since is its end)
 }
 
 // register adds c at its starting position and starts its reader and

@@ -2,8 +2,9 @@
 // sessions, the WebSocket event stream (GARM-compatible filters, envelope
 // requests, entity-change, control and error frames), the hub that fans
 // committed changes out to connections, catch-up and resume from the
-// journal, the system events REST API and the health endpoints. It is the
-// only package that imports gorilla/websocket.
+// journal, the system events REST API, the entities REST API (snapshots
+// over HTTP) and the health endpoints. It is the only package that imports
+// gorilla/websocket.
 //
 // Guarantees: each connection receives the changes its filter selects and
 // its token allows, in commit order, once per cursor and with no gap, live
@@ -180,6 +181,11 @@ type Config struct {
 	// rows); further requests wait for one to finish, the connection
 	// still served meanwhile. Default: 4.
 	MaxSnapshots int
+	// SnapshotPageTTL is how long a REST snapshot (GET
+	// /api/v1/entities/{type}) stays open after a page for its next page
+	// to be asked for; it then ends, giving its slot back, and a request
+	// for its next page gets 410. Default: 30s.
+	SnapshotPageTTL time.Duration
 
 	// now is the login throttle's clock (tests). nil: time.Now.
 	now func() time.Time
@@ -271,6 +277,10 @@ type Server struct {
 	// links are the unredeemed sign-in links (SignInLink).
 	links signInLinks
 
+	// rest holds the open REST snapshots (entities_http.go); nil
+	// without Config.Snapshots and Config.Journal.
+	rest *restSnapshots
+
 	revoker     *revoker // nil without Config.Users
 	stopRevoker context.CancelFunc
 	revokerDone chan struct{}
@@ -333,6 +343,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxSnapshots == 0 {
 		cfg.MaxSnapshots = DefaultMaxSnapshots
+	}
+	if cfg.SnapshotPageTTL < 0 {
+		return nil, errors.New("new wsapi server: SnapshotPageTTL must not be negative")
+	}
+	if cfg.SnapshotPageTTL == 0 {
+		cfg.SnapshotPageTTL = DefaultSnapshotPageTTL
 	}
 	if cfg.LoginWindow < 0 || cfg.LoginMaxDelay < 0 {
 		return nil, errors.New("new wsapi server: LoginWindow and LoginMaxDelay must not be negative")
@@ -397,6 +413,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Events != nil {
 		s.registerEventRoutes(mux)
+	}
+	if cfg.Snapshots != nil && cfg.Journal != nil {
+		// Owned by the Server: Close stops its janitor and waits.
+		s.rest = newRestSnapshots(s, cfg.SnapshotPageTTL)
+		mux.HandleFunc("GET "+entitiesAPIPath+"{type}", s.serveEntities)
 	}
 	s.registerBrowserRoutes(mux)
 	s.handler = mux
@@ -501,6 +522,9 @@ func (s *Server) Close(ctx context.Context) error {
 				s.stopRevoker()
 				<-s.revokerDone
 			}
+			if s.rest != nil {
+				s.rest.close()
+			}
 			s.hub.wg.Wait()
 			close(s.closed)
 		}()
@@ -548,7 +572,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if s.refuseUnavailable(w) {
 		return
 	}
-	res, err := parseSince(q)
+	res, err := s.parseResume(q)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -570,6 +594,9 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if res.seam != nil && !s.seamAllowed(w, claims, res.seam) {
+		return
+	}
 	if n := s.conns.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.conns.Add(-1)
 		s.log.Warn("websocket connection refused: limit reached", "max_connections", s.cfg.MaxConnections)
@@ -584,6 +611,9 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newClient(s, conn, claims)
 	c.log.Info("websocket connected", "name", claims.Name, "role", string(claims.Role))
+	if res.seam != nil {
+		c.resumeSeam(res.seam)
+	}
 	if !s.hub.register(c, res) {
 		// Close began between the check above and now.
 		s.conns.Add(-1)
@@ -600,7 +630,8 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// parseSince reads the optional since=<cursor> query parameter.
+// parseSince reads the optional since=<cursor> query parameter (a
+// snapshot cursor is parseResume's).
 func parseSince(q url.Values) (resume, error) {
 	if !q.Has("since") {
 		return resume{}, nil
@@ -611,7 +642,7 @@ func parseSince(q url.Values) (resume, error) {
 	v := q.Get("since")
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 || strings.HasPrefix(v, "+") {
-		return resume{}, fmt.Errorf("since must be a cursor (a non-negative integer from a frame's \"cursor\"), got %s", quote(v))
+		return resume{}, fmt.Errorf("since must be a cursor (a non-negative integer from a frame's \"cursor\", or the \"cursor\" of the last page of GET /api/v1/entities/{type}), got %s", quote(v))
 	}
 	return resume{set: true, since: n}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/xidsnap"
 	"github.com/changecast/changecast/wire"
 )
 
@@ -58,6 +59,15 @@ type Snapshot interface {
 	// sees and returns the journal head then: no change after it is
 	// visible in the snapshot. Called after Next returned nil.
 	Complete(ctx context.Context) (int64, error)
+	// Rows reads up to limit rows of one of its types after a key it
+	// returned (nil: from the first), with each row's key; fewer than
+	// limit means no more (GET /api/v1/entities/{type}).
+	Rows(ctx context.Context, typ string, after [][]byte, limit int) ([]entities.Change, [][][]byte, error)
+	// Release ends the transaction once every row wanted is read.
+	Release(ctx context.Context) error
+	// Bounds is the snapshot's xmin, xmax and transactions in progress,
+	// for a snapshot cursor.
+	Bounds() xidsnap.Snapshot
 	// Close releases everything the snapshot holds.
 	Close()
 }
@@ -83,11 +93,19 @@ type snapJob struct {
 	phase snapPhase
 	token bool // holds a hub.snaps token
 	snap  Snapshot
-	p     int64 // the connection's position when the writer took the job
-	pos   int64 // the seam's read position
-	end   int64 // Complete's cursor
-	rows  int   // rows sent, for the log
+	p     int64       // the connection's position when the writer took the job
+	pos   int64       // the seam's read position
+	end   int64       // Complete's cursor
+	rows  int         // rows sent, for the log
+	rest  *time.Timer // runs while the job rests between pages of rows (snapshotRest)
 }
+
+// snapshotRest is how many times as long as a page of rows took (read,
+// sanitized, encoded, written) a snapshot rests before the next page, so
+// one snapshot keeps the server and the database busy at most a quarter
+// of the time and live clients keep their latency (docs/benchmarks.md,
+// scenario 8). Catch-up rests the same way (catchUpRest).
+const snapshotRest = 3
 
 // ready is always ready: a select case that runs the next snapshot step.
 var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -194,9 +212,16 @@ func (c *client) startSnapshot(j *snapJob) {
 	c.log.Debug("websocket snapshot started", "id", j.id, "types", strings.Join(j.types, ","), "position", j.p, "from", snap.From())
 }
 
-// snapshotRows sends one page of rows; after the last, it gives the token
-// back, waits for the journal and starts the seam.
+// snapshotRows sends one page of rows, then rests (snapshotRest); after
+// the last, it gives the token back, waits for the journal and starts the
+// seam.
 func (c *client) snapshotRows(j *snapJob) error {
+	began := time.Now()
+	defer func() {
+		if j.phase == snapRows {
+			j.rest = time.NewTimer(snapshotRest * time.Since(began))
+		}
+	}()
 	rows, err := j.snap.Next(c.ctx)
 	if err != nil {
 		c.failSnapshot(j, err)
@@ -383,6 +408,10 @@ func (c *client) releaseSnapshotToken(j *snapJob) {
 // endSnapshotJob releases what j holds; the writer calls it when the job
 // ends, and on its way out.
 func (c *client) endSnapshotJob(j *snapJob) {
+	if j.rest != nil {
+		j.rest.Stop()
+		j.rest = nil
+	}
 	c.releaseSnapshotToken(j)
 	if j.snap != nil {
 		j.snap.Close()

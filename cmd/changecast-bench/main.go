@@ -69,15 +69,16 @@ func (e usageError) Unwrap() error { return e.err }
 
 // Scenario names, in the order they run.
 const (
-	scenarioDrain   = "drain"
-	scenarioLatency = "latency"
-	scenarioFanout  = "fanout"
-	scenarioConns   = "conns"
-	scenarioCatchUp = "catchup"
-	scenarioWAL     = "wal"
+	scenarioDrain    = "drain"
+	scenarioLatency  = "latency"
+	scenarioFanout   = "fanout"
+	scenarioConns    = "conns"
+	scenarioCatchUp  = "catchup"
+	scenarioWAL      = "wal"
+	scenarioSnapshot = "snapshot"
 )
 
-var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL}
+var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL, scenarioSnapshot}
 
 // config is the parsed command line.
 type config struct {
@@ -108,6 +109,8 @@ type config struct {
 
 	walChanges int // single-row inserts measured per mode (wal)
 
+	snapshotRows int // rows of the snapshotted table (snapshot; live clients and rate as catchup's)
+
 	drainTimeout  time.Duration // how long to wait for clients to receive everything
 	out           string        // Markdown results file
 	cpuprofile    string        // the harness's own CPU profile
@@ -125,6 +128,7 @@ var (
 		catchupChanges: 300_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        10_000,
 		walChanges:   10_000,
+		snapshotRows: 200_000,
 		drainTimeout: 3 * time.Minute,
 	}
 	quickPreset = config{
@@ -135,6 +139,7 @@ var (
 		catchupChanges: 30_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        1000,
 		walChanges:   2000,
+		snapshotRows: 20_000,
 		drainTimeout: time.Minute,
 	}
 )
@@ -170,6 +175,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.catchupRate, "catchup-rate", fullPreset.catchupRate, "catchup: offered changes/s while the clients catch up")
 	fs.IntVar(&c.conns, "conns", fullPreset.conns, "conns: idle authenticated connections (quick: 1000)")
 	fs.IntVar(&c.walChanges, "wal-changes", fullPreset.walChanges, "wal: single-row inserts measured in each mode (quick: 2000)")
+	fs.IntVar(&c.snapshotRows, "snapshot-rows", fullPreset.snapshotRows, "snapshot: rows of the table a client takes snapshots of, next to --catchup-live-clients live clients at --catchup-rate (quick: 20000)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", fullPreset.drainTimeout, "how long clients may take to receive every change once writing stops (quick: 1m)")
 	fs.StringVar(&c.out, "out", "", "also write the results as Markdown to this file")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the harness's CPU profile (clients, writers) to this file")
@@ -194,6 +200,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			"conns": func() { c.conns = q.conns }, "drain-timeout": func() { c.drainTimeout = q.drainTimeout },
 			"catchup-changes": func() { c.catchupChanges = q.catchupChanges },
 			"wal-changes":     func() { c.walChanges = q.walChanges },
+			"snapshot-rows":   func() { c.snapshotRows = q.snapshotRows },
 		} {
 			if !set[name] {
 				apply()
@@ -225,7 +232,7 @@ func (c *config) validate() error {
 		{"--latency-clients", c.latencyClients}, {"--live-tx-rows", c.liveTxRows}, {"--writers", c.writers},
 		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--conns", c.conns},
 		{"--catchup-changes", c.catchupChanges}, {"--catchup-clients", c.catchupClients},
-		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate}, {"--wal-changes", c.walChanges},
+		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate}, {"--wal-changes", c.walChanges}, {"--snapshot-rows", c.snapshotRows},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", p.name, p.v)
@@ -341,6 +348,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			sec = h.connections(ctx)
 		case scenarioWAL:
 			sec = h.walBytes(ctx)
+		case scenarioSnapshot:
+			sec = h.snapshots(ctx)
 		}
 		rep.sections = append(rep.sections, sec)
 		sec.writeText(stdout)

@@ -18,6 +18,7 @@ const (
 	unitRatio   unit = "ratio" // a plain ratio, two decimals
 	unitMillis  unit = "ms"    // milliseconds
 	unitKB      unit = "KB"    // kibibytes
+	unitMiB     unit = "MiB"   // mebibytes
 	unitCores   unit = "cores" // CPU seconds per wall-clock second
 	unitSeconds unit = "s"     // seconds
 	unitCount   unit = ""      // a plain number
@@ -118,6 +119,8 @@ func formatValue(v float64, u unit) string {
 		return strconv.FormatFloat(v, 'f', 1, 64) + " ms"
 	case unitKB:
 		return strconv.FormatFloat(v, 'f', 1, 64) + " KB"
+	case unitMiB:
+		return strconv.FormatFloat(v, 'f', 1, 64) + " MiB"
 	case unitCores:
 		return strconv.FormatFloat(v, 'f', 2, 64) + " cores"
 	case unitSeconds:

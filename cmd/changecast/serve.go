@@ -157,6 +157,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		Events:          eventStore{db: jdb.DB, pipe: pipe},
 		Snapshots:       snaps,
 		MaxSnapshots:    cfg.maxSnapshots,
+		SnapshotPageTTL: cfg.snapshotPageTTL,
 	})
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ type serveConfig struct {
 	maxConnections    int
 	catchUpWorkers    int
 	maxSnapshots      int
+	snapshotPageTTL   time.Duration
 	lagWarnBytes      uint64
 	loginTTL          time.Duration
 	onSlotLoss        string // a pipeline.SlotLossPolicy
@@ -80,6 +81,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.IntVar(&cfg.catchUpWorkers, "catchup-workers", 0, "most clients reading and encoding a catch-up page from the journal at once, server-wide; 0: min(2, CPUs/2), at least 1")
 	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
 	fs.IntVar(&cfg.maxSnapshots, "max-snapshots", wsapi.DefaultMaxSnapshots, "most snapshots reading rows at once, server-wide (each holds a database connection and a read-only transaction); more wait their turn")
+	fs.DurationVar(&cfg.snapshotPageTTL, "snapshot-page-ttl", wsapi.DefaultSnapshotPageTTL, "how long a REST snapshot (GET /api/v1/entities/{type}) stays open after a page for its next page; it then ends and gives its slot back")
 	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
 	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
 	fs.IntVar(&cfg.loginFailuresUser, "login-max-failures-user", wsapi.DefaultLoginFailuresPerUser, "failed logins for one username allowed within --login-window before further attempts wait (429); negative disables")
@@ -96,6 +98,9 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 func (cfg *serveConfig) check() error {
 	if cfg.maxSnapshots < 1 {
 		return fmt.Errorf("--max-snapshots %d: must be at least 1", cfg.maxSnapshots)
+	}
+	if cfg.snapshotPageTTL <= 0 {
+		return fmt.Errorf("--snapshot-page-ttl %s: must be positive", cfg.snapshotPageTTL)
 	}
 	if p := pipeline.SlotLossPolicy(cfg.onSlotLoss); p != pipeline.SlotLossResync && p != pipeline.SlotLossStop {
 		return fmt.Errorf("--on-slot-loss %q: use %q or %q", cfg.onSlotLoss, pipeline.SlotLossResync, pipeline.SlotLossStop)

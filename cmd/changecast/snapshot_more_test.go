@@ -84,4 +84,9 @@ func TestServe_SnapshotFollowsReload(t *testing.T) {
 	if len(rows) != 1 || !bytes.Contains(rows[0].Payload, []byte(`"balance":3`)) {
 		t.Fatalf("after the reload: %v, want customer 1 without its email", rows)
 	}
+	// The REST snapshot applies the rules in force too.
+	p := getEntities(t, srv.addr, mintToken(t, dataDir, "admin"), "customer")
+	if p.status != 200 || len(p.Rows) != 1 || strings.Contains(p.raw, "CANARY") || !strings.Contains(p.raw, `"balance":3`) {
+		t.Fatalf("GET /api/v1/entities/customer after the reload: %d %s, want customer 1 without its email", p.status, p.raw)
+	}
 }
