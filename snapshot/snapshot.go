@@ -149,6 +149,9 @@ type mark struct {
 var (
 	// ErrUnknownType: a type the registry does not hold.
 	ErrUnknownType = errors.New("unknown entity type")
+	// ErrSecretColumnMissing: a declared secret column of the type is
+	// gone from its table, so its rows cannot be read safely.
+	ErrSecretColumnMissing = errors.New("a secret column is missing")
 	// ErrTimeout: a bounded wait (Config.Wait) ran out. It has a
 	// Timeout method that returns true.
 	ErrTimeout error = timeoutError{}
@@ -499,13 +502,18 @@ func (sn *Snapshot) loadTable(ctx context.Context, et entities.EntityType) (*tab
 		}
 	}
 	t := &table{et: et, ident: quoteIdent(schema) + "." + quoteIdent(et.Table)}
-	rr := sn.conn.ExecParams(ctx, `SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+	rr := sn.conn.ExecParams(ctx, `SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), (a.attgenerated <> '')::text
+		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, [][]byte{[]byte(t.ident)}, nil, nil, nil)
 	types := map[string]string{}
+	all := map[string]bool{}
 	for rr.NextRow() {
 		v := rr.Values()
-		col, typ := string(v[0]), string(v[1])
+		col, typ, generated := string(v[0]), string(v[1]), string(v[2]) == "true"
+		all[col] = true
+		if generated {
+			continue // not replicated either
+		}
 		types[col] = typ
 		if !sanitize.Stripped(et, col) {
 			t.cols = append(t.cols, col)
@@ -514,8 +522,16 @@ func (sn *Snapshot) loadTable(ctx context.Context, et entities.EntityType) (*tab
 	if _, err := rr.Close(); err != nil {
 		return nil, fmt.Errorf("snapshot %s: columns of %s: %w", et.Name, t.ident, err)
 	}
-	if len(types) == 0 {
+	if len(all) == 0 {
 		return nil, fmt.Errorf("snapshot %s: table %s not found", et.Name, t.ident)
+	}
+	// A declared secret column that is gone was dropped or, worse,
+	// renamed: under its new name no rule strips it. The stream stops
+	// such a type (the pipeline's secret guard); a snapshot refuses it.
+	for _, col := range et.Secrets {
+		if !all[col] {
+			return nil, fmt.Errorf("snapshot %s: %w: its secret column %s is gone from %s (dropped or renamed); declare the column's new name as a secret and reload", et.Name, ErrSecretColumnMissing, col, t.ident)
+		}
 	}
 	keys := et.KeyColumns
 	if len(keys) == 0 {
@@ -697,7 +713,8 @@ func (sn *Snapshot) Release(ctx context.Context) error {
 // (the stored replication offset has reached the WAL position read after
 // the snapshot), at most Config.Wait, and returns the journal head at that
 // moment: every journaled change after it is one the snapshot does not
-// see. Call it after Release.
+// see. Call it after Release; on success it closes the snapshot's
+// connections (Visible and From still answer).
 func (sn *Snapshot) Complete(ctx context.Context) (int64, error) {
 	deadline := time.Now().Add(sn.src.cfg.Wait)
 	t := time.NewTicker(20 * time.Millisecond)
@@ -728,6 +745,10 @@ func (sn *Snapshot) Complete(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("snapshot: journal position: unexpected values %q", row)
 		}
 		if entities.LSN(offset) >= sn.lsn {
+			// Nothing after this needs the database (the seam is
+			// decided in memory): its connections go back now, not
+			// when the seam has been sent.
+			sn.Close()
 			return head, nil
 		}
 		if flushed < sn.lsn && !sn.nudged {

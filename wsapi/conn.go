@@ -541,6 +541,10 @@ func (c *client) writeLoop() {
 			c.w.rest = nil
 			err = c.catchUpPage()
 		case <-snapSlot:
+			if j := c.w.snap; j == nil || j.token {
+				c.srv.hub.snaps <- struct{}{} // not needed: give it back
+				break
+			}
 			c.startSnapshot(c.w.snap)
 		case <-snapStep:
 			err = c.snapshotStep()

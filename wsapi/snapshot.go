@@ -385,6 +385,10 @@ func (c *client) writeRaw(b []byte) error {
 // so far cannot be completed, and the stream of the types they cover
 // cannot continue without them.
 func (c *client) failSnapshot(j *snapJob, err error) {
+	// Whatever happens next, the job holds nothing more: its slot and
+	// its database connections go back at once, and the writer takes no
+	// further slot for it.
+	c.endSnapshotJob(j)
 	if c.ctx.Err() != nil {
 		return // the connection is ending anyway
 	}

@@ -90,3 +90,32 @@ func TestServe_SnapshotFollowsReload(t *testing.T) {
 		t.Fatalf("GET /api/v1/entities/customer after the reload: %d %s, want customer 1 without its email", p.status, p.raw)
 	}
 }
+
+// TestServe_SnapshotRefusesARenamedSecret: a declared secret column
+// renamed is no longer stripped under its new name; the stream stops the
+// type, and a snapshot of it is refused rather than read.
+func TestServe_SnapshotRefusesARenamedSecret(t *testing.T) {
+	_, sql, srv, dataDir := snapshotServer(t, "cc_snap_renamed")
+	exec1(t, sql, `INSERT INTO customers (id, email, api_key) VALUES (1, 'ada@example.com', 'CANARY-key')`)
+	exec1(t, sql, `ALTER TABLE customers RENAME COLUMN api_key TO contact_hint`)
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"namespace":"events","name":"subscribe","id":"s1","args":{"filters":["customer"],"snapshot":true}}`)
+	for {
+		f, err := readSnapFrame(t, ws, 30*time.Second)
+		if err != nil {
+			t.Fatalf("no refusal before the connection ended: %v", err)
+		}
+		if bytes.Contains(f.raw, []byte("CANARY")) {
+			t.Fatalf("the renamed secret left changecast in a snapshot: %s", f.raw)
+		}
+		if f.Operation == "snapshot" {
+			t.Fatalf("a row of a type whose secret column is gone: %s", f.raw)
+		}
+		if f.Namespace == "error" || f.Args.Type == "resync-required" {
+			return // refused
+		}
+		if f.Args.Type == "snapshot-complete" {
+			t.Fatalf("snapshot completed: %s", f.raw)
+		}
+	}
+}

@@ -901,7 +901,12 @@ func (s *Subscription) deliver(ctx context.Context, ch entities.Change) error {
 			return ctx.Err()
 		}
 	}
-	if ch.Cursor != 0 {
+	// Until snapshot-complete, the changes after the rows are the seam:
+	// resuming from one of them would skip nothing the rows lack but
+	// repeat what they hold, so the cursor moves (and is saved) only
+	// once the snapshot is complete, and a reconnect before that asks
+	// for the snapshot again.
+	if ch.Cursor != 0 && (s.snapArgs == nil || s.st.snapDone) {
 		s.advance(ch.Cursor)
 	}
 	return nil
