@@ -67,6 +67,9 @@ type hub struct {
 	// while its transaction is open (snapshot.go).
 	snaps chan struct{}
 
+	// published is set by the first Publish: until then the head is not
+	// known, and a resume cannot be judged (server.go answers 503).
+	published atomic.Bool
 	overflows atomic.Uint64
 	catchUps  atomic.Uint64
 	// queueHigh is the longest client queue seen right after an enqueue;
@@ -312,6 +315,7 @@ func (h *hub) isClosing() bool {
 // prepared frame is shared. A nil batch (or one that breaks the contract)
 // sends every live client that is behind head to the journal instead.
 func (h *hub) publish(head int64, batch []entities.Change) {
+	h.published.Store(true)
 	h.mu.Lock()
 	behind := h.publishLocked(head, batch)
 	h.mu.Unlock()

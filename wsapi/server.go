@@ -577,6 +577,13 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if res.set && s.hub.journal != nil && !s.hub.published.Load() {
+		// Just started: the journal's head is not known yet, so a
+		// cursor cannot be told from one of another server's.
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "starting: the journal is being opened; retry in a moment")
+		return
+	}
 	if !s.originAllowed(r) {
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
