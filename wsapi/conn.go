@@ -71,10 +71,10 @@ type client struct {
 	snapshotting atomic.Bool
 	snapPending  atomic.Pointer[snapJob]
 
-	send    chan *outFrame // live change frames, shared by every client they go to; bounded (QueueLen), filled only by Publish, never blocking
-	replies chan reply     // responses and error frames from the reader, who waits for room (back-pressure on its own client)
-	pong    chan string    // pong payloads the writer owes; cap 1, extras dropped
-	wake    chan struct{}  // cap 1: "re-check catch-up" (switched to catch-up, filter set)
+	queue   frameQueue    // live change frames, shared by every client they go to; bounded (QueueLen, QueueBytes), filled only by Publish, never blocking
+	replies chan reply    // responses and error frames from the reader, who waits for room (back-pressure on its own client)
+	pong    chan string   // pong payloads the writer owes; cap 1, extras dropped
+	wake    chan struct{} // cap 1: "re-check catch-up" (switched to catch-up, filter set)
 
 	// ctx ends when the connection does (kick or either loop exiting); it
 	// bounds the writer's journal reads.
@@ -182,7 +182,7 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 		scope:      newScope(claims),
 		expiry:     claims.ExpiresAt.Time,
 		start:      time.Now(),
-		send:       make(chan *outFrame, srv.cfg.QueueLen),
+		queue:      frameQueue{maxN: srv.cfg.QueueLen, maxBytes: srv.cfg.QueueBytes, ready: make(chan struct{}, 1)},
 		replies:    make(chan reply, 4),
 		pong:       make(chan string, 1),
 		wake:       make(chan struct{}, 1),
@@ -222,16 +222,11 @@ func (c *client) maySee(ch *entities.Change) bool {
 
 // tryEnqueue queues f without blocking and reports whether there was room.
 func (c *client) tryEnqueue(f *outFrame) bool {
-	select {
-	case c.send <- f:
-		h := &c.srv.hub.queueHigh
-		if n := int64(len(c.send)); n > h.Load() {
-			h.Store(n) // only Publish enqueues, from one goroutine
-		}
-		return true
-	default:
-		return false
+	ok, n := c.queue.push(f)
+	if h := &c.srv.hub.queueHigh; ok && int64(n) > h.Load() {
+		h.Store(int64(n)) // only Publish enqueues, from one goroutine
 	}
+	return ok
 }
 
 // wakeWriter makes the writer re-check whether it has catch-up work.
@@ -403,8 +398,8 @@ func (c *client) parseCtx() parseCtx {
 // frame after the response has a cursor above the response's.
 func (c *client) writeResponse(r *pendingResponse) error {
 	pos := c.srv.hub.position(c)
-	if n := len(c.send); n > 0 {
-		if err := c.writeFrames(<-c.send, n-1); err != nil {
+	if n := c.queue.len(); n > 0 {
+		if err := c.writeQueued(n); err != nil {
 			return err
 		}
 	}
@@ -478,7 +473,7 @@ func (c *client) writeLoop() {
 			c.w.snap = c.snapPending.Swap(nil)
 		}
 		var snapSlot, snapStep <-chan struct{}
-		if j := c.w.snap; j != nil && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
+		if j := c.w.snap; j != nil && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
 			if j.phase == snapWaiting {
 				snapSlot = c.srv.hub.snaps
 			} else {
@@ -489,7 +484,7 @@ func (c *client) writeLoop() {
 			rest = c.w.rest.C
 		} else if c.w.retry != nil {
 			retry = c.w.retry.C
-		} else if c.catchingUp.Load() && !c.snapshotting.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
+		} else if c.catchingUp.Load() && !c.snapshotting.Load() && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
 			// waiting, and the client has said what it wants: wait
@@ -498,8 +493,8 @@ func (c *client) writeLoop() {
 		}
 		var err error
 		select {
-		case f := <-c.send:
-			err = c.writeFrames(f, len(c.send))
+		case <-c.queue.ready:
+			err = c.writeQueued(c.srv.cfg.QueueLen)
 		case r := <-c.replies:
 			if r.resp != nil {
 				err = c.writeResponse(r.resp)
@@ -569,36 +564,50 @@ const maxBatchBytes = 64 << 10
 // connection holds none.
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBytes); return &b }}
 
-// writeFrames writes first and then up to more further queued frames, in
-// as few writes as maxBatchBytes allows: a client that has fallen behind
+// writeQueued writes the frames queued now, at most limit of them, in as
+// few writes as maxBatchBytes allows: a client that has fallen behind
 // costs one syscall per batch instead of one per change. The frames are
 // complete WebSocket frames (wireFrame) written to the connection directly;
 // gorilla keeps nothing buffered between its own writes, all of which
 // happen on this goroutine too, so frames never interleave.
-func (c *client) writeFrames(first *outFrame, more int) error {
-	if more == 0 {
-		return c.writeWire(first.wire, first.cursor)
+func (c *client) writeQueued(limit int) error {
+	var frames [64]*outFrame
+	k, left := c.queue.take(frames[:min(limit, len(frames))])
+	if k == 0 {
+		return nil
+	}
+	if k == 1 && left == 0 {
+		return c.writeWire(frames[0].wire, frames[0].cursor)
 	}
 	bp := batchPool.Get().(*[]byte)
+	buf := (*bp)[:0]
 	defer func() {
-		if cap(*bp) <= 2*maxBatchBytes {
+		if cap(buf) <= 2*maxBatchBytes {
+			*bp = buf[:0]
 			batchPool.Put(bp)
 		}
 	}()
-	buf := append((*bp)[:0], first.wire...)
-	last := first.cursor
-	for ; more > 0; more-- {
-		f := <-c.send
-		if len(buf)+len(f.wire) > maxBatchBytes {
-			if err := c.writeWire(buf, last); err != nil {
-				return err
+	var last int64
+	for {
+		limit -= k
+		for _, f := range frames[:k] {
+			if len(buf) > 0 && len(buf)+len(f.wire) > maxBatchBytes {
+				if err := c.writeWire(buf, last); err != nil {
+					return err
+				}
+				buf = buf[:0]
 			}
-			buf = buf[:0]
+			buf = append(buf, f.wire...)
+			last = f.cursor
 		}
-		buf = append(buf, f.wire...)
-		last = f.cursor
+		clear(frames[:k])
+		if limit <= 0 || left == 0 {
+			break
+		}
+		if k, left = c.queue.take(frames[:min(limit, len(frames))]); k == 0 {
+			break
+		}
 	}
-	*bp = buf[:0]
 	return c.writeWire(buf, last)
 }
 
@@ -659,7 +668,7 @@ func (c *client) catchUpPage() error {
 
 	if lagging {
 		if err := c.writeText(encodeControl(wire.ControlLagging, pos, fmt.Sprintf(
-			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
+			"client fell %s; catching up from the journal after cursor %d", c.srv.cfg.behind(), pos))); err != nil {
 			return err
 		}
 		c.w.lagSent = true

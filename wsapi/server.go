@@ -39,6 +39,7 @@ import (
 // docs/protocol.md, "Keepalive": the ping period is shorter than the pong wait.
 const (
 	DefaultQueueLen        = 1024
+	DefaultQueueBytes      = 8 << 20
 	DefaultPingInterval    = 54 * time.Second
 	DefaultPongWait        = 60 * time.Second
 	DefaultWriteWait       = 10 * time.Second
@@ -62,6 +63,11 @@ type Config struct {
 	// behind switches to catch-up from Journal (or, without one, is
 	// disconnected with resync-required). Default: 1024.
 	QueueLen int
+	// QueueBytes bounds each client's live frame queue in bytes as well
+	// (the frames' sizes; one frame is always accepted into an empty
+	// queue): a client of large rows falls behind after fewer frames.
+	// Default: 8 MiB.
+	QueueBytes int
 	// Journal serves catch-up and resume (?since=). nil means neither:
 	// an overflowing client is disconnected with resync-required and a
 	// since is refused the same way.
@@ -289,8 +295,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.CatchUpWorkers < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
-		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, CatchUpWorkers, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	if cfg.QueueLen < 0 || cfg.QueueBytes < 0 || cfg.CatchUpPage < 0 || cfg.CatchUpWorkers < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
+		return nil, errors.New("new wsapi server: QueueLen, QueueBytes, CatchUpPage, CatchUpWorkers, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
 	}
 	if cfg.CatchUpPage == 0 {
 		cfg.CatchUpPage = DefaultCatchUpPage
@@ -300,6 +306,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
+	}
+	if cfg.QueueBytes == 0 {
+		cfg.QueueBytes = DefaultQueueBytes
 	}
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = DefaultPingInterval
