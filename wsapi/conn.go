@@ -94,7 +94,14 @@ type client struct {
 	readErr    error         // readLoop's final error; read by exit after both loops end
 	running    atomic.Int32  // loops still running; see exit
 
-	w writerState // owned by writeLoop
+	w writerState // owned by the writer goroutine (writeLoop; one at a time)
+
+	// The writer runs only while there is something to write (writer.go).
+	wmu         sync.Mutex
+	wstate      int         // writerNew, writerIdle, writerRunning, writerDone; guarded by wmu
+	pingOwed    atomic.Bool // the ping timer fired; the writer writes a ping
+	pingTimer   *time.Timer // armed by the writer after each ping
+	expireTimer *time.Timer // kicks the client when its token expires
 }
 
 // reply is a frame for this client only: data as is, or (resp set) an
@@ -226,6 +233,11 @@ func (c *client) tryEnqueue(f *outFrame) bool {
 	if h := &c.srv.hub.queueHigh; ok && int64(n) > h.Load() {
 		h.Store(int64(n)) // only Publish enqueues, from one goroutine
 	}
+	if n == 1 {
+		// The queue was empty: its writer may have left. Otherwise the
+		// writer, which leaves only with an empty queue, is running.
+		c.ensureWriter()
+	}
 	return ok
 }
 
@@ -235,6 +247,7 @@ func (c *client) wakeWriter() {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	c.ensureWriter()
 }
 
 // kick asks the writer to end the connection for r. Only the first call
@@ -246,6 +259,7 @@ func (c *client) kick(r stopReason) {
 		close(c.stop)
 		c.cancel()
 	})
+	c.ensureWriter()
 }
 
 // reply hands a frame for this client only (responses, error frames) to
@@ -255,6 +269,7 @@ func (c *client) kick(r stopReason) {
 func (c *client) reply(r reply) {
 	select {
 	case c.replies <- r:
+		c.ensureWriter()
 	case <-c.stop:
 	case <-c.writerDone:
 	}
@@ -264,6 +279,7 @@ func (c *client) reply(r reply) {
 // owns the connection's read side.
 func (c *client) readLoop() {
 	defer c.exit()
+	defer c.ensureWriter() // the writer closes the connection
 	defer close(c.readerDone)
 	defer c.cancel()
 
@@ -284,6 +300,7 @@ func (c *client) readLoop() {
 		case c.pong <- data:
 		default:
 		}
+		c.ensureWriter()
 		return nil
 	})
 	c.conn.SetCloseHandler(func(int, string) error { return nil })
@@ -425,43 +442,60 @@ func (c *client) writeSystemState() error {
 
 // writeLoop writes queued frames, replies, pongs and pings, and serves
 // catch-up from the journal one page per catch-up token (hub.slots), until
-// the client is stopped or its reader ends. It owns every write and, on
-// exit, closes the connection, which ends the reader if it is still
-// running.
+// the client is stopped or its reader ends. It owns every write and, at
+// the end, closes the connection, which ends the reader if it is still
+// running. It also returns, leaving the connection open, once it has had
+// nothing to do for writerLinger (writer.go): the next thing to write
+// starts another.
 func (c *client) writeLoop() {
-	defer c.exit()
-	defer close(c.writerDone)
-	defer c.conn.Close()
-	defer c.cancel()
-	cfg := &c.srv.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	expire := time.NewTimer(time.Until(c.expiry))
-	defer expire.Stop()
-	defer func() {
-		if c.w.retry != nil {
-			c.w.retry.Stop()
-		}
-		if c.w.rest != nil {
-			c.w.rest.Stop()
-			c.srv.hub.slots <- c.w.slot // never blocks: the token came from there
-		}
-		if c.w.state != nil {
-			c.w.state.Stop()
-		}
-		if c.w.snap != nil {
-			c.endSnapshotJob(c.w.snap)
-		}
-	}()
+	if !c.writeUntilIdle() {
+		return
+	}
+	// The connection is over (in the order the loop's defers had).
+	if c.w.retry != nil {
+		c.w.retry.Stop()
+	}
+	if c.w.rest != nil {
+		c.w.rest.Stop()
+		c.srv.hub.slots <- c.w.slot // never blocks: the token came from there
+	}
+	if c.w.state != nil {
+		c.w.state.Stop()
+	}
+	if c.w.snap != nil {
+		c.endSnapshotJob(c.w.snap)
+	}
+	c.writerEnded()
+	c.cancel()
+	c.conn.Close()
+	close(c.writerDone)
+	c.exit()
+}
 
+// writeUntilIdle is writeLoop's loop. It returns true when the connection
+// is over, false when the writer leaves an idle connection.
+func (c *client) writeUntilIdle() (over bool) {
+	cfg := &c.srv.cfg
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
+	lastWork := time.Now()
 	for {
 		// A stop wins over queued frames: after a stop the client will
 		// get them again after it reconnects.
 		select {
 		case <-c.stop:
 			c.finish(c.w.lastCursor)
-			return
+			return true
 		default:
+		}
+		if c.pingOwed.Swap(false) {
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
+				if !c.stopped.Load() {
+					c.log.Debug("websocket write failed", "err", err)
+				}
+				return true
+			}
+			c.pingTimer.Reset(cfg.PingInterval)
 		}
 		var slot, retry, state, rest <-chan time.Time
 		if c.w.state != nil {
@@ -504,18 +538,8 @@ func (c *client) writeLoop() {
 			}
 		case data := <-c.pong:
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
-		case <-ping.C:
-			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
 		case <-state:
 			err = c.writeSystemState()
-		case <-expire.C:
-			c.kick(stopReason{
-				control:   wire.ControlTokenExpired,
-				message:   "token expired; reconnect with a new token",
-				closeCode: websocket.ClosePolicyViolation,
-				closeText: "token expired",
-				why:       "token expired",
-			})
 		case <-c.stop:
 			// handled at the top of the loop
 		case <-c.wake:
@@ -540,14 +564,25 @@ func (c *client) writeLoop() {
 			// its close frame, best effort.
 			_ = c.conn.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(cfg.WriteWait))
-			return
+			return true
+		case <-linger.C:
+			if d := writerLinger - time.Since(lastWork); d > 0 {
+				linger.Reset(d)
+				continue
+			}
+			if c.leaveIfIdle() {
+				return false
+			}
+			linger.Reset(writerLinger)
+			continue
 		}
 		if err != nil {
 			if !c.stopped.Load() {
 				c.log.Debug("websocket write failed", "err", err)
 			}
-			return
+			return true
 		}
+		lastWork = time.Now()
 	}
 }
 

@@ -213,7 +213,7 @@ func (h *hub) register(c *client, r resume) bool {
 	h.wg.Add(2)
 	c.running.Store(2)
 	go c.readLoop()
-	go c.writeLoop()
+	c.startWriter()
 	return true
 }
 
