@@ -118,5 +118,16 @@ func (q *frameQueue) len() int {
 // behind says how far behind a client fell when its queue overflowed, for
 // the lagging and resync-required messages.
 func (cfg *Config) behind() string {
-	return fmt.Sprintf("more than %d frames behind (or more than %d bytes)", cfg.QueueLen, cfg.QueueBytes)
+	return fmt.Sprintf("more than %d frames behind (or more than %s)", cfg.QueueLen, byteSize(cfg.QueueBytes))
+}
+
+// byteSize prints n bytes in the largest binary unit that divides it.
+func byteSize(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
