@@ -38,7 +38,7 @@ import (
 // Defaults for Config fields left zero. The keepalive numbers are those of
 // docs/protocol.md, "Keepalive": the ping period is shorter than the pong wait.
 const (
-	DefaultQueueLen        = 1024
+	DefaultQueueLen        = 8192
 	DefaultQueueBytes      = 8 << 20
 	DefaultPingInterval    = 54 * time.Second
 	DefaultPongWait        = 60 * time.Second
@@ -61,7 +61,11 @@ type Config struct {
 	Logger *slog.Logger
 	// QueueLen is each client's live frame queue length; a client further
 	// behind switches to catch-up from Journal (or, without one, is
-	// disconnected with resync-required). Default: 1024.
+	// disconnected with resync-required). The queue grows only as frames
+	// wait and frames are shared between clients, so a long queue costs
+	// nothing while a client keeps up; it lets a client ride out a stall
+	// of a second or more at thousands of changes per second rather than
+	// fall back to catch-up, whose pace is rationed. Default: 8192.
 	QueueLen int
 	// QueueBytes bounds each client's live frame queue in bytes as well
 	// (the frames' sizes; one frame is always accepted into an empty
