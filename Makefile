@@ -31,7 +31,7 @@ test: postgres chromium vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	# Allocation counts are inflated by the race detector, so those tests
 	# skip under -race; run them once without it.
-	$(GO) test -count=1 -run 'Alloc' ./sanitize ./watcher ./entities
+	$(GO) test -count=1 -run 'Alloc' ./sanitize ./watcher ./entities ./wsapi
 	@$(MAKE) --no-print-directory fuzz-brief
 
 vet:

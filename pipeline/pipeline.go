@@ -691,7 +691,15 @@ func (p *Pipeline) once(ctx context.Context) error {
 	// keeps a few items buffered so its non-blocking collection finds the
 	// next one while the relay refills it.
 	toJournal := make(chan entities.Transaction, 4)
-	g.Go(func() error { return relay(gctx, clean, toJournal, 4*p.cfg.ChunkSize) })
+	// A BatchWriter takes, in one receive, everything the relay holds
+	// (relay_batches.go).
+	bw, batches := jw.(BatchWriter)
+	toBatches := make(chan []entities.Transaction)
+	if batches {
+		g.Go(func() error { return relayBatches(gctx, clean, toBatches, 4*p.cfg.ChunkSize) })
+	} else {
+		g.Go(func() error { return relay(gctx, clean, toJournal, 4*p.cfg.ChunkSize) })
+	}
 	g.Go(func() error {
 		defer close(raw)
 		return w.Run(wctx, raw)
@@ -746,7 +754,12 @@ func (p *Pipeline) once(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return jw.Run(gctx, toJournal) })
+	g.Go(func() error {
+		if batches {
+			return bw.RunBatches(gctx, toBatches)
+		}
+		return jw.Run(gctx, toJournal)
+	})
 	// A reload abandons this instance like a failed stage (reload.go).
 	g.Go(func() error { return p.awaitReload(wctx) })
 	return g.Wait()

@@ -107,6 +107,8 @@ type Appender struct {
 	// broken is set, on the Run goroutine, when a journal transaction
 	// failed or its commit is in doubt: the Appender must be replaced.
 	broken error
+	// cols is commitOneShot's reusable column buffer (Run goroutine).
+	cols oneShotColumns
 
 	closeOnce sync.Once
 	closeErr  error
@@ -267,6 +269,11 @@ func (a *Appender) Close() error {
 // Appender and make a new one (which reloads the head and offset: a
 // failed COMMIT may or may not have committed).
 func (a *Appender) Run(ctx context.Context, in <-chan entities.Transaction) error {
+	return a.runFrom(ctx, &txSource{one: in})
+}
+
+// runFrom is Run (and RunBatches) on either kind of input.
+func (a *Appender) runFrom(ctx context.Context, in *txSource) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("append journal: Run is already running")
 	}
@@ -300,12 +307,14 @@ func (a *Appender) closeRunDone() {
 	}
 }
 
-func (a *Appender) run(ctx context.Context, in <-chan entities.Transaction) error {
+func (a *Appender) run(ctx context.Context, in *txSource) error {
 	var next *entities.Transaction
 	for {
 		var t entities.Transaction
 		if next != nil {
 			t, next = *next, nil
+		} else if b, ok := in.pop(); ok {
+			t = b
 		} else {
 			var ok bool
 			select {
@@ -318,9 +327,15 @@ func (a *Appender) run(ctx context.Context, in <-chan entities.Transaction) erro
 					return err
 				}
 				continue
-			case t, ok = <-in:
+			case t, ok = <-in.one:
 				if !ok {
 					return nil
+				}
+			case b, open := <-in.many:
+				if t, ok = in.take(b, open); !open {
+					return nil
+				} else if len(b) == 0 {
+					continue
 				}
 			}
 		}
@@ -360,48 +375,51 @@ func (a *Appender) skipped(t entities.Transaction) {
 // transactions already queued behind it, in one journal transaction. It
 // returns the transaction it received but could not take (a chunk, or one
 // that would overflow the group), and whether in was closed.
-func (a *Appender) appendGroup(ctx context.Context, in <-chan entities.Transaction, first entities.Transaction) (next *entities.Transaction, closed bool, err error) {
+func (a *Appender) appendGroup(ctx context.Context, in *txSource, first entities.Transaction) (next *entities.Transaction, closed bool, err error) {
 	group := [][]entities.Change{first.Changes}
 	n := len(first.Changes)
 	end := first.EndLSN
 	offset := max(a.Offset(), end)
 collect:
 	for n < a.cfg.MaxGroupChanges {
-		select {
-		case t, ok := <-in:
-			if !ok {
-				closed = true
-				break collect
-			}
-			a.hold(n + len(t.Changes))
-			switch {
-			case t.CommitLSN < offset:
-				// A replay of a transaction in this group or
-				// already journaled (the watcher reconnected).
-				if t.Final {
-					end = max(end, t.EndLSN)
-				}
-			case !t.Final || n+len(t.Changes) > a.cfg.MaxGroupChanges:
-				next = &t
-				break collect
-			default:
-				group = append(group, t.Changes)
-				n += len(t.Changes)
-				end = max(end, t.EndLSN)
-				offset = max(offset, t.EndLSN)
-			}
-		default:
+		t, got, isClosed := in.tryNext()
+		switch {
+		case isClosed:
+			closed = true
 			break collect
+		case !got:
+			break collect
+		}
+		a.hold(n + len(t.Changes))
+		switch {
+		case t.CommitLSN < offset:
+			// A replay of a transaction in this group or
+			// already journaled (the watcher reconnected).
+			if t.Final {
+				end = max(end, t.EndLSN)
+			}
+		case !t.Final || n+len(t.Changes) > a.cfg.MaxGroupChanges:
+			next = &t
+			break collect
+		default:
+			group = append(group, t.Changes)
+			n += len(t.Changes)
+			end = max(end, t.EndLSN)
+			offset = max(offset, t.EndLSN)
 		}
 	}
 
 	head := a.Head()
-	err = a.inTx(ctx, func(tx pgx.Tx) error {
-		if err := a.copyChanges(ctx, tx, head, group); err != nil {
-			return err
-		}
-		return a.saveOffset(ctx, tx, end)
-	})
+	if a.oneShot(group) {
+		err = a.commitOneShot(ctx, head, group, end)
+	} else {
+		err = a.inTx(ctx, func(tx pgx.Tx) error {
+			if err := a.copyChanges(ctx, tx, head, group); err != nil {
+				return err
+			}
+			return a.saveOffset(ctx, tx, end)
+		})
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -435,7 +453,7 @@ collect:
 // or Xid, or an Index that goes backwards: the watcher reconnected and
 // replays from its confirmed position) rolls the open transaction back and
 // is returned as next, to be handled afresh.
-func (a *Appender) appendChunked(ctx context.Context, in <-chan entities.Transaction, first entities.Transaction) (next *entities.Transaction, closed bool, err error) {
+func (a *Appender) appendChunked(ctx context.Context, in *txSource, first entities.Transaction) (next *entities.Transaction, closed bool, err error) {
 	head := a.Head()
 	var (
 		inline   []entities.Change
@@ -465,14 +483,12 @@ func (a *Appender) appendChunked(ctx context.Context, in <-chan entities.Transac
 			}
 
 			var ok bool
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case t, ok = <-in:
-				if !ok {
-					closed = true
-					return errRollback
-				}
+			var err error
+			if t, ok, err = in.next(ctx); err != nil {
+				return err
+			} else if !ok {
+				closed = true
+				return errRollback
 			}
 			a.hold(len(inline) + len(t.Changes))
 			if t.CommitLSN != first.CommitLSN || t.Xid != first.Xid || len(t.Changes) > 0 && t.Changes[0].Index <= lastIdx {

@@ -89,3 +89,5 @@ func (j *Journal) Horizon(ctx context.Context) (int64, error) { return j.DB.Jour
 // Standby reports whether err is ErrJournalLocked: another process writes
 // this journal.
 func (j *Journal) Standby(err error) bool { return errors.Is(err, ErrJournalLocked) }
+
+var _ pipeline.BatchWriter = (*Appender)(nil)

@@ -71,10 +71,10 @@ type client struct {
 	snapshotting atomic.Bool
 	snapPending  atomic.Pointer[snapJob]
 
-	send    chan *outFrame // live change frames, shared by every client they go to; bounded (QueueLen), filled only by Publish, never blocking
-	replies chan reply     // responses and error frames from the reader, who waits for room (back-pressure on its own client)
-	pong    chan string    // pong payloads the writer owes; cap 1, extras dropped
-	wake    chan struct{}  // cap 1: "re-check catch-up" (switched to catch-up, filter set)
+	queue   frameQueue    // live change frames, shared by every client they go to; bounded (QueueLen, QueueBytes), filled only by Publish, never blocking
+	replies chan reply    // responses and error frames from the reader, who waits for room (back-pressure on its own client)
+	pong    chan string   // pong payloads the writer owes; cap 1, extras dropped
+	wake    chan struct{} // cap 1: "re-check catch-up" (switched to catch-up, filter set)
 
 	// ctx ends when the connection does (kick or either loop exiting); it
 	// bounds the writer's journal reads.
@@ -94,7 +94,14 @@ type client struct {
 	readErr    error         // readLoop's final error; read by exit after both loops end
 	running    atomic.Int32  // loops still running; see exit
 
-	w writerState // owned by writeLoop
+	w writerState // owned by the writer goroutine (writeLoop; one at a time)
+
+	// The writer runs only while there is something to write (writer.go).
+	wmu         sync.Mutex
+	wstate      int         // writerNew, writerIdle, writerRunning, writerDone; guarded by wmu
+	pingOwed    atomic.Bool // the ping timer fired; the writer writes a ping
+	pingTimer   *time.Timer // armed by the writer after each ping
+	expireTimer *time.Timer // kicks the client when its token expires
 }
 
 // reply is a frame for this client only: data as is, or (resp set) an
@@ -182,7 +189,7 @@ func newClient(srv *Server, conn *websocket.Conn, claims *Claims) *client {
 		scope:      newScope(claims),
 		expiry:     claims.ExpiresAt.Time,
 		start:      time.Now(),
-		send:       make(chan *outFrame, srv.cfg.QueueLen),
+		queue:      frameQueue{maxN: srv.cfg.QueueLen, maxBytes: srv.cfg.QueueBytes, ready: make(chan struct{}, 1)},
 		replies:    make(chan reply, 4),
 		pong:       make(chan string, 1),
 		wake:       make(chan struct{}, 1),
@@ -222,16 +229,16 @@ func (c *client) maySee(ch *entities.Change) bool {
 
 // tryEnqueue queues f without blocking and reports whether there was room.
 func (c *client) tryEnqueue(f *outFrame) bool {
-	select {
-	case c.send <- f:
-		h := &c.srv.hub.queueHigh
-		if n := int64(len(c.send)); n > h.Load() {
-			h.Store(n) // only Publish enqueues, from one goroutine
-		}
-		return true
-	default:
-		return false
+	ok, n := c.queue.push(f)
+	if h := &c.srv.hub.queueHigh; ok && int64(n) > h.Load() {
+		h.Store(int64(n)) // only Publish enqueues, from one goroutine
 	}
+	if n == 1 {
+		// The queue was empty: its writer may have left. Otherwise the
+		// writer, which leaves only with an empty queue, is running.
+		c.ensureWriter()
+	}
+	return ok
 }
 
 // wakeWriter makes the writer re-check whether it has catch-up work.
@@ -240,6 +247,7 @@ func (c *client) wakeWriter() {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	c.ensureWriter()
 }
 
 // kick asks the writer to end the connection for r. Only the first call
@@ -251,6 +259,7 @@ func (c *client) kick(r stopReason) {
 		close(c.stop)
 		c.cancel()
 	})
+	c.ensureWriter()
 }
 
 // reply hands a frame for this client only (responses, error frames) to
@@ -260,6 +269,7 @@ func (c *client) kick(r stopReason) {
 func (c *client) reply(r reply) {
 	select {
 	case c.replies <- r:
+		c.ensureWriter()
 	case <-c.stop:
 	case <-c.writerDone:
 	}
@@ -269,6 +279,7 @@ func (c *client) reply(r reply) {
 // owns the connection's read side.
 func (c *client) readLoop() {
 	defer c.exit()
+	defer c.ensureWriter() // the writer closes the connection
 	defer close(c.readerDone)
 	defer c.cancel()
 
@@ -289,6 +300,7 @@ func (c *client) readLoop() {
 		case c.pong <- data:
 		default:
 		}
+		c.ensureWriter()
 		return nil
 	})
 	c.conn.SetCloseHandler(func(int, string) error { return nil })
@@ -403,8 +415,8 @@ func (c *client) parseCtx() parseCtx {
 // frame after the response has a cursor above the response's.
 func (c *client) writeResponse(r *pendingResponse) error {
 	pos := c.srv.hub.position(c)
-	if n := len(c.send); n > 0 {
-		if err := c.writeFrames(<-c.send, n-1); err != nil {
+	if n := c.queue.len(); n > 0 {
+		if err := c.writeQueued(n); err != nil {
 			return err
 		}
 	}
@@ -430,43 +442,60 @@ func (c *client) writeSystemState() error {
 
 // writeLoop writes queued frames, replies, pongs and pings, and serves
 // catch-up from the journal one page per catch-up token (hub.slots), until
-// the client is stopped or its reader ends. It owns every write and, on
-// exit, closes the connection, which ends the reader if it is still
-// running.
+// the client is stopped or its reader ends. It owns every write and, at
+// the end, closes the connection, which ends the reader if it is still
+// running. It also returns, leaving the connection open, once it has had
+// nothing to do for writerLinger (writer.go): the next thing to write
+// starts another.
 func (c *client) writeLoop() {
-	defer c.exit()
-	defer close(c.writerDone)
-	defer c.conn.Close()
-	defer c.cancel()
-	cfg := &c.srv.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	expire := time.NewTimer(time.Until(c.expiry))
-	defer expire.Stop()
-	defer func() {
-		if c.w.retry != nil {
-			c.w.retry.Stop()
-		}
-		if c.w.rest != nil {
-			c.w.rest.Stop()
-			c.srv.hub.slots <- c.w.slot // never blocks: the token came from there
-		}
-		if c.w.state != nil {
-			c.w.state.Stop()
-		}
-		if c.w.snap != nil {
-			c.endSnapshotJob(c.w.snap)
-		}
-	}()
+	if !c.writeUntilIdle() {
+		return
+	}
+	// The connection is over (in the order the loop's defers had).
+	if c.w.retry != nil {
+		c.w.retry.Stop()
+	}
+	if c.w.rest != nil {
+		c.w.rest.Stop()
+		c.srv.hub.slots <- c.w.slot // never blocks: the token came from there
+	}
+	if c.w.state != nil {
+		c.w.state.Stop()
+	}
+	if c.w.snap != nil {
+		c.endSnapshotJob(c.w.snap)
+	}
+	c.writerEnded()
+	c.cancel()
+	c.conn.Close()
+	close(c.writerDone)
+	c.exit()
+}
 
+// writeUntilIdle is writeLoop's loop. It returns true when the connection
+// is over, false when the writer leaves an idle connection.
+func (c *client) writeUntilIdle() (over bool) {
+	cfg := &c.srv.cfg
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
+	lastWork := time.Now()
 	for {
 		// A stop wins over queued frames: after a stop the client will
 		// get them again after it reconnects.
 		select {
 		case <-c.stop:
 			c.finish(c.w.lastCursor)
-			return
+			return true
 		default:
+		}
+		if c.pingOwed.Swap(false) {
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
+				if !c.stopped.Load() {
+					c.log.Debug("websocket write failed", "err", err)
+				}
+				return true
+			}
+			c.pingTimer.Reset(cfg.PingInterval)
 		}
 		var slot, retry, state, rest <-chan time.Time
 		if c.w.state != nil {
@@ -480,7 +509,7 @@ func (c *client) writeLoop() {
 		}
 		var snapSlot, snapStep <-chan struct{}
 		var snapRest <-chan time.Time
-		if j := c.w.snap; j != nil && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
+		if j := c.w.snap; j != nil && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
 			if j.phase == snapWaiting {
 				snapSlot = c.srv.hub.snaps
 			} else if j.rest != nil {
@@ -493,7 +522,7 @@ func (c *client) writeLoop() {
 			rest = c.w.rest.C
 		} else if c.w.retry != nil {
 			retry = c.w.retry.C
-		} else if c.catchingUp.Load() && !c.snapshotting.Load() && len(c.send) == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
+		} else if c.catchingUp.Load() && !c.snapshotting.Load() && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			// Catching up, the frames queued before the switch are
 			// written (Publish queues nothing more), no reply is
 			// waiting, and the client has said what it wants: wait
@@ -502,8 +531,8 @@ func (c *client) writeLoop() {
 		}
 		var err error
 		select {
-		case f := <-c.send:
-			err = c.writeFrames(f, len(c.send))
+		case <-c.queue.ready:
+			err = c.writeQueued(c.srv.cfg.QueueLen)
 		case r := <-c.replies:
 			if r.resp != nil {
 				err = c.writeResponse(r.resp)
@@ -513,18 +542,8 @@ func (c *client) writeLoop() {
 			}
 		case data := <-c.pong:
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
-		case <-ping.C:
-			err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait))
 		case <-state:
 			err = c.writeSystemState()
-		case <-expire.C:
-			c.kick(stopReason{
-				control:   wire.ControlTokenExpired,
-				message:   "token expired; reconnect with a new token",
-				closeCode: websocket.ClosePolicyViolation,
-				closeText: "token expired",
-				why:       "token expired",
-			})
 		case <-c.stop:
 			// handled at the top of the loop
 		case <-c.wake:
@@ -556,14 +575,25 @@ func (c *client) writeLoop() {
 			// its close frame, best effort.
 			_ = c.conn.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(cfg.WriteWait))
-			return
+			return true
+		case <-linger.C:
+			if d := writerLinger - time.Since(lastWork); d > 0 {
+				linger.Reset(d)
+				continue
+			}
+			if c.leaveIfIdle() {
+				return false
+			}
+			linger.Reset(writerLinger)
+			continue
 		}
 		if err != nil {
 			if !c.stopped.Load() {
 				c.log.Debug("websocket write failed", "err", err)
 			}
-			return
+			return true
 		}
+		lastWork = time.Now()
 	}
 }
 
@@ -580,36 +610,50 @@ const maxBatchBytes = 64 << 10
 // connection holds none.
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatchBytes); return &b }}
 
-// writeFrames writes first and then up to more further queued frames, in
-// as few writes as maxBatchBytes allows: a client that has fallen behind
+// writeQueued writes the frames queued now, at most limit of them, in as
+// few writes as maxBatchBytes allows: a client that has fallen behind
 // costs one syscall per batch instead of one per change. The frames are
 // complete WebSocket frames (wireFrame) written to the connection directly;
 // gorilla keeps nothing buffered between its own writes, all of which
 // happen on this goroutine too, so frames never interleave.
-func (c *client) writeFrames(first *outFrame, more int) error {
-	if more == 0 {
-		return c.writeWire(first.wire, first.cursor)
+func (c *client) writeQueued(limit int) error {
+	var frames [64]*outFrame
+	k, left := c.queue.take(frames[:min(limit, len(frames))])
+	if k == 0 {
+		return nil
+	}
+	if k == 1 && left == 0 {
+		return c.writeWire(frames[0].wire, frames[0].cursor)
 	}
 	bp := batchPool.Get().(*[]byte)
+	buf := (*bp)[:0]
 	defer func() {
-		if cap(*bp) <= 2*maxBatchBytes {
+		if cap(buf) <= 2*maxBatchBytes {
+			*bp = buf[:0]
 			batchPool.Put(bp)
 		}
 	}()
-	buf := append((*bp)[:0], first.wire...)
-	last := first.cursor
-	for ; more > 0; more-- {
-		f := <-c.send
-		if len(buf)+len(f.wire) > maxBatchBytes {
-			if err := c.writeWire(buf, last); err != nil {
-				return err
+	var last int64
+	for {
+		limit -= k
+		for _, f := range frames[:k] {
+			if len(buf) > 0 && len(buf)+len(f.wire) > maxBatchBytes {
+				if err := c.writeWire(buf, last); err != nil {
+					return err
+				}
+				buf = buf[:0]
 			}
-			buf = buf[:0]
+			buf = append(buf, f.wire...)
+			last = f.cursor
 		}
-		buf = append(buf, f.wire...)
-		last = f.cursor
+		clear(frames[:k])
+		if limit <= 0 || left == 0 {
+			break
+		}
+		if k, left = c.queue.take(frames[:min(limit, len(frames))]); k == 0 {
+			break
+		}
 	}
-	*bp = buf[:0]
 	return c.writeWire(buf, last)
 }
 
@@ -670,7 +714,7 @@ func (c *client) catchUpPage() error {
 
 	if lagging {
 		if err := c.writeText(encodeControl(wire.ControlLagging, pos, fmt.Sprintf(
-			"client fell more than %d frames behind; catching up from the journal after cursor %d", c.srv.cfg.QueueLen, pos))); err != nil {
+			"client fell %s; catching up from the journal after cursor %d", c.srv.cfg.behind(), pos))); err != nil {
 			return err
 		}
 		c.w.lagSent = true

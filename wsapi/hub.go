@@ -217,7 +217,7 @@ func (h *hub) register(c *client, r resume) bool {
 	h.wg.Add(2)
 	c.running.Store(2)
 	go c.readLoop()
-	go c.writeLoop()
+	c.startWriter()
 	return true
 }
 
@@ -321,9 +321,9 @@ func (h *hub) publish(head int64, batch []entities.Change) {
 	h.mu.Unlock()
 	for _, c := range behind {
 		if h.journal == nil {
-			c.log.Warn("websocket client fell behind; disconnecting", "queue_len", c.srv.cfg.QueueLen)
+			c.log.Warn("websocket client fell behind; disconnecting", "queue_len", c.srv.cfg.QueueLen, "queue_bytes", c.srv.cfg.QueueBytes)
 		} else {
-			c.log.Info("websocket client fell behind; catching up from the journal", "queue_len", c.srv.cfg.QueueLen)
+			c.log.Info("websocket client fell behind; catching up from the journal", "queue_len", c.srv.cfg.QueueLen, "queue_bytes", c.srv.cfg.QueueBytes)
 		}
 	}
 }
@@ -453,7 +453,7 @@ func (h *hub) fallBehindLocked(c *client, overflow bool) {
 	if h.journal == nil {
 		msg := "a commit was too large to deliver and this server keeps no journal; re-read the state and reconnect"
 		if overflow {
-			msg = fmt.Sprintf("client fell more than %d frames behind; reconnect and send the filter again", c.srv.cfg.QueueLen)
+			msg = fmt.Sprintf("client fell %s; reconnect and send the filter again", c.srv.cfg.behind())
 		}
 		r := resyncReason(msg)
 		r.why = "queue overflow"

@@ -39,7 +39,8 @@ import (
 // Defaults for Config fields left zero. The keepalive numbers are those of
 // docs/protocol.md, "Keepalive": the ping period is shorter than the pong wait.
 const (
-	DefaultQueueLen        = 1024
+	DefaultQueueLen        = 8192
+	DefaultQueueBytes      = 8 << 20
 	DefaultPingInterval    = 54 * time.Second
 	DefaultPongWait        = 60 * time.Second
 	DefaultWriteWait       = 10 * time.Second
@@ -61,8 +62,17 @@ type Config struct {
 	Logger *slog.Logger
 	// QueueLen is each client's live frame queue length; a client further
 	// behind switches to catch-up from Journal (or, without one, is
-	// disconnected with resync-required). Default: 1024.
+	// disconnected with resync-required). The queue grows only as frames
+	// wait and frames are shared between clients, so a long queue costs
+	// nothing while a client keeps up; it lets a client ride out a stall
+	// of a second or more at thousands of changes per second rather than
+	// fall back to catch-up, whose pace is rationed. Default: 8192.
 	QueueLen int
+	// QueueBytes bounds each client's live frame queue in bytes as well
+	// (the frames' sizes; one frame is always accepted into an empty
+	// queue): a client of large rows falls behind after fewer frames.
+	// Default: 8 MiB.
+	QueueBytes int
 	// Journal serves catch-up and resume (?since=). nil means neither:
 	// an overflowing client is disconnected with resync-required and a
 	// since is refused the same way.
@@ -299,8 +309,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.QueueLen < 0 || cfg.CatchUpPage < 0 || cfg.CatchUpWorkers < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
-		return nil, errors.New("new wsapi server: QueueLen, CatchUpPage, CatchUpWorkers, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
+	if cfg.QueueLen < 0 || cfg.QueueBytes < 0 || cfg.CatchUpPage < 0 || cfg.CatchUpWorkers < 0 || cfg.PingInterval < 0 || cfg.PongWait < 0 || cfg.WriteWait < 0 || cfg.MaxMessageBytes < 0 {
+		return nil, errors.New("new wsapi server: QueueLen, QueueBytes, CatchUpPage, CatchUpWorkers, PingInterval, PongWait, WriteWait and MaxMessageBytes must not be negative")
 	}
 	if cfg.CatchUpPage == 0 {
 		cfg.CatchUpPage = DefaultCatchUpPage
@@ -310,6 +320,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
+	}
+	if cfg.QueueBytes == 0 {
+		cfg.QueueBytes = DefaultQueueBytes
 	}
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = DefaultPingInterval

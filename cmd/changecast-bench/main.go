@@ -71,6 +71,7 @@ func (e usageError) Unwrap() error { return e.err }
 const (
 	scenarioDrain    = "drain"
 	scenarioLatency  = "latency"
+	scenarioSingle   = "single"
 	scenarioFanout   = "fanout"
 	scenarioConns    = "conns"
 	scenarioCatchUp  = "catchup"
@@ -78,7 +79,7 @@ const (
 	scenarioSnapshot = "snapshot"
 )
 
-var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL, scenarioSnapshot}
+var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioSingle, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL, scenarioSnapshot}
 
 // config is the parsed command line.
 type config struct {
@@ -99,6 +100,8 @@ type config struct {
 
 	fanoutClients int // half send-everything, half narrow (fan-out)
 	fanoutRate    int // offered changes/s (fan-out)
+
+	singleRate int // single-row transactions/s (single)
 
 	catchupChanges int // backlog the catching-up clients replay (catchup)
 	catchupClients int // clients resuming from the start of the journal (catchup)
@@ -124,7 +127,7 @@ var (
 		repeat: 3, changes: 270_000, txRows: 1000,
 		latencyClients: 100, rates: []int{1000, 5000}, liveTxRows: 5, writers: 4,
 		duration: 10 * time.Second, warmup: time.Second,
-		fanoutClients: 500, fanoutRate: 1200,
+		fanoutClients: 500, fanoutRate: 2400, singleRate: 1000,
 		catchupChanges: 300_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        10_000,
 		walChanges:   10_000,
@@ -135,7 +138,7 @@ var (
 		repeat: 1, changes: 30_000, txRows: 1000,
 		latencyClients: 100, rates: []int{1000, 5000}, liveTxRows: 5, writers: 4,
 		duration: 3 * time.Second, warmup: 500 * time.Millisecond,
-		fanoutClients: 500, fanoutRate: 1200,
+		fanoutClients: 500, fanoutRate: 2400, singleRate: 1000,
 		catchupChanges: 30_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        1000,
 		walChanges:   2000,
@@ -150,7 +153,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("changecast-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: changecast-bench --changecast PATH [flags]\n\nMeasures changecast against the targets of issue 8; see docs/benchmarks.md.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: changecast-bench --changecast PATH [flags]\n\nMeasures changecast against the targets of issues 8 and 18; see docs/benchmarks.md.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var c config
@@ -169,6 +172,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.warmup, "warmup", fullPreset.warmup, "latency and fan-out: unmeasured time before each measurement (quick: 500ms)")
 	fs.IntVar(&c.fanoutClients, "fanout-clients", fullPreset.fanoutClients, "fan-out: clients, half send-everything, half one entity type and operation")
 	fs.IntVar(&c.fanoutRate, "fanout-rate", fullPreset.fanoutRate, "fan-out: offered changes/s")
+	fs.IntVar(&c.singleRate, "single-rate", fullPreset.singleRate, "single: offered single-row transactions/s")
 	fs.IntVar(&c.catchupChanges, "catchup-changes", fullPreset.catchupChanges, "catchup: backlog the catching-up clients replay (quick: 30000)")
 	fs.IntVar(&c.catchupClients, "catchup-clients", fullPreset.catchupClients, "catchup: clients resuming with since=0")
 	fs.IntVar(&c.catchupLive, "catchup-live-clients", fullPreset.catchupLive, "catchup: live send-everything clients whose latency is measured")
@@ -230,7 +234,7 @@ func (c *config) validate() error {
 	}{
 		{"--repeat", c.repeat}, {"--changes", c.changes}, {"--tx-rows", c.txRows},
 		{"--latency-clients", c.latencyClients}, {"--live-tx-rows", c.liveTxRows}, {"--writers", c.writers},
-		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--conns", c.conns},
+		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--single-rate", c.singleRate}, {"--conns", c.conns},
 		{"--catchup-changes", c.catchupChanges}, {"--catchup-clients", c.catchupClients},
 		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate}, {"--wal-changes", c.walChanges}, {"--snapshot-rows", c.snapshotRows},
 	} {
@@ -340,6 +344,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			sec = h.drain(ctx)
 		case scenarioLatency:
 			sec = h.latency(ctx)
+		case scenarioSingle:
+			sec = h.single(ctx)
 		case scenarioFanout:
 			sec = h.fanout(ctx)
 		case scenarioCatchUp:

@@ -17,6 +17,7 @@ const (
 	unitRate    unit = "/s"    // changes or deliveries per second
 	unitRatio   unit = "ratio" // a plain ratio, two decimals
 	unitMillis  unit = "ms"    // milliseconds
+	unitMicros  unit = "µs"    // microseconds
 	unitKB      unit = "KB"    // kibibytes
 	unitMiB     unit = "MiB"   // mebibytes
 	unitCores   unit = "cores" // CPU seconds per wall-clock second
@@ -117,6 +118,8 @@ func formatValue(v float64, u unit) string {
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	case unitMillis:
 		return strconv.FormatFloat(v, 'f', 1, 64) + " ms"
+	case unitMicros:
+		return strconv.FormatFloat(v, 'f', 1, 64) + " µs"
 	case unitKB:
 		return strconv.FormatFloat(v, 'f', 1, 64) + " KB"
 	case unitMiB:
