@@ -75,9 +75,11 @@ const (
 	scenarioConns   = "conns"
 	scenarioCatchUp = "catchup"
 	scenarioWAL     = "wal"
+	// scenarioJetStream runs only when --nats-server is given.
+	scenarioJetStream = "jetstream"
 )
 
-var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL}
+var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL, scenarioJetStream}
 
 // config is the parsed command line.
 type config struct {
@@ -108,6 +110,9 @@ type config struct {
 
 	walChanges int // single-row inserts measured per mode (wal)
 
+	natsServer string // path of a nats-server binary (jetstream)
+	jsChanges  int    // backlog each journal drains (jetstream)
+
 	drainTimeout  time.Duration // how long to wait for clients to receive everything
 	out           string        // Markdown results file
 	cpuprofile    string        // the harness's own CPU profile
@@ -125,6 +130,7 @@ var (
 		catchupChanges: 300_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        10_000,
 		walChanges:   10_000,
+		jsChanges:    100_000,
 		drainTimeout: 3 * time.Minute,
 	}
 	quickPreset = config{
@@ -135,6 +141,7 @@ var (
 		catchupChanges: 30_000, catchupClients: 10, catchupLive: 9, catchupRate: 1000,
 		conns:        1000,
 		walChanges:   2000,
+		jsChanges:    10_000,
 		drainTimeout: time.Minute,
 	}
 )
@@ -170,6 +177,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.catchupRate, "catchup-rate", fullPreset.catchupRate, "catchup: offered changes/s while the clients catch up")
 	fs.IntVar(&c.conns, "conns", fullPreset.conns, "conns: idle authenticated connections (quick: 1000)")
 	fs.IntVar(&c.walChanges, "wal-changes", fullPreset.walChanges, "wal: single-row inserts measured in each mode (quick: 2000)")
+	fs.StringVar(&c.natsServer, "nats-server", "", "jetstream: path of a nats-server binary (go build -o PATH github.com/nats-io/nats-server/v2); without it the jetstream scenario is skipped")
+	fs.IntVar(&c.jsChanges, "js-changes", fullPreset.jsChanges, "jetstream: backlog each journal drains (quick: 10000)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", fullPreset.drainTimeout, "how long clients may take to receive every change once writing stops (quick: 1m)")
 	fs.StringVar(&c.out, "out", "", "also write the results as Markdown to this file")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the harness's CPU profile (clients, writers) to this file")
@@ -194,6 +203,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			"conns": func() { c.conns = q.conns }, "drain-timeout": func() { c.drainTimeout = q.drainTimeout },
 			"catchup-changes": func() { c.catchupChanges = q.catchupChanges },
 			"wal-changes":     func() { c.walChanges = q.walChanges },
+			"js-changes":      func() { c.jsChanges = q.jsChanges },
 		} {
 			if !set[name] {
 				apply()
@@ -226,6 +236,7 @@ func (c *config) validate() error {
 		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--conns", c.conns},
 		{"--catchup-changes", c.catchupChanges}, {"--catchup-clients", c.catchupClients},
 		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate}, {"--wal-changes", c.walChanges},
+		{"--js-changes", c.jsChanges},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", p.name, p.v)
@@ -341,6 +352,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			sec = h.connections(ctx)
 		case scenarioWAL:
 			sec = h.walBytes(ctx)
+		case scenarioJetStream:
+			if cfg.natsServer == "" {
+				fmt.Fprintln(stderr, "changecast-bench: the jetstream scenario needs --nats-server PATH (make bench builds one); skipped")
+				continue
+			}
+			sec = h.jetStream(ctx)
 		}
 		rep.sections = append(rep.sections, sec)
 		sec.writeText(stdout)
