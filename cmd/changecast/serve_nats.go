@@ -136,6 +136,14 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		if rl != nil {
 			clients = rl.clients
 		}
+		var sanitizer func(entities.Change) (entities.Change, error)
+		if pipe != nil {
+			sanitizer = pipe.Sanitize
+		}
+		snaps, err := newNATSSnapshots(dbURL, clients, sanitizer, cfg.slot, nj, log)
+		if err != nil {
+			return err
+		}
 		var hubUsers wsapi.Users = users{db}
 		if cfg.wrapUsers != nil {
 			hubUsers = cfg.wrapUsers(hubUsers)
@@ -177,7 +185,9 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 				}
 				events.send(b)
 			},
-			Events: natsEventStore{db: db, remote: remote},
+			Events:       natsEventStore{db: db, remote: remote},
+			Snapshots:    snaps,
+			MaxSnapshots: cfg.maxSnapshots,
 		})
 		if err != nil {
 			return err
@@ -204,6 +214,7 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 			mux.Handle(reloadPath, hub.AdminOnly(rl))
 		}
 		mux.Handle("/", hub.Handler())
+		mountDashboard(mux)
 	} else {
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -227,7 +238,12 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 	addr := ln.Addr().String()
 	switch {
 	case hub != nil:
+		dash, dashNote, err := dashboardURL(ctx, hub, db, addr, local != nil, cfg.signInLink)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "changecast %s serving on http://%s (WebSocket ws://%s/api/v1/ws/events), journal in JetStream stream %s\n", role, addr, addr, nj.StreamName())
+		printDashboard(stdout, dash, dashNote)
 		fmt.Fprintf(stdout, "  token:   changecast token --data-dir %s --user admin --role admin\n", cfg.dataDir)
 	default:
 		fmt.Fprintf(stdout, "changecast watcher serving on http://%s (/metrics, /readyz), journal in JetStream stream %s\n", addr, nj.StreamName())

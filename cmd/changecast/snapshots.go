@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/natsjournal"
 	"github.com/changecast/changecast/snapshot"
 	"github.com/changecast/changecast/wsapi"
 )
@@ -16,6 +17,20 @@ func newSnapshots(url, journalURL string, reg *entities.Registry, sanitize func(
 	src, err := snapshot.New(snapshot.Config{
 		URL: url, JournalURL: journalURL, Registry: reg, Sanitize: sanitize, Slot: slot, Publication: publicationName,
 		Logger: log.With("component", "snapshot"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return snapshots{src}, nil
+}
+
+// newNATSSnapshots is newSnapshots with the journal in NATS JetStream:
+// rows from the watched database, the journal's head and stored offset
+// from the stream (docs/scale-out.md). A nil sanitize is the registry's.
+func newNATSSnapshots(url string, reg *entities.Registry, sanitize func(entities.Change) (entities.Change, error), slot string, nj *natsjournal.Journal, log *slog.Logger) (wsapi.Snapshots, error) {
+	src, err := snapshot.New(snapshot.Config{
+		URL: url, Registry: reg, Sanitize: sanitize, Slot: slot, Publication: publicationName,
+		Journal: nj.SnapshotPosition(), Logger: log.With("component", "snapshot"),
 	})
 	if err != nil {
 		return nil, err
