@@ -114,9 +114,11 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		if err != nil {
 			return err
 		}
-		rl = newReloader(cfg.sources, db, local != nil, reg, pipe, log)
-		defer rl.stop()
 	}
+	// SIGHUP and POST /api/v1/admin/reload: a watcher reloads its
+	// pipeline, a gateway its hub's and snapshots' types (gatewayReload).
+	rl = newReloader(cfg.sources, db, local != nil, reg, pipe, log)
+	defer rl.stop()
 	var (
 		events *eventSender
 		auth   *wsapi.Auth
@@ -132,14 +134,8 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		events = newEventSender(remote, log.With("component", "events"))
 		host, _ := os.Hostname()
 		gatewayID := uuid.NewSHA1(uuid.NameSpaceURL, []byte("changecast:gateway:"+host+":"+cfg.listen))
-		var clients *entities.Registry = reg
-		if rl != nil {
-			clients = rl.clients
-		}
-		var sanitizer func(entities.Change) (entities.Change, error)
-		if pipe != nil {
-			sanitizer = pipe.Sanitize
-		}
+		clients := rl.clients
+		sanitizer := gatewaySanitizer(pipe, rl)
 		snaps, err := newNATSSnapshots(dbURL, clients, sanitizer, cfg.slot, nj, log)
 		if err != nil {
 			return err
@@ -210,9 +206,7 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 	var active atomic.Bool
 	mux.Handle("/metrics", natsMetricsHandler(pipe, hub, nj, &active))
 	if hub != nil {
-		if rl != nil {
-			mux.Handle(reloadPath, hub.AdminOnly(rl))
-		}
+		mux.Handle(reloadPath, hub.AdminOnly(rl))
 		mux.Handle("/", hub.Handler())
 		mountDashboard(mux)
 	} else {
@@ -301,11 +295,11 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 			pipeDone <- err
 			return err
 		})
-		parts.Go(func() error { rl.run(pipeCtx); return nil })
 		bg.Add(2)
 		go func() { defer bg.Done(); serveSystemWrites(bgCtx, nj.Conn(), nj.StreamName(), pipe, log) }()
 		go func() { defer bg.Done(); watchLeadership(bgCtx, pipe, &active, addr, log) }()
 	}
+	parts.Go(func() error { rl.run(pipeCtx); return nil })
 	if cfg.started != nil {
 		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, JournalURL: cfg.journalURL, Local: local, Auth: auth})
 	}
