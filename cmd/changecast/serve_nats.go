@@ -207,7 +207,7 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 	mux.Handle("/metrics", natsMetricsHandler(pipe, hub, nj, &active))
 	if hub != nil {
 		mux.Handle(reloadPath, hub.AdminOnly(rl))
-		mux.Handle("/", hub.Handler())
+		mux.Handle("/", awaitResume(hub.Handler(), hub, nj))
 		mountDashboard(mux)
 	} else {
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
