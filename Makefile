@@ -82,13 +82,15 @@ bench-quick: postgres
 	$(GO) test -run '^$$' -bench 'Hub_1000Connections' -benchtime 500x -benchmem ./wsapi
 	$(GO) test -run '^$$' -bench 'Server_IdleConnections' -benchtime 500x -benchmem ./wsapi
 
-# Builds changecast and the harness into a temporary directory, removed
+# Builds changecast, the harness and a nats-server (the version go.mod
+# names, for the jetstream scenario) into a temporary directory, removed
 # afterwards (also on Ctrl-C; the harness stops its own processes).
 bench-harness:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; trap 'exit 130' INT TERM; \
 	$(GO) build -o "$$tmp/changecast" ./cmd/changecast; \
 	$(GO) build -o "$$tmp/changecast-bench" ./cmd/changecast-bench; \
-	"$$tmp/changecast-bench" --changecast "$$tmp/changecast" $(BENCH_MODE) $(BENCH_FLAGS)
+	$(GO) build -o "$$tmp/nats-server" github.com/nats-io/nats-server/v2; \
+	"$$tmp/changecast-bench" --changecast "$$tmp/changecast" --nats-server "$$tmp/nats-server" $(BENCH_MODE) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

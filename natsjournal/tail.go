@@ -24,12 +24,26 @@ const (
 	tailBatch = 512
 )
 
+// batchCommitHeader marks the last message of an atomic batch; the
+// server stores it with the message.
+const batchCommitHeader = "Nats-Batch-Commit"
+
 // tailState is Tail's progress, for Ready and the metrics.
 type tailState struct {
 	running atomic.Bool
 	okAt    atomic.Int64  // unix nanoseconds of the last answer of the stream
 	pending atomic.Uint64 // messages the consumer had yet to deliver, at the last one
 	last    atomic.Uint64 // the stream's last sequence, at the last probe
+	// pos is an offset and a sequence handed to the sink such that
+	// every change up to that offset is at or below that sequence
+	// (SnapshotPosition).
+	pos atomic.Pointer[deliveredPos]
+}
+
+// deliveredPos is tailState.pos.
+type deliveredPos struct {
+	offset entities.LSN
+	seq    int64
 }
 
 // StreamEvent reports a change in whether the stream can be read.
@@ -64,6 +78,7 @@ func (j *Journal) Tail(ctx context.Context, sink pipeline.Sink, notify func(Stre
 	j.tail.okAt.Store(time.Now().UnixNano())
 	j.tail.last.Store(uint64(head))
 	j.seen.Store(head) // before Publish: ReadAfter must reach what the sink knows
+	j.tail.pos.Store(nil)
 	sink.Publish(head, nil)
 	j.tail.running.Store(true)
 	defer j.tail.running.Store(false)
@@ -100,12 +115,27 @@ func (j *Journal) Tail(ctx context.Context, sink pipeline.Sink, notify func(Stre
 	defer stop()
 
 	last := head
+	// Every message of an atomic batch carries the batch's offset, so
+	// an offset is known complete at sequence s only when s is the
+	// batch's last message (the server keeps its Nats-Batch-Commit
+	// header), or the message after s carries a higher offset. Not
+	// when s is the stream's last message: a server stores a batch's
+	// messages one by one, and a reader may see part of it.
+	var prevOffset entities.LSN
+	var done deliveredPos
 	var batch []entities.Change
+	deliver := func(seq int64) {
+		j.seen.Store(seq)
+		if done.seq <= seq {
+			d := done
+			j.tail.pos.Store(&d)
+		}
+	}
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
-		j.seen.Store(last)
+		deliver(last)
 		sink.Publish(last, batch)
 		batch = batch[:0]
 	}
@@ -134,15 +164,22 @@ func (j *Journal) Tail(ctx context.Context, sink pipeline.Sink, notify func(Stre
 			// tells them the cursor expired.
 			flush()
 			j.log.Warn("the journal stream removed messages before they were followed", "from", last+1, "to", seq-1)
-			j.seen.Store(seq - 1)
+			deliver(seq - 1)
 			sink.Publish(seq-1, nil)
 		}
 		last = seq
+		if off := lsnHeader(msg.Headers(), hdrOffset); off > prevOffset {
+			done = deliveredPos{offset: prevOffset, seq: seq - 1}
+			prevOffset = off
+		}
+		if msg.Headers().Get(batchCommitHeader) != "" {
+			done = deliveredPos{offset: prevOffset, seq: seq}
+		}
 		c, err := decodeChange(uint64(seq), msg.Data())
 		if err != nil {
 			flush()
 			j.log.Error("a journal message cannot be read; skipped", "cursor", seq, "err", err)
-			j.seen.Store(seq)
+			deliver(seq)
 			sink.Publish(seq, nil)
 			continue
 		}

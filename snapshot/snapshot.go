@@ -84,6 +84,22 @@ type Config struct {
 	Wait time.Duration
 	// Logger receives one line per failed snapshot. Default: discard.
 	Logger *slog.Logger
+	// Journal, when set, reads the journal's head and stored offset for
+	// a journal that is not in PostgreSQL (NATS JetStream); JournalURL
+	// is then unused. Default: nil, the SQL on changecast.journal and
+	// changecast.offsets.
+	Journal JournalPosition
+}
+
+// JournalPosition reads where a journal kept outside PostgreSQL is.
+type JournalPosition interface {
+	// Head returns the journal head: the highest cursor ever written,
+	// even when retention emptied the journal.
+	Head(ctx context.Context) (int64, error)
+	// Position returns the stored replication offset of slot, then the
+	// journal head read after it (so it covers every change up to the
+	// offset) and readable by the reader the seam uses.
+	Position(ctx context.Context, slot string) (offset entities.LSN, head int64, err error)
 }
 
 // Source opens snapshots. It remembers a few marks (see mark) so that a
@@ -293,7 +309,17 @@ func (sn *Snapshot) begin(ctx context.Context) error {
 func (sn *Snapshot) mark(ctx context.Context) (uint64, error) {
 	var row []string
 	var err error
-	if sn.jconn != nil {
+	if j := sn.src.cfg.Journal; j != nil {
+		// The journal outside PostgreSQL: as with a journal database
+		// apart, the head first, then the id.
+		var head int64
+		if head, err = j.Head(ctx); err == nil {
+			var xid []string
+			if xid, err = sn.query1(ctx, `SELECT pg_current_xact_id()::text`); err == nil {
+				row = []string{strconv.FormatInt(head, 10), xid[0]}
+			}
+		}
+	} else if sn.jconn != nil {
 		// The journal apart: its head first, then the id, so the id is
 		// still assigned after the head was read.
 		var head []string
@@ -725,7 +751,16 @@ func (sn *Snapshot) Complete(ctx context.Context) (int64, error) {
 				coalesce((SELECT max(horizon) FROM changecast.journal_meta), 0))::text`
 		var row []string
 		var err error
-		if sn.jconn != nil {
+		if j := sn.src.cfg.Journal; j != nil {
+			var offset entities.LSN
+			var head int64
+			var flushed []string
+			if offset, head, err = j.Position(ctx, sn.src.cfg.Slot); err == nil {
+				if flushed, err = sn.query1(ctx, `SELECT pg_current_wal_flush_lsn()::text`); err == nil {
+					row = []string{strconv.FormatUint(uint64(offset), 10), strconv.FormatInt(head, 10), flushed[0]}
+				}
+			}
+		} else if sn.jconn != nil {
 			var flushed []string
 			if row, err = query1(ctx, sn.jconn, position, sn.src.cfg.Slot); err == nil {
 				if flushed, err = sn.query1(ctx, `SELECT pg_current_wal_flush_lsn()::text`); err == nil {

@@ -96,7 +96,7 @@ func (h *harness) catchUpOnce(ctx context.Context, sec *section, r int, db, url 
 	defer closeClients(live)
 
 	h.progress("catchup %d/%d: live alone, %s changes/s for %s", r, c.repeat, thousands(int64(c.catchupRate)), c.warmup+c.duration)
-	alone, err := h.liveRun(ctx, s, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 100_000_000_000)
+	alone, err := h.liveRun(ctx, fleet{servers: []*server{s}}, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 100_000_000_000)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func (h *harness) catchUpOnce(ctx context.Context, sec *section, r int, db, url 
 		catching = append(catching, cl)
 	}
 	prof := h.startProfile(r, scenarioCatchUp, s)
-	busy, err := h.liveRun(ctx, s, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 200_000_000_000)
+	busy, err := h.liveRun(ctx, fleet{servers: []*server{s}}, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 200_000_000_000)
 	h.stopProfile(prof, sec)
 	if err != nil {
 		return err

@@ -77,9 +77,11 @@ const (
 	scenarioCatchUp  = "catchup"
 	scenarioWAL      = "wal"
 	scenarioSnapshot = "snapshot"
+	// scenarioJetStream runs only when --nats-server is given.
+	scenarioJetStream = "jetstream"
 )
 
-var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioSingle, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL, scenarioSnapshot}
+var allScenarios = []string{scenarioDrain, scenarioLatency, scenarioSingle, scenarioFanout, scenarioConns, scenarioCatchUp, scenarioWAL, scenarioSnapshot, scenarioJetStream}
 
 // config is the parsed command line.
 type config struct {
@@ -113,6 +115,8 @@ type config struct {
 	walChanges int // single-row inserts measured per mode (wal)
 
 	snapshotRows int // rows of the snapshotted table (snapshot; live clients and rate as catchup's)
+	natsServer string // path of a nats-server binary (jetstream)
+	jsChanges  int    // backlog each journal drains (jetstream)
 
 	drainTimeout  time.Duration // how long to wait for clients to receive everything
 	out           string        // Markdown results file
@@ -132,6 +136,7 @@ var (
 		conns:        10_000,
 		walChanges:   10_000,
 		snapshotRows: 200_000,
+		jsChanges:    100_000,
 		drainTimeout: 3 * time.Minute,
 	}
 	quickPreset = config{
@@ -143,6 +148,7 @@ var (
 		conns:        1000,
 		walChanges:   2000,
 		snapshotRows: 20_000,
+		jsChanges:    10_000,
 		drainTimeout: time.Minute,
 	}
 )
@@ -180,6 +186,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.conns, "conns", fullPreset.conns, "conns: idle authenticated connections (quick: 1000)")
 	fs.IntVar(&c.walChanges, "wal-changes", fullPreset.walChanges, "wal: single-row inserts measured in each mode (quick: 2000)")
 	fs.IntVar(&c.snapshotRows, "snapshot-rows", fullPreset.snapshotRows, "snapshot: rows of the table a client takes snapshots of, next to --catchup-live-clients live clients at --catchup-rate (quick: 20000)")
+	fs.StringVar(&c.natsServer, "nats-server", "", "jetstream: path of a nats-server binary (go build -o PATH github.com/nats-io/nats-server/v2); without it the jetstream scenario is skipped")
+	fs.IntVar(&c.jsChanges, "js-changes", fullPreset.jsChanges, "jetstream: backlog each journal drains (quick: 10000)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", fullPreset.drainTimeout, "how long clients may take to receive every change once writing stops (quick: 1m)")
 	fs.StringVar(&c.out, "out", "", "also write the results as Markdown to this file")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the harness's CPU profile (clients, writers) to this file")
@@ -205,6 +213,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			"catchup-changes": func() { c.catchupChanges = q.catchupChanges },
 			"wal-changes":     func() { c.walChanges = q.walChanges },
 			"snapshot-rows":   func() { c.snapshotRows = q.snapshotRows },
+			"js-changes":      func() { c.jsChanges = q.jsChanges },
 		} {
 			if !set[name] {
 				apply()
@@ -237,6 +246,7 @@ func (c *config) validate() error {
 		{"--fanout-clients", c.fanoutClients}, {"--fanout-rate", c.fanoutRate}, {"--single-rate", c.singleRate}, {"--conns", c.conns},
 		{"--catchup-changes", c.catchupChanges}, {"--catchup-clients", c.catchupClients},
 		{"--catchup-live-clients", c.catchupLive}, {"--catchup-rate", c.catchupRate}, {"--wal-changes", c.walChanges}, {"--snapshot-rows", c.snapshotRows},
+		{"--js-changes", c.jsChanges},
 	} {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", p.name, p.v)
@@ -356,6 +366,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			sec = h.walBytes(ctx)
 		case scenarioSnapshot:
 			sec = h.snapshots(ctx)
+		case scenarioJetStream:
+			if cfg.natsServer == "" {
+				fmt.Fprintln(stderr, "changecast-bench: the jetstream scenario needs --nats-server PATH (make bench builds one); skipped")
+				continue
+			}
+			sec = h.jetStream(ctx)
 		}
 		rep.sections = append(rep.sections, sec)
 		sec.writeText(stdout)

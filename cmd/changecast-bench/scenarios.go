@@ -191,6 +191,7 @@ type liveResult struct {
 	ccCores      float64
 	pgCores      float64
 	harnessCores float64
+	natsCores    float64 // the NATS server (JetStream journal only)
 	otherCores   float64 // other processes on the machine: noise
 	// PostgreSQL CPU of changecast's journal connection and of its
 	// walsender (both within pgCores)
@@ -268,7 +269,7 @@ func closeClients(clients []*wsClient) {
 // liveRun writes at rate changes/s to tables for warmup+duration, measures
 // over the last duration, and waits until every client has received every
 // change its subscription selects.
-func (h *harness) liveRun(ctx context.Context, s *server, url string, clients []*wsClient, rec *recording, tables []table, rate, txRows int, keyBase int64) (liveResult, error) {
+func (h *harness) liveRun(ctx context.Context, s fleet, url string, clients []*wsClient, rec *recording, tables []table, rate, txRows int, keyBase int64) (liveResult, error) {
 	c := h.cfg
 	var res liveResult
 	before := make([]int64, len(clients))
@@ -276,7 +277,7 @@ func (h *harness) liveRun(ctx context.Context, s *server, url string, clients []
 		before[i] = cl.received.Load()
 		cl.takeLatencies()
 	}
-	ov0, err := s.metric(ctx, "changecast_ws_overflows_total")
+	ov0, err := s.metricSum(ctx, "changecast_ws_overflows_total")
 	if err != nil {
 		return res, err
 	}
@@ -303,12 +304,13 @@ func (h *harness) liveRun(ctx context.Context, s *server, url string, clients []
 		cc, pg, self, sys float64
 		journal, wal      float64
 		commits, rows     int64
+		others            float64 // the fleet's other processes (NATS)
 	}
 	marks := make(chan mark, 2)
 	go func() {
 		for _, at := range []time.Time{win.from, win.to} {
 			time.Sleep(time.Until(at))
-			m := mark{rec.deliveries.Load(), procCPU(s.pid(), false), h.cl.pgCPU(), selfCPU(), systemCPU(), backendCPU(appender), backendCPU(walsender), 0, 0}
+			m := mark{rec.deliveries.Load(), s.cpu(), h.cl.pgCPU(), selfCPU(), systemCPU(), backendCPU(appender), backendCPU(walsender), 0, 0, s.otherCPU()}
 			m.commits, m.rows, _ = journalCounters(ctx, statConn)
 			marks <- m
 		}
@@ -322,7 +324,8 @@ func (h *harness) liveRun(ctx context.Context, s *server, url string, clients []
 	res.deliveries = float64(m1.deliveries-m0.deliveries) / secs
 	res.committed = float64(committedIn) / secs
 	res.ccCores, res.pgCores, res.harnessCores = (m1.cc-m0.cc)/secs, (m1.pg-m0.pg)/secs, (m1.self-m0.self)/secs
-	res.otherCores = max(0, (m1.sys-m0.sys)/secs-res.ccCores-res.pgCores-res.harnessCores)
+	res.natsCores = (m1.others - m0.others) / secs
+	res.otherCores = max(0, (m1.sys-m0.sys)/secs-res.ccCores-res.pgCores-res.harnessCores-res.natsCores)
 	res.journalCores, res.walsenderCores = (m1.journal-m0.journal)/secs, (m1.wal-m0.wal)/secs
 	res.journalCommits = float64(m1.commits-m0.commits) / secs
 	if m1.commits > m0.commits {
@@ -360,14 +363,14 @@ func (h *harness) liveRun(ctx context.Context, s *server, url string, clients []
 				behind = append(behind, fmt.Sprintf("client %d: %d of %d", i, got-before[i], want[i]-before[i]))
 			}
 		}
-		return res, serverFailure(s, fmt.Errorf("waiting for every change to arrive: %w (%s)", err, strings.Join(behind, "; ")))
+		return res, s.failure(fmt.Errorf("waiting for every change to arrive: %w (%s)", err, strings.Join(behind, "; ")))
 	}
 	for _, cl := range clients {
 		res.lat = append(res.lat, cl.takeLatencies()...)
 	}
 	slices.Sort(res.lat)
 	res.latencySample = len(res.lat)
-	ov1, err := s.metric(ctx, "changecast_ws_overflows_total")
+	ov1, err := s.metricSum(ctx, "changecast_ws_overflows_total")
 	if err != nil {
 		return res, err
 	}
@@ -504,7 +507,7 @@ func (h *harness) liveScenario(ctx context.Context, sec *section, db, url string
 		if k == len(rates)-1 {
 			prof = h.startProfile(r, name, s)
 		}
-		res, err := h.liveRun(ctx, s, url, clients, rec, tables, rate, txRows, int64(k+1)*100_000_000_000)
+		res, err := h.liveRun(ctx, fleet{servers: []*server{s}}, url, clients, rec, tables, rate, txRows, int64(k+1)*100_000_000_000)
 		h.stopProfile(prof, sec)
 		if err != nil {
 			return err

@@ -33,6 +33,21 @@ type server struct {
 // listener is up and its replication slot exists.
 const serveLine = "changecast serving on http://"
 
+// cutServeLine returns what follows "serving on http://" in changecast's
+// serving line, also in the form a role prints ("changecast gateway
+// serving on http://…", with --journal-url nats://…).
+func cutServeLine(line string) (string, bool) {
+	if rest, ok := strings.CutPrefix(line, serveLine); ok {
+		return rest, true
+	}
+	for _, role := range []string{"all", "watcher", "gateway"} {
+		if rest, ok := strings.CutPrefix(line, "changecast "+role+" serving on http://"); ok {
+			return rest, true
+		}
+	}
+	return "", false
+}
+
 // startTimeout bounds a changecast start (migrations included).
 const startTimeout = 2 * time.Minute
 
@@ -68,7 +83,7 @@ func startServer(ctx context.Context, bin, logPath string, args ...string) (*ser
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(logf, line)
-			if rest, ok := strings.CutPrefix(line, serveLine); ok {
+			if rest, ok := cutServeLine(line); ok {
 				addr, _, _ := strings.Cut(rest, " ")
 				select {
 				case addrc <- addr:

@@ -74,7 +74,7 @@ func (h *harness) singleOnce(ctx context.Context, sec *section, r int, db, url s
 		if phase == 1 {
 			prof = h.startProfile(r, scenarioSingle, s)
 		}
-		res, err := h.liveRun(ctx, s, url, clients, rec, []table{instancesTable}, c.singleRate, 1, int64(phase+1)*100_000_000_000)
+		res, err := h.liveRun(ctx, fleet{servers: []*server{s}}, url, clients, rec, []table{instancesTable}, c.singleRate, 1, int64(phase+1)*100_000_000_000)
 		h.stopProfile(prof, sec)
 		if err != nil {
 			return err

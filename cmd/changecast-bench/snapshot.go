@@ -99,7 +99,7 @@ func (h *harness) snapshotsOnce(ctx context.Context, sec *section, r int, db, ur
 	defer closeClients(live)
 
 	h.progress("snapshot %d/%d: live alone, %s changes/s for %s", r, c.repeat, thousands(int64(c.catchupRate)), c.warmup+c.duration)
-	alone, err := h.liveRun(ctx, s, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 100_000_000_000)
+	alone, err := h.liveRun(ctx, fleet{servers: []*server{s}}, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 100_000_000_000)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (h *harness) snapshotsOnce(ctx context.Context, sec *section, r int, db, ur
 			}
 		}
 	}()
-	busy, err := h.liveRun(ctx, s, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 200_000_000_000)
+	busy, err := h.liveRun(ctx, fleet{servers: []*server{s}}, url, live, rec, []table{instancesTable}, c.catchupRate, c.liveTxRows, 200_000_000_000)
 	stop()
 	wg.Wait()
 	if err != nil {

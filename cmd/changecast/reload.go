@@ -56,6 +56,9 @@ type reloader struct {
 
 	mu      sync.Mutex         // one reload at a time
 	current *entities.Registry // the pipeline's registry; under mu
+
+	// onReload, if set, hears each new registry once it is in force.
+	onReload func(*entities.Registry)
 }
 
 // newReloader starts catching SIGHUP at once (its default action would end
@@ -121,6 +124,17 @@ func (r *reloader) reloadLocked(ctx context.Context) ([]string, error) {
 	if len(changes) == 0 {
 		return nil, nil
 	}
+	if r.pipe == nil {
+		// A gateway (docs/scale-out.md): no pipeline, no publication;
+		// the watchers reload those. Its hub and snapshots take the
+		// new types.
+		r.current = next
+		r.clients.Replace(next)
+		if r.onReload != nil {
+			r.onReload(next)
+		}
+		return changes, nil
+	}
 	// The start-up checks and consented changes (replica identity, the
 	// domain's tables), before anything stops.
 	// (The journal's own schema is in place since start: only the
@@ -139,6 +153,9 @@ func (r *reloader) reloadLocked(ctx context.Context) ([]string, error) {
 	}
 	r.current = next
 	r.clients.Replace(next)
+	if r.onReload != nil {
+		r.onReload(next)
+	}
 	return changes, nil
 }
 

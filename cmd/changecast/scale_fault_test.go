@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,10 +146,10 @@ func TestScale_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
 	t.Logf("client reconnected %d times; received all %d changes once, in commit order", client.reconnects, len(w.record))
 }
 
-// Two watchers (real processes) and two gateways on a three-node NATS
+// Two watchers and two gateways (real processes) on a three-node NATS
 // cluster, clients with mixed filters spread over both gateways while a
 // writer commits: kill -9 of the active watcher (the standby takes over),
-// loss of a gateway (its client resumes on the other), loss of a NATS
+// kill -9 of a gateway (its clients resume on the other), loss of a NATS
 // node (the stream continues). Every client ends with every matching
 // change once, in commit order, and the stream equals the writer's
 // record.
@@ -179,32 +181,53 @@ func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
 	watchers[1] = startChild(t, bin, watcherArgs(watcherAddrs[1]), logf)
 	waitHTTP(t, watcherAddrs[1])
 
-	base := serveConfig{common: common{dataDir: dataDir}, databaseURL: url, slot: "cc_fault", scale: scaleConfig{role: roleGateway, journalStream: "CHANGECAST", journalReplicas: 3}}
-	base.journalURL = nurl
-	gw1, gw2 := startServe(t, base, nil), startServe(t, base, nil)
-	gw1.waitReady(t)
-	gw2.waitReady(t)
+	// The gateways are real processes too, so losing one is a kill -9:
+	// its clients see their connection cut mid-frame, with no shutdown frame.
+	gwAddrs := []string{freeAddr(t), freeAddr(t)}
+	gateways := make([]*child, len(gwAddrs))
+	for i, a := range gwAddrs {
+		gateways[i] = startChild(t, bin, []string{"serve", "--role", "gateway", "--database-url", url, "--journal-url", nurl,
+			"--journal-replicas", "3", "--domain", "garm", "--listen", a, "--data-dir", dataDir, "--log-level", "debug"}, logf)
+	}
+	t.Cleanup(func() {
+		for _, c := range gateways {
+			if c != nil {
+				c.kill()
+			}
+		}
+	})
+	for _, a := range gwAddrs {
+		waitReadyz(t, a, 60*time.Second)
+	}
 	token := mintToken(t, dataDir, "admin")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	everything := &resumingClient{token: token}
-	jobsOnly := &resumingClient{token: token}
-	var followers []chan struct{}
-	for _, f := range []struct {
+	// Four clients, mixed filters, two on each gateway; each resumes on
+	// the other gateway when its own goes away.
+	const everythingFilter = `{"send-everything": true}`
+	const jobsFilter = `{"send-everything": false, "filters": [{"entity-type": "job", "operations": ["create", "delete"]}]}`
+	type follower struct {
+		name   string
 		c      *resumingClient
 		addrs  []string
 		filter string
-	}{
-		{everything, []string{gw1.addr, gw2.addr}, `{"send-everything": true}`},
-		{jobsOnly, []string{gw2.addr, gw1.addr}, `{"send-everything": false, "filters": [{"entity-type": "job", "operations": ["create", "delete"]}]}`},
-	} {
-		done := make(chan struct{})
-		followers = append(followers, done)
-		go func() { defer close(done); follow(ctx, f.c, f.addrs, f.filter) }()
+		jobs   bool
+	}
+	followers := []follower{
+		{"send-everything client on gateway 1", &resumingClient{token: token}, []string{gwAddrs[0], gwAddrs[1]}, everythingFilter, false},
+		{"job create/delete client on gateway 1", &resumingClient{token: token}, []string{gwAddrs[0], gwAddrs[1]}, jobsFilter, true},
+		{"send-everything client on gateway 2", &resumingClient{token: token}, []string{gwAddrs[1], gwAddrs[0]}, everythingFilter, false},
+		{"job create/delete client on gateway 2", &resumingClient{token: token}, []string{gwAddrs[1], gwAddrs[0]}, jobsFilter, true},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var done []chan struct{}
+	for _, f := range followers {
+		d := make(chan struct{})
+		done = append(done, d)
+		go func() { defer close(d); follow(ctx, f.c, f.addrs, f.filter) }()
 	}
 	defer func() {
 		cancel()
-		for _, d := range followers {
+		for _, d := range done {
 			<-d
 		}
 	}()
@@ -246,8 +269,11 @@ func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
 	}
 	t.Logf("takeover: the standby streamed %s after the active watcher was killed", gap.Round(time.Millisecond))
 
-	// Lose a gateway: its clients resume on the other.
-	gw1.stop(t)
+	// kill -9 a gateway while the writer commits: its clients resume on
+	// the other with since.
+	commitUntil(5000)
+	gateways[0].kill()
+	gateways[0] = nil
 	commitUntil(6000)
 	// Lose a NATS node: the stream continues on the other two.
 	nc.Stop(2)
@@ -260,21 +286,57 @@ func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
 			wantJobs = append(wantJobs, r)
 		}
 	}
-	diag := func() string { return firstDifference(readStream(t, nurl), want) + "\n" + tail(logf.Name()) }
-	waitAll(t, everything, len(want), 3*time.Minute, diag)
-	waitAll(t, jobsOnly, len(wantJobs), 3*time.Minute, diag)
-	sameRecords(t, "stream", readStream(t, nurl), want)
-	for _, c := range []struct {
-		name string
-		c    *resumingClient
-		want []record
-	}{{"send-everything client", everything, want}, {"job create/delete client", jobsOnly, wantJobs}} {
-		c.c.mu.Lock()
-		got := append([]record(nil), c.c.got...)
-		c.c.mu.Unlock()
-		sameRecords(t, c.name, got, c.want)
-		t.Logf("%s: all %d changes once, in commit order, over %d connections", c.name, len(c.want), c.c.reconnects)
+	diag := func() string {
+		var b strings.Builder
+		b.WriteString(firstDifference(readStream(t, nurl), want) + "\n")
+		for _, f := range followers {
+			f.c.mu.Lock()
+			fmt.Fprintf(&b, "%s: %d changes, last cursor %d, %d connections\n", f.name, len(f.c.got), f.c.last, f.c.reconnects)
+			f.c.mu.Unlock()
+		}
+		b.WriteString("gateway 2 metrics:\n" + streamMetrics(gwAddrs[1]) + "children's log (tail):\n" + tail(logf.Name()))
+		return b.String()
 	}
+	for _, f := range followers {
+		n := len(want)
+		if f.jobs {
+			n = len(wantJobs)
+		}
+		waitAll(t, f.c, n, 2*time.Minute, diag)
+	}
+	sameRecords(t, "stream", readStream(t, nurl), want)
+	for _, f := range followers {
+		wantHere := want
+		if f.jobs {
+			wantHere = wantJobs
+		}
+		f.c.mu.Lock()
+		got := append([]record(nil), f.c.got...)
+		conns := f.c.reconnects
+		f.c.mu.Unlock()
+		sameRecords(t, f.name, got, wantHere)
+		if f.addrs[0] == gwAddrs[0] && conns < 2 {
+			t.Fatalf("%s: %d connection(s), want a resumption on gateway 2 after gateway 1 was killed", f.name, conns)
+		}
+		t.Logf("%s: all %d changes once, in commit order, over %d connections", f.name, len(wantHere), conns)
+	}
+}
+
+// streamMetrics returns the stream and WebSocket lines of /metrics at addr.
+func streamMetrics(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out strings.Builder
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "changecast_stream") || strings.HasPrefix(l, "changecast_journal") || strings.HasPrefix(l, "changecast_ws") {
+			out.WriteString(l + "\n")
+		}
+	}
+	return out.String()
 }
 
 // readyz reports whether /readyz at addr answers 200.

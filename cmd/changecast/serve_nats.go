@@ -114,9 +114,11 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		if err != nil {
 			return err
 		}
-		rl = newReloader(cfg.sources, db, local != nil, reg, pipe, log)
-		defer rl.stop()
 	}
+	// SIGHUP and POST /api/v1/admin/reload: a watcher reloads its
+	// pipeline, a gateway its hub's and snapshots' types (gatewayReload).
+	rl = newReloader(cfg.sources, db, local != nil, reg, pipe, log)
+	defer rl.stop()
 	var (
 		events *eventSender
 		auth   *wsapi.Auth
@@ -132,9 +134,11 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		events = newEventSender(remote, log.With("component", "events"))
 		host, _ := os.Hostname()
 		gatewayID := uuid.NewSHA1(uuid.NameSpaceURL, []byte("changecast:gateway:"+host+":"+cfg.listen))
-		var clients *entities.Registry = reg
-		if rl != nil {
-			clients = rl.clients
+		clients := rl.clients
+		sanitizer := gatewaySanitizer(pipe, rl)
+		snaps, err := newNATSSnapshots(dbURL, clients, sanitizer, cfg.slot, nj, log)
+		if err != nil {
+			return err
 		}
 		var hubUsers wsapi.Users = users{db}
 		if cfg.wrapUsers != nil {
@@ -177,7 +181,9 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 				}
 				events.send(b)
 			},
-			Events: natsEventStore{db: db, remote: remote},
+			Events:       natsEventStore{db: db, remote: remote},
+			Snapshots:    snaps,
+			MaxSnapshots: cfg.maxSnapshots,
 		})
 		if err != nil {
 			return err
@@ -200,10 +206,9 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 	var active atomic.Bool
 	mux.Handle("/metrics", natsMetricsHandler(pipe, hub, nj, &active))
 	if hub != nil {
-		if rl != nil {
-			mux.Handle(reloadPath, hub.AdminOnly(rl))
-		}
-		mux.Handle("/", hub.Handler())
+		mux.Handle(reloadPath, hub.AdminOnly(rl))
+		mux.Handle("/", awaitResume(hub.Handler(), hub, nj))
+		mountDashboard(mux)
 	} else {
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -227,7 +232,12 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 	addr := ln.Addr().String()
 	switch {
 	case hub != nil:
+		dash, dashNote, err := dashboardURL(ctx, hub, db, addr, local != nil, cfg.signInLink)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "changecast %s serving on http://%s (WebSocket ws://%s/api/v1/ws/events), journal in JetStream stream %s\n", role, addr, addr, nj.StreamName())
+		printDashboard(stdout, dash, dashNote)
 		fmt.Fprintf(stdout, "  token:   changecast token --data-dir %s --user admin --role admin\n", cfg.dataDir)
 	default:
 		fmt.Fprintf(stdout, "changecast watcher serving on http://%s (/metrics, /readyz), journal in JetStream stream %s\n", addr, nj.StreamName())
@@ -285,11 +295,11 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 			pipeDone <- err
 			return err
 		})
-		parts.Go(func() error { rl.run(pipeCtx); return nil })
 		bg.Add(2)
 		go func() { defer bg.Done(); serveSystemWrites(bgCtx, nj.Conn(), nj.StreamName(), pipe, log) }()
 		go func() { defer bg.Done(); watchLeadership(bgCtx, pipe, &active, addr, log) }()
 	}
+	parts.Go(func() error { rl.run(pipeCtx); return nil })
 	if cfg.started != nil {
 		cfg.started(serveInfo{Addr: addr, DatabaseURL: dbURL, JournalURL: cfg.journalURL, Local: local, Auth: auth})
 	}

@@ -294,7 +294,13 @@ func (sc *snapClient) apply(f snapFrame) (sentinel bool) {
 // delete of a row not held).
 func TestServe_SnapshotSeamUnderLoad(t *testing.T) {
 	url, sql, srv, dataDir := snapshotServer(t, "cc_snap_load")
-	token := mintToken(t, dataDir, "admin")
+	snapshotSeamUnderLoad(t, url, sql, srv, mintToken(t, dataDir, "admin"), 0)
+}
+
+// snapshotSeamUnderLoad is TestServe_SnapshotSeamUnderLoad against srv,
+// which serves url's shopSchema; each writer pauses for pause between
+// transactions.
+func snapshotSeamUnderLoad(t *testing.T, url string, sql *pgx.Conn, srv *instance, token string, pause time.Duration) {
 	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, g % 7, g, 'new' FROM generate_series(1, 300) g;
 		INSERT INTO shop.order_items SELECT g, l, 'SKU', l, 1, 1 FROM generate_series(1, 100) g, generate_series(1, 3) l`)
 
@@ -362,6 +368,12 @@ func TestServe_SnapshotSeamUnderLoad(t *testing.T) {
 				}
 				return nil
 			})
+			if pause > 0 {
+				select {
+				case <-stop:
+				case <-time.After(pause): // pacing the load, not synchronisation
+				}
+			}
 			if err != nil && ctx.Err() == nil {
 				var pe interface{ SQLState() string }
 				if e, ok := err.(interface{ SQLState() string }); ok && e.SQLState() == "40P01" {
