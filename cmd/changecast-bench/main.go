@@ -114,9 +114,9 @@ type config struct {
 
 	walChanges int // single-row inserts measured per mode (wal)
 
-	snapshotRows int // rows of the snapshotted table (snapshot; live clients and rate as catchup's)
-	natsServer string // path of a nats-server binary (jetstream)
-	jsChanges  int    // backlog each journal drains (jetstream)
+	snapshotRows int    // rows of the snapshotted table (snapshot; live clients and rate as catchup's)
+	natsServer   string // path of a nats-server binary (jetstream)
+	jsChanges    int    // backlog each journal drains (jetstream)
 
 	drainTimeout  time.Duration // how long to wait for clients to receive everything
 	out           string        // Markdown results file
