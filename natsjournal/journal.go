@@ -392,6 +392,10 @@ type writerState struct {
 	partial partial
 }
 
+// maxStateWalk bounds how many messages loadState reads back past system
+// events to find the last source change.
+const maxStateWalk = 10_000
+
 // partial is how far a transaction larger than one batch got.
 type partial struct {
 	ok     bool
@@ -408,19 +412,29 @@ func (j *Journal) loadState(ctx context.Context, slot string) (writerState, erro
 		return st, fmt.Errorf("journal state: %w", err)
 	}
 	st.head = int64(info.State.LastSeq)
-	if info.State.LastSeq > 0 && info.State.Msgs > 0 {
-		m, err := j.leaderGet(ctx, info.State.LastSeq)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			// removed by retention meanwhile: the bucket's copy serves
-		case err != nil:
-			return st, fmt.Errorf("journal state: read the last message: %w", err)
-		default:
-			st.offset = lsnHeader(m.Header, hdrOffset)
-			if c := lsnHeader(m.Header, hdrCommitLSN); c != 0 && c >= st.offset {
+	// The offset is the last message's. A transaction published in
+	// parts is found from the last message of a source change: system
+	// events (a restarted watcher announces itself before it replays)
+	// may follow its first parts, and must not hide them, or the replay
+	// would publish those parts again.
+	for seq, walked := info.State.LastSeq, 0; info.State.Msgs > 0 && seq >= max(info.State.FirstSeq, 1) && walked < maxStateWalk; seq, walked = seq-1, walked+1 {
+		m, err := j.leaderGet(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break // removed by retention meanwhile: the bucket's copy serves
+		}
+		if err != nil {
+			return st, fmt.Errorf("journal state: read message %d: %w", seq, err)
+		}
+		off := lsnHeader(m.Header, hdrOffset)
+		if seq == info.State.LastSeq {
+			st.offset = off
+		}
+		if c := lsnHeader(m.Header, hdrCommitLSN); c != 0 {
+			if c >= off && c >= st.offset {
 				idx, _ := strconv.Atoi(m.Header.Get(hdrIndex))
 				st.partial = partial{ok: true, commit: c, index: idx}
 			}
+			break
 		}
 	}
 	kv, err := j.getOffset(ctx, slot)

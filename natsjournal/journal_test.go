@@ -266,6 +266,21 @@ func TestJournal_PartialTransactionCompleted(t *testing.T) {
 	if off, _ := j.Offset(context.Background(), slot); off != 0x1100 {
 		t.Fatalf("offset moved to %s by a partial transaction", off)
 	}
+	// A restarted watcher announces itself before it replays: a system
+	// event follows the partial transaction's parts in the stream, and
+	// must not hide them from the next writer.
+	wev := openWriter(t, j, &c)
+	ectx, ecancel := context.WithCancel(context.Background())
+	edone := make(chan error, 1)
+	go func() { edone <- wev.Run(ectx, make(chan entities.Transaction)) }()
+	ev := entities.NewEvent().FromSystem(uuidOf("sys")).WithCategory("server").WithAction("started").
+		WithSeverity(entities.Informational).WithDescription("hello").WithMetadata(map[string]any{"k": "v"}).MustBuild()
+	if err := wev.PersistEvent(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	ecancel()
+	<-edone
+	wev.Close()
 	// Restart: the watcher replays the whole transaction.
 	var c2 commits
 	w2 := openWriter(t, j, &c2)
@@ -274,6 +289,9 @@ func TestJournal_PartialTransactionCompleted(t *testing.T) {
 	all := readAll(t, j, nil)
 	var got []string
 	for _, ch := range all {
+		if ch.EntityType == entities.EventEntityType {
+			continue
+		}
 		got = append(got, ch.EntityID)
 	}
 	want := "1001-0 2-0 2-1 2-2 2-3 2-4 2-5 2-6 2-7 2-8 2-9 1003-0"
