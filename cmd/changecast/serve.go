@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/store"
@@ -65,30 +66,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		return err
 	}
 
-	dbURL := cfg.databaseURL
-	var local *localpg.Cluster
-	if dbURL == "" {
-		local, err = localpg.Start(ctx, localpg.Config{Dir: filepath.Join(cfg.dataDir, "postgres")})
-		if err != nil {
-			return fmt.Errorf("start embedded PostgreSQL: %w", err)
-		}
-		defer func() {
-			if cerr := local.Close(); cerr != nil {
-				log.Error("stop embedded PostgreSQL", "err", cerr)
-			}
-		}()
-		dbURL = local.URL()
-	}
-
-	db, err := store.Open(ctx, dbURL)
+	watched, closeWatched, err := openWatched(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	reg, err := cfg.sources.registry(ctx, db, local != nil)
-	if err != nil {
-		return err
-	}
+	defer closeWatched()
+	dbURL, local, db, reg := watched.url, watched.local, watched.db, watched.reg
 	// The journal, offsets, events and users: in db, or apart
 	// (--journal-url, journaldb.go).
 	jdb, err := prepareDatabases(ctx, cfg, db, dbURL, local, reg, log)
@@ -262,4 +245,52 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 	}
 	log.Info("stopped", "journal_head", hub.Head())
 	return cause
+}
+
+// watchedDatabase is the database changecast watches, opened: the
+// embedded PostgreSQL in the data directory when cfg names none (started
+// here), with the registry of entity types cfg declares. close stops
+// what it opened, in reverse order.
+type watchedDatabase struct {
+	url   string
+	local *localpg.Cluster
+	db    *store.DB
+	reg   *entities.Registry
+}
+
+// openWatched opens the watched database for serve and serveNATS; the
+// caller defers close.
+func openWatched(ctx context.Context, cfg serveConfig, log *slog.Logger) (w watchedDatabase, close func(), err error) {
+	var closers []func()
+	close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			close()
+		}
+	}()
+	w.url = cfg.databaseURL
+	if w.url == "" {
+		if w.local, err = localpg.Start(ctx, localpg.Config{Dir: filepath.Join(cfg.dataDir, "postgres")}); err != nil {
+			return w, close, fmt.Errorf("start embedded PostgreSQL: %w", err)
+		}
+		local := w.local
+		closers = append(closers, func() {
+			if cerr := local.Close(); cerr != nil {
+				log.Error("stop embedded PostgreSQL", "err", cerr)
+			}
+		})
+		w.url = w.local.URL()
+	}
+	if w.db, err = store.Open(ctx, w.url); err != nil {
+		return w, close, err
+	}
+	closers = append(closers, func() { w.db.Close() })
+	if w.reg, err = cfg.sources.registry(ctx, w.db, w.local != nil); err != nil {
+		return w, close, err
+	}
+	return w, close, nil
 }

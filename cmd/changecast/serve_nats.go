@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/changecast/changecast/entities"
-	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/natsjournal"
 	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/sanitize"
@@ -44,32 +42,15 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 	if err := ensureDataDir(cfg.dataDir); err != nil {
 		return err
 	}
-	dbURL := cfg.databaseURL
-	var local *localpg.Cluster
-	if dbURL == "" {
-		if role != roleAll {
-			return usageError{fmt.Errorf("--role %s needs --database-url: the processes of a scaled-out changecast share one database", role)}
-		}
-		local, err = localpg.Start(ctx, localpg.Config{Dir: filepath.Join(cfg.dataDir, "postgres")})
-		if err != nil {
-			return fmt.Errorf("start embedded PostgreSQL: %w", err)
-		}
-		defer func() {
-			if cerr := local.Close(); cerr != nil {
-				log.Error("stop embedded PostgreSQL", "err", cerr)
-			}
-		}()
-		dbURL = local.URL()
+	if cfg.databaseURL == "" && role != roleAll {
+		return usageError{fmt.Errorf("--role %s needs --database-url: the processes of a scaled-out changecast share one database", role)}
 	}
-	db, err := store.Open(ctx, dbURL)
+	watched, closeWatched, err := openWatched(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	reg, err := cfg.sources.registry(ctx, db, local != nil)
-	if err != nil {
-		return err
-	}
+	defer closeWatched()
+	dbURL, local, db, reg := watched.url, watched.local, watched.db, watched.reg
 	source := ""
 	if watcherRole {
 		// Users, events and offsets live in the watched database's
