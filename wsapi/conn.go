@@ -311,28 +311,45 @@ func (c *client) readLoop() {
 			c.readErr = err
 			return
 		}
-		// Read at most one byte past the limit: never more than that
-		// is buffered, however large the message.
-		data, err := io.ReadAll(io.LimitReader(r, cfg.MaxMessageBytes+1))
-		if err != nil {
+		// The message is read and applied on a goroutine of its own that
+		// the reader waits for: parsing grows a goroutine's stack to
+		// 8 KiB or more, which the runtime rarely gives back, and the
+		// reader spends a connection's life parked in NextReader, so
+		// keeping its stack at the minimum is most of what an idle
+		// connection costs (docs/benchmarks.md, target 5).
+		errc := make(chan error, 1)
+		go func() { errc <- c.consume(mt, r) }()
+		if err := <-errc; err != nil {
 			c.readErr = err
 			return
 		}
-		if int64(len(data)) > cfg.MaxMessageBytes {
-			c.log.Info("websocket message too large; closing", "limit_bytes", cfg.MaxMessageBytes)
-			msg := fmt.Sprintf("message too large: more than %d bytes; send smaller messages (a filter message is at most %d bytes)", cfg.MaxMessageBytes, cfg.MaxMessageBytes)
-			c.kick(stopReason{
-				frame:     encodeError("", 400, msg),
-				closeCode: websocket.CloseMessageTooBig,
-				closeText: "message too big",
-				why:       "message too large",
-			})
-			c.readErr = websocket.ErrReadLimit
-			return
-		}
-		c.handleMessage(mt, data)
-		c.srv.messagesHandled.Add(1)
 	}
+}
+
+// consume reads one client message from r and applies it. An error ends
+// the reader.
+func (c *client) consume(mt int, r io.Reader) error {
+	limit := c.srv.cfg.MaxMessageBytes
+	// Read at most one byte past the limit: never more than that is
+	// buffered, however large the message.
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(data)) > limit {
+		c.log.Info("websocket message too large; closing", "limit_bytes", limit)
+		msg := fmt.Sprintf("message too large: more than %d bytes; send smaller messages (a filter message is at most %d bytes)", limit, limit)
+		c.kick(stopReason{
+			frame:     encodeError("", 400, msg),
+			closeCode: websocket.CloseMessageTooBig,
+			closeText: "message too big",
+			why:       "message too large",
+		})
+		return websocket.ErrReadLimit
+	}
+	c.handleMessage(mt, data)
+	c.srv.messagesHandled.Add(1)
+	return nil
 }
 
 // handleMessage applies one client message. A GARM filter replaces the whole
