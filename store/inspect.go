@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -87,6 +88,10 @@ type InspectedTable struct {
 	// identity index (Identity is IdentityIndex).
 	PrimaryKey      []string
 	IdentityColumns []string
+	// UniqueKeys lists the columns of each valid unique index on plain
+	// columns without a predicate (the primary key's among them): a set
+	// of NOT NULL columns holding one of them identifies a row.
+	UniqueKeys [][]string
 	// Columns are the table's columns in position order.
 	Columns []InspectedColumn
 	// Partitioned: a partitioned table, watched through this root
@@ -125,6 +130,26 @@ func (t InspectedTable) Key() []string {
 		return t.IdentityColumns
 	}
 	return nil
+}
+
+// IdentifiesRows reports whether cols, together, name at most one row:
+// every one of them is a NOT NULL column and they include all the columns
+// of a unique index (or the primary key). A key that does not would give
+// two rows one entity id, and a NULL in it would hide the row from keyset
+// pages, whose comparisons are never true for NULL.
+func (t InspectedTable) IdentifiesRows(cols []string) bool {
+	for _, c := range cols {
+		i := slices.IndexFunc(t.Columns, func(ic InspectedColumn) bool { return ic.Name == c })
+		if i < 0 || !t.Columns[i].NotNull {
+			return false
+		}
+	}
+	for _, u := range t.UniqueKeys {
+		if len(u) > 0 && !slices.ContainsFunc(u, func(c string) bool { return !slices.Contains(cols, c) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // Toastable reports whether any column may hold a TOASTed value.
@@ -289,12 +314,14 @@ func (db *DB) Inspect(ctx context.Context, schemas []string) (Inspection, error)
 		return in, fmt.Errorf("inspect: columns: %w", err)
 	}
 
-	rows, err = tx.Query(ctx, `SELECT i.indrelid, i.indisprimary, i.indisreplident, ic.relname,
+	rows, err = tx.Query(ctx, `SELECT i.indrelid, i.indisprimary, i.indisreplident,
+			i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL, ic.relname,
 			array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
 				JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 				ORDER BY k.ord)
 		FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-		WHERE i.indrelid = ANY ($1::oid[]) AND (i.indisprimary OR i.indisreplident)`, oids)
+		WHERE i.indrelid = ANY ($1::oid[]) AND (i.indisprimary OR i.indisreplident
+			OR i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL)`, oids)
 	if err != nil {
 		return in, fmt.Errorf("inspect: keys: %w", err)
 	}
@@ -302,16 +329,20 @@ func (db *DB) Inspect(ctx context.Context, schemas []string) (Inspection, error)
 		var (
 			oid              uint32
 			primary, replIdx bool
+			unique           bool
 			name             string
 			cols             []string
 		)
-		if err := rows.Scan(&oid, &primary, &replIdx, &name, &cols); err != nil {
+		if err := rows.Scan(&oid, &primary, &replIdx, &unique, &name, &cols); err != nil {
 			rows.Close()
 			return in, fmt.Errorf("inspect: keys: %w", err)
 		}
 		t := &in.Tables[byOID[oid]]
 		if primary {
 			t.PrimaryKey = cols
+		}
+		if unique {
+			t.UniqueKeys = append(t.UniqueKeys, cols)
 		}
 		if replIdx && t.Identity == IdentityIndex {
 			t.IdentityIndex = name

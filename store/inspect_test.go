@@ -239,3 +239,57 @@ func TestInspect_Unprivileged(t *testing.T) {
 		t.Errorf("public.customers (not owned): got CanPublish %v, warnings %q; want false and the OWNER TO fix", c.CanPublish, w)
 	}
 }
+
+// TestInspect_IdentifiesRows: a key identifies rows only when its columns
+// are NOT NULL and hold a whole unique index on plain columns; a partial
+// or expression index, a nullable column or a part of a unique index is
+// not enough.
+func TestInspect_IdentifiesRows(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.NewDatabase(t)
+	conn, err := pgx.Connect(testCtx(t), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(testCtx(t), `CREATE TABLE accounts (
+		id bigint PRIMARY KEY,
+		code text NOT NULL UNIQUE,
+		email text UNIQUE,
+		slug text NOT NULL,
+		tenant int NOT NULL,
+		name text NOT NULL,
+		UNIQUE (tenant, name));
+	CREATE UNIQUE INDEX accounts_slug_live ON accounts (slug) WHERE tenant > 0;
+	CREATE UNIQUE INDEX accounts_lower_name ON accounts (lower(name));`); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(testCtx(t), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	in, err := db.Inspect(testCtx(t), []string{"public"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := findTable(t, in, "public.accounts")
+	for _, c := range []struct {
+		key  []string
+		want bool
+	}{
+		{[]string{"id"}, true},
+		{[]string{"code"}, true},
+		{[]string{"tenant", "name"}, true},
+		{[]string{"name", "tenant", "code"}, true},
+		{[]string{"email"}, false},          // unique but nullable
+		{[]string{"slug"}, false},           // unique only where tenant > 0
+		{[]string{"name"}, false},           // unique only as lower(name), or with tenant
+		{[]string{"id", "email"}, false},    // a NULL email would hide the row from keyset pages
+		{[]string{"no_such_column"}, false}, // not a column
+	} {
+		if got := tb.IdentifiesRows(c.key); got != c.want {
+			t.Errorf("IdentifiesRows(%q) = %v, want %v (unique keys %q)", c.key, got, c.want, tb.UniqueKeys)
+		}
+	}
+}

@@ -187,6 +187,8 @@ func TestReload_RefusesBadConfigurations(t *testing.T) {
 		{"unknown key", "entities:\n  - name: order\n    table: public.orders\n    secret: [internal_note]\n", base + `:4:\d+: .*secret`},
 		{"duplicate name", "entities:\n  - name: order\n    table: public.orders\n  - name: order\n    table: public.notes\n", base + `:4:\d+: duplicate entity name "order"`},
 		{"missing table", "entities:\n  - name: order\n    table: public.orders\n  - name: gone\n    table: public.no_such_table\n", base + `:4: table public.no_such_table does not exist`},
+		{"key column missing", "entities:\n  - name: order\n    table: public.orders\n    key: no_such_column\n", base + `:2: key column no_such_column is not a column of public.orders`},
+		{"key not unique", "entities:\n  - name: order\n    table: public.orders\n    key: status\n", base + `:2: key status does not identify one row of public.orders.*CREATE UNIQUE INDEX`},
 		{"table without identity", "entities:\n  - name: order\n    table: public.orders\n  - name: nokey\n    table: public.nokey\n    key: id\n", base + `:4: table public.nokey has no primary key or usable replica identity.*REPLICA IDENTITY FULL`},
 	}
 	for i, c := range cases {

@@ -149,6 +149,11 @@ func (s sources) registry(ctx context.Context, db *store.DB, embedded bool) (*en
 						et.Allowed = append(et.Allowed, k) // the id is sent with every change
 					}
 				}
+			} else if k := missingColumn(t, e.Key); k != "" {
+				return nil, fmt.Errorf("%s: key column %s is not a column of %s; fix the name (changecast inspect lists the columns)", where(s, e), k, e.QualifiedTable())
+			} else if !t.IdentifiesRows(e.Key) {
+				return nil, fmt.Errorf("%s: key %s does not identify one row of %s: a key's columns must all be NOT NULL and include every column of its primary key or of a unique index, since clients keep rows by this id and snapshots page by it; use the primary key (leave key out), or add a unique index: CREATE UNIQUE INDEX ON %s (%s)",
+					where(s, e), strings.Join(e.Key, ", "), e.QualifiedTable(), e.QualifiedTable(), strings.Join(e.Key, ", "))
 			}
 		}
 		if err := reg.Register(et); err != nil {
@@ -156,6 +161,16 @@ func (s sources) registry(ctx context.Context, db *store.DB, embedded bool) (*en
 		}
 	}
 	return reg, nil
+}
+
+// missingColumn returns the first of cols that t does not have, or "".
+func missingColumn(t store.InspectedTable, cols []string) string {
+	for _, c := range cols {
+		if !slices.ContainsFunc(t.Columns, func(ic store.InspectedColumn) bool { return ic.Name == c }) {
+			return c
+		}
+	}
+	return ""
 }
 
 // where names a declared entity's origin for errors: file:line, or the
