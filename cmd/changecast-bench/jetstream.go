@@ -242,10 +242,15 @@ func (h *harness) jetStreamOnce(ctx context.Context, sec *section, r int, db, ur
 		defer func() { _ = h.stopServer(s) }()
 		f := fleet{servers: []*server{s}, others: []int{ns.pid()}}
 		cc0, n0 := f.cpu(), f.otherCPU()
+		var scraped time.Time
 		err = waitFor(ctx, c.drainTimeout+time.Duration(c.jsChanges/1000)*time.Second, func() (bool, error) {
 			if s.exited() {
 				return false, errors.New("changecast exited")
 			}
+			if time.Since(scraped) < metricsPoll {
+				return false, nil
+			}
+			scraped = time.Now()
 			v, err := s.metric(ctx, metric)
 			return err == nil && v >= float64(c.jsChanges), nil
 		})

@@ -136,7 +136,7 @@ func (h *harness) drainOnce(ctx context.Context, sec *section, r int, db, url st
 			}
 			select {
 			case <-pollCtx.Done():
-			case <-time.After(20 * time.Millisecond): // polling interval
+			case <-time.After(metricsPoll):
 			}
 		}
 	}()
