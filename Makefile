@@ -49,9 +49,7 @@ fuzz-brief:
 # Longer fuzzing of the parsers that take untrusted input.
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
-		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s; \
+		GO=$(GO) bash .ci/fuzz-one $${t%%:*} $${t##*:} $(FUZZTIME); \
 	done
 
 # Benchmarks (docs/benchmarks.md); not part of make test. changecast-bench
