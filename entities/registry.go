@@ -90,6 +90,12 @@ func (t EntityType) IsSecret(column string) bool {
 	return false
 }
 
+// IsKeyColumn reports whether column is the key or one of the composite
+// key's columns.
+func (t EntityType) IsKeyColumn(column string) bool {
+	return column == t.Key || contains(t.KeyColumns, column)
+}
+
 // IsPublic reports whether column is explicitly allowed (see Public).
 func (t EntityType) IsPublic(column string) bool {
 	return contains(t.Public, column)

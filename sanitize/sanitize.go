@@ -84,6 +84,18 @@ func staticColumns(et entities.EntityType) []string {
 // here rather than re-deriving the rule.
 func Stripped(et entities.EntityType, col string) bool { return reason(et, col) != "" }
 
+// Omitted reports whether column col of et is stripped only because the
+// type's allow-list leaves it out, so that a decoder need not read it at
+// all (watcher.Config.Omit): a wide table with a short allow-list costs
+// only its listed columns. The others stay in the row for the Sanitizer:
+// a secret (marked or declared), whose presence in every new row tells the
+// pipeline's secret guard it was not renamed away, and a column stripped
+// by the name rule alone, which the Sanitizer counts (Stats.NameColumns,
+// how an operator learns of a secret-looking column nobody reviewed).
+func Omitted(et entities.EntityType, col string) bool {
+	return reason(et, col) == ReasonNotAllowed
+}
+
 // reason decides one column of et: why it is stripped, or "" to keep it.
 func reason(et entities.EntityType, col string) Reason {
 	switch {

@@ -526,3 +526,33 @@ func field(r *entities.Row, col string) string {
 	}
 	return string(v)
 }
+
+// TestOmitted: only columns the allow-list leaves out may be left
+// undecoded; a secret (marked or declared) and a name-rule column stay
+// for the Sanitizer (the pipeline's secret guard and Stats need them),
+// and a kept column is never omitted.
+func TestOmitted(t *testing.T) {
+	instance, err := entities.DefaultRegistry().Lookup("instance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := entities.EntityType{Name: "order", Table: "orders", Key: "id", Secrets: []string{"internal_note"}}
+	listed := entities.EntityType{Name: "line", Table: "lines", Key: "id", Allowed: []string{"id", "sku"}}
+	for _, c := range []struct {
+		et   entities.EntityType
+		col  string
+		want bool
+	}{
+		{instance, "callback_token", false}, // marked: the guard looks for it
+		{instance, "name", false},
+		{order, "internal_note", false}, // declared: the guard looks for it
+		{order, "api_key", false},       // the name rule: counted by the Sanitizer
+		{order, "status", false},
+		{listed, "price", true}, // not in the allow-list
+		{listed, "sku", false},
+	} {
+		if got := Omitted(c.et, c.col); got != c.want {
+			t.Errorf("Omitted(%s, %s) = %v, want %v", c.et.Name, c.col, got, c.want)
+		}
+	}
+}

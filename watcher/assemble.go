@@ -22,8 +22,11 @@ type relation struct {
 	name      string
 	columns   []column
 	// order lists the columns' indexes sorted by name: the order of a
-	// row's members (entities.Row).
+	// row's members (entities.Row). Omitted columns (Config.Omit) are
+	// not in it.
 	order []int
+	// omitted marks the columns left out of order, by index.
+	omitted []bool
 	// entity is the registered type stored in this table; nil when the
 	// table is not registered and its changes are ignored.
 	entity *entities.EntityType
@@ -90,6 +93,8 @@ type assembler struct {
 
 	out       output
 	chunkSize int
+	// omit is Config.Omit.
+	omit func(et entities.EntityType, column string) bool
 	// skipBelow: a transaction whose commit LSN is below it was handled
 	// before and is skipped.
 	skipBelow entities.LSN
@@ -319,12 +324,20 @@ func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 		oids[i] = c.DataType
 	}
 	a.learnTypes(oids...)
-	for i, c := range m.Columns {
+	for _, c := range m.Columns {
 		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
+	}
+	et, registered := a.registry.ByRelation(m.Namespace, m.RelationName)
+	rel.omitted = make([]bool, len(rel.columns))
+	for i, c := range rel.columns {
+		if registered && a.omit != nil && !et.IsKeyColumn(c.name) && a.omit(et, c.name) {
+			rel.omitted[i] = true
+			continue
+		}
 		rel.order = append(rel.order, i)
 	}
 	slices.SortStableFunc(rel.order, func(i, j int) int { return strings.Compare(rel.columns[i].name, rel.columns[j].name) })
-	if et, ok := a.registry.ByRelation(m.Namespace, m.RelationName); ok {
+	if registered {
 		rel.entity = &et
 		for _, k := range append([]string{et.Key}, et.KeyColumns...) {
 			if !hasColumn(rel.columns, k) {
@@ -540,7 +553,7 @@ func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entiti
 	row = b.Row()
 	if missing {
 		for i, kind := range t.kinds {
-			if kind == pglogrepl.TupleDataTypeToast && !(keyOnly && !rel.columns[i].isKey) && !row.Has(rel.columns[i].name) {
+			if kind == pglogrepl.TupleDataTypeToast && !rel.omitted[i] && !(keyOnly && !rel.columns[i].isKey) && !row.Has(rel.columns[i].name) {
 				unchanged = append(unchanged, rel.columns[i].name)
 			}
 		}

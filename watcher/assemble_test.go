@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -362,5 +363,39 @@ func TestAssembler_Truncate(t *testing.T) {
 	}
 	if err := a.handle(append(u32([]byte{'T'}, 0xffffffff), 0, 0, 0, 0, 1)); !errors.Is(err, errProtocol) {
 		t.Errorf("truncate claiming 4294967295 relations = %v, want errProtocol", err)
+	}
+}
+
+// TestAssembler_Omit: columns Omit names are neither decoded nor listed as
+// unchanged (a TOASTed one), a key column is kept whatever Omit says, and
+// an unregistered relation is not asked about.
+func TestAssembler_Omit(t *testing.T) {
+	a, got := newTestAssembler(t, 1000)
+	var asked []string
+	a.omit = func(et entities.EntityType, col string) bool {
+		asked = append(asked, et.Name+"."+col)
+		return col == "body" || col == "id"
+	}
+	cols := []col{{"id", pgtype.Int4OID, true}, {"title", pgtype.TextOID, false}, {"body", pgtype.TextOID, false}}
+	upd := tuple(append(u32([]byte{'U'}, 1), 'N'), "2", "\x00u", "\x00u")
+	feed(t, a,
+		beginAt(7, 200),
+		relationMsg(1, "notes", cols),
+		relationMsg(2, "gadgets", cols), // not registered
+		tuple(append(u32([]byte{'I'}, 1), 'N'), "1", "a title", "secret body"),
+		upd,
+		commitMsg(200, 250))
+	if len(got.txs) != 1 || len(got.txs[0].Changes) != 2 {
+		t.Fatalf("got %+v, want one transaction of two changes", got.txs)
+	}
+	ins, up := got.txs[0].Changes[0], got.txs[0].Changes[1]
+	if want := rowOf(map[string]any{"id": int64(1), "title": "a title"}); !ins.Payload.Equal(want) || ins.EntityID != "1" {
+		t.Errorf("insert: payload %s id %q, want %s and id 1", ins.Payload.JSON(), ins.EntityID, want.JSON())
+	}
+	if want := rowOf(map[string]any{"id": int64(2)}); !up.Payload.Equal(want) || !slices.Equal(up.Unchanged, []string{"title"}) {
+		t.Errorf("update: payload %s unchanged %q, want %s and [title] unchanged (not the omitted body)", up.Payload.JSON(), up.Unchanged, want.JSON())
+	}
+	if want := []string{"note.title", "note.body"}; !slices.Equal(asked, want) {
+		t.Errorf("Omit was asked %q, want %q (never for a key column or an unregistered table)", asked, want)
 	}
 }

@@ -132,6 +132,7 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 		nextStatus: time.Now(), // report the start position at once
 	}
 	s.asm = newAssembler(w.cfg.Registry, w.logger, s, w.cfg.ChunkSize)
+	s.asm.omit = w.cfg.Omit
 	s.asm.values.cat = cat
 	s.asm.reload = func() (*catalog, error) { return w.reloadCatalog(ctx) }
 	// Everything committed before the start position or the end of the

@@ -45,6 +45,12 @@ type Config struct {
 	// to tables it does not hold are ignored. The relation's schema is
 	// not consulted. Required.
 	Registry *entities.Registry
+	// Omit, when set, names columns that never leave changecast (a
+	// sanitizer strips them for a reason fixed by configuration): the
+	// watcher does not decode them, so they cost no work and no copy.
+	// It is a saving, not the guard: the sanitizer still checks every
+	// row. It must not omit a key column.
+	Omit func(et entities.EntityType, column string) bool
 	// StartLSN is the durably stored position: the EndLSN of the last
 	// transaction the caller handled (its Final chunk's EndLSN), 0 when
 	// none. Replication starts there and every transaction whose commit
