@@ -237,7 +237,7 @@ func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
 			}
 		}
 	})
-	waitReadyz(t, watcherAddrs[0], 60*time.Second)
+	waitReadyz(t, watcherAddrs[0], 60*time.Second, logf)
 	watchers[1] = startChild(t, bin, watcherArgs(watcherAddrs[1]), logf)
 	waitHTTP(t, watcherAddrs[1])
 
@@ -257,7 +257,7 @@ func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
 		}
 	})
 	for _, a := range gwAddrs {
-		waitReadyz(t, a, 60*time.Second)
+		waitReadyz(t, a, 60*time.Second, logf)
 	}
 	token := mintToken(t, dataDir, "admin")
 
@@ -409,12 +409,26 @@ func readyz(addr string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func waitReadyz(t *testing.T, addr string, within time.Duration) {
+// waitReadyz waits for addr's /readyz to answer 200; on a timeout it
+// fails with the last answer and the tail of the children's log.
+func waitReadyz(t *testing.T, addr string, within time.Duration, log *os.File) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !readyz(addr) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never became ready", addr)
+			last := "no answer"
+			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				resp.Body.Close()
+				last = fmt.Sprintf("%s %s", resp.Status, body)
+			} else {
+				last = err.Error()
+			}
+			logs, _ := os.ReadFile(log.Name())
+			if len(logs) > 32<<10 {
+				logs = logs[len(logs)-32<<10:]
+			}
+			t.Fatalf("%s never became ready within %s (last /readyz: %s); children's log (last 32 KiB):\n%s", addr, within, last, logs)
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
