@@ -42,6 +42,7 @@ import (
 // Defaults for Config fields left zero.
 const (
 	DefaultPageRows         = 500
+	DefaultPageBytes        = 4 << 20
 	DefaultLockTimeout      = 5 * time.Second
 	DefaultStatementTimeout = 60 * time.Second
 	DefaultWait             = 30 * time.Second
@@ -70,6 +71,11 @@ type Config struct {
 	Publication string
 	// PageRows is how many rows one page reads. Default: 500.
 	PageRows int
+	// PageBytes bounds a page of Next by size as well: a page ends at
+	// the first row that brings its sanitized rows to PageBytes or more
+	// (so wide rows make short pages, and one row always fits).
+	// Default: 4 MiB.
+	PageBytes int
 	// LockTimeout is the snapshot transaction's lock_timeout: how long a
 	// read waits for a lock (only DDL such as ALTER TABLE holds one a
 	// SELECT waits for). Default: 5s.
@@ -120,8 +126,8 @@ func New(cfg Config) (*Source, error) {
 	if cfg.URL == "" || cfg.Registry == nil || cfg.Slot == "" {
 		return nil, errors.New("new snapshot source: URL, Registry and Slot are required")
 	}
-	if cfg.PageRows < 0 || cfg.LockTimeout < 0 || cfg.StatementTimeout < 0 || cfg.Wait < 0 {
-		return nil, errors.New("new snapshot source: PageRows, LockTimeout, StatementTimeout and Wait must not be negative")
+	if cfg.PageRows < 0 || cfg.PageBytes < 0 || cfg.LockTimeout < 0 || cfg.StatementTimeout < 0 || cfg.Wait < 0 {
+		return nil, errors.New("new snapshot source: PageRows, PageBytes, LockTimeout, StatementTimeout and Wait must not be negative")
 	}
 	if _, err := pgconn.ParseConfig(cfg.URL); err != nil {
 		return nil, fmt.Errorf("new snapshot source: database URL: %w", err)
@@ -134,6 +140,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.PageRows == 0 {
 		cfg.PageRows = DefaultPageRows
+	}
+	if cfg.PageBytes == 0 {
+		cfg.PageBytes = DefaultPageBytes
 	}
 	if cfg.LockTimeout == 0 {
 		cfg.LockTimeout = DefaultLockTimeout
@@ -598,7 +607,10 @@ func (sn *Snapshot) page(ctx context.Context) ([]entities.Change, error) {
 
 // pageAfter reads up to limit rows of t whose key is above after (all rows
 // when after is nil), in key order, and returns them with their keys (text
-// values, copied): every row's when all, else only the last row's.
+// values, copied): every row's when all, else only the last row's. Without
+// all, it also ends the page at the first row that brings it to PageBytes
+// (the rest of the result is read and dropped by the connection); with
+// all, a caller that takes fewer than limit rows as the end needs them all.
 func (sn *Snapshot) pageAfter(ctx context.Context, t *table, after [][]byte, limit int, all bool) ([]entities.Change, [][][]byte, error) {
 	var b strings.Builder
 	b.WriteString("SELECT ")
@@ -637,6 +649,7 @@ func (sn *Snapshot) pageAfter(ctx context.Context, t *table, after [][]byte, lim
 	var out []entities.Change
 	var keys [][][]byte
 	var last [][]byte
+	size := 0
 	for rr.NextRow() {
 		vals := rr.Values()
 		row := sn.dec.Decode(cols, vals)
@@ -654,6 +667,9 @@ func (sn *Snapshot) pageAfter(ctx context.Context, t *table, after [][]byte, lim
 			return nil, nil, fmt.Errorf("snapshot %s: %w", t.et.Name, err)
 		}
 		out = append(out, sc)
+		if size += len(sc.Payload.JSON()); !all && size >= sn.src.cfg.PageBytes {
+			break
+		}
 	}
 	if _, err := rr.Close(); err != nil {
 		return nil, nil, fmt.Errorf("snapshot %s: read %s: %w", t.et.Name, t.ident, err)

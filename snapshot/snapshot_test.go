@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,43 @@ func TestSnapshot_WaitsOnlyWithoutAMark(t *testing.T) {
 	}
 	if !sn.Visible(xid - 1) {
 		t.Errorf("transaction %d, committed before, is not visible", xid-1)
+	}
+}
+
+// A page of Next ends once its rows reach PageBytes, with at least one row
+// per page, and the next page goes on from the last row: every row, once,
+// in key order.
+func TestSnapshot_PagesBoundedByBytes(t *testing.T) {
+	e := newEnvTB(t)
+	src, err := New(Config{URL: e.url, Registry: e.src.cfg.Registry, Slot: "s", PageBytes: 150, Wait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, `INSERT INTO items (a, b, n) SELECT g, repeat('x', 100), g FROM generate_series(1, 7) g`)
+	ctx := context.Background()
+	sn, err := src.Begin(ctx, []string{"item"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	var sizes []int
+	var got []string
+	for {
+		rows, err := sn.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows == nil {
+			break
+		}
+		sizes = append(sizes, len(rows))
+		for _, r := range rows {
+			a, _ := r.Payload.Text("a")
+			got = append(got, a)
+		}
+	}
+	// Each row is about 140 bytes: two rows per page reach 150.
+	if want := "1 2 3 4 5 6 7"; strings.Join(got, " ") != want || !slices.Equal(sizes, []int{2, 2, 2, 1}) {
+		t.Errorf("rows %q in pages of %v, want %q in pages of [2 2 2 1]", got, sizes, want)
 	}
 }
