@@ -67,6 +67,7 @@ func TestServeFlags_Environment(t *testing.T) {
 // doubled).
 func TestFlags_UsageNeverShowsTheEnvironment(t *testing.T) {
 	t.Setenv(envDatabaseURL, "postgres://u:CANARY-pw@127.0.0.1:1/db")
+	t.Setenv(envReadURL, "postgres://u:CANARY-pw@127.0.0.1:2/db")
 	for _, cmd := range [][]string{{"serve", "--bogus"}, {"demo", "--bogus"}, {"inspect", "--bogus"}, {"user", "list", "--bogus"}} {
 		var stdout, stderr testutil.SyncBuffer
 		err := run(context.Background(), cmd, &stdout, &stderr)

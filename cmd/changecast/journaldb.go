@@ -126,7 +126,9 @@ const usersPollInterval = 500 * time.Millisecond
 // watched database, which does not carry those tables, so a goroutine
 // polls the users table and has every session re-checked when it changed. The returned function stops the goroutine and waits
 // for it.
-func watchUsers(jdb *store.DB, hub *wsapi.Server, log *slog.Logger) (stop func()) {
+func watchUsers(jdb interface {
+	UsersVersion(context.Context) (string, error)
+}, hub *wsapi.Server, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	// The first version is read before anyone can log in, so a change

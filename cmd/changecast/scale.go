@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -30,17 +31,27 @@ const (
 	envNATSToken    = "CHANGECAST_NATS_TOKEN"    // or a token
 )
 
+// envReadURL sets --read-url, a database URL that may hold a password.
+const envReadURL = "CHANGECAST_READ_URL"
+
 // scaleConfig is serve's scale-out settings.
 type scaleConfig struct {
 	role            string
 	journalStream   string
 	journalReplicas int
+	// readURL (--read-url) is a hot standby of the watched database that
+	// gateways read users and events from (readreplica.go); it may hold
+	// a password: never shown without store.RedactURL.
+	readURL    string
+	readMaxLag time.Duration
 }
 
 func (s *scaleConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.role, "role", roleAll, "with a nats:// --journal-url: all (watcher and gateway), watcher (holds the slot; one is active, others stand by) or gateway (serves clients from the stream) (env CHANGECAST_ROLE)")
 	fs.StringVar(&s.journalStream, "journal-stream", natsjournal.DefaultStream, "with a nats:// --journal-url: the JetStream stream of the journal (env CHANGECAST_JOURNAL_STREAM)")
 	fs.IntVar(&s.journalReplicas, "journal-replicas", 1, "with a nats:// --journal-url: the stream's replicas (1, 3 or 5; at most the NATS cluster's size) (env CHANGECAST_JOURNAL_REPLICAS)")
+	fs.StringVar(&s.readURL, "read-url", "", "role gateway or all with a nats:// --journal-url: PostgreSQL URL of a hot standby of the watched database to read users and events from; empty reads them from --database-url (env "+envReadURL+")")
+	fs.DurationVar(&s.readMaxLag, "read-max-lag", defaultReadMaxLag, "with --read-url: read from the primary while the standby is further behind than this (env CHANGECAST_READ_MAX_LAG)")
 }
 
 // check validates the scale-out flags against --journal-url.
@@ -55,6 +66,17 @@ func (s scaleConfig) check(journalURL string) error {
 	}
 	if s.journalReplicas < 1 || s.journalReplicas > 5 {
 		return fmt.Errorf("--journal-replicas %d: use 1 to 5 (JetStream's limit)", s.journalReplicas)
+	}
+	if s.readURL != "" {
+		switch {
+		case !isNATSURL(journalURL):
+			return fmt.Errorf("--read-url is for the gateways of a scaled-out changecast (--journal-url nats://… with --role gateway or all); without it, leave --read-url (%s) out", envReadURL)
+		case s.role == roleWatcher:
+			return fmt.Errorf("--read-url is for gateways only: a watcher reads and writes the primary (--database-url); leave --read-url (%s) out of the watchers' flags and environment", envReadURL)
+		}
+	}
+	if s.readMaxLag <= 0 {
+		return fmt.Errorf("--read-max-lag %s: must be positive", s.readMaxLag)
 	}
 	if isNATSURL(journalURL) {
 		for _, p := range strings.Split(journalURL, ",") {

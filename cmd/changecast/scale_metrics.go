@@ -17,7 +17,7 @@ import (
 // JetStream: the watcher's metrics when it is one (p set), the gateway's
 // when it is one (hub set), and the stream's. No label or value comes
 // from row data.
-func natsMetricsHandler(p *pipeline.Pipeline, hub *wsapi.Server, nj *natsjournal.Journal, active *atomic.Bool) http.Handler {
+func natsMetricsHandler(p *pipeline.Pipeline, hub *wsapi.Server, nj *natsjournal.Journal, active *atomic.Bool, replica *readReplica) http.Handler {
 	reg := prometheus.NewRegistry()
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "changecast", Name: name, Help: help}, f))
@@ -62,6 +62,11 @@ func natsMetricsHandler(p *pipeline.Pipeline, hub *wsapi.Server, nj *natsjournal
 		counter("ws_catchups_total", "Catch-up episodes: a client served from the journal.", func() float64 { return float64(hub.CatchUps()) })
 		gauge("ws_catching_up", "Clients currently served from the journal rather than live.", func() float64 { return float64(hub.CatchingUp()) })
 		counter("login_throttled_total", "Login attempts refused with 429.", func() float64 { return float64(hub.LoginsThrottled()) })
+	}
+	if replica != nil {
+		gauge("read_replica_fresh", "1 while the read replica is within --read-max-lag of the primary (users and events are read from it), 0 while they are read from the primary.", func() float64 { return b(!replica.lagging()) })
+		counter("read_replica_reads_total", "Reads of users and events the read replica answered.", func() float64 { return float64(replica.fromReplica.Load()) })
+		counter("read_primary_reads_total", "Reads of users and events the primary answered although a read replica is configured (it lagged, had not replayed a fence yet, or failed).", func() float64 { return float64(replica.fromPrimary.Load()) })
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -172,11 +172,28 @@ func (r remoteWrites) do(ctx context.Context, req rpcRequest) error {
 }
 
 // natsEventStore serves the events REST API of a process whose journal is
-// in JetStream: reads from the events table, writes through the active
-// watcher.
+// in JetStream: reads from the events table (of the watched database or
+// its read replica), writes through the active watcher.
 type natsEventStore struct {
-	db     *store.DB
+	db     eventReads
 	remote remoteWrites
+	// wrote, when set, runs after each write (even one that failed: it
+	// may have been made): the read replica's fence, so the next list
+	// shows the write.
+	wrote func()
+}
+
+// eventReads is what natsEventStore reads: a *store.DB, or a *readReplica.
+type eventReads interface {
+	ListEvents(ctx context.Context, q entities.EventQuery) (entities.EventPage, error)
+	EventTypes(ctx context.Context, owner *uuid.UUID) (entities.EventTypes, error)
+}
+
+func (s natsEventStore) done(err error) error {
+	if s.wrote != nil {
+		s.wrote()
+	}
+	return err
 }
 
 func (s natsEventStore) ListEvents(ctx context.Context, q entities.EventQuery) (entities.EventPage, error) {
@@ -188,11 +205,11 @@ func (s natsEventStore) EventTypes(ctx context.Context, owner *uuid.UUID) (entit
 }
 
 func (s natsEventStore) SetEventStatus(ctx context.Context, owner *uuid.UUID, ids []uuid.UUID, status entities.EventStatus) error {
-	return s.remote.do(ctx, rpcRequest{Op: "status", Owner: owner, IDs: ids, Status: status})
+	return s.done(s.remote.do(ctx, rpcRequest{Op: "status", Owner: owner, IDs: ids, Status: status}))
 }
 
 func (s natsEventStore) DeleteEvents(ctx context.Context, owner *uuid.UUID, ids []uuid.UUID) error {
-	return s.remote.do(ctx, rpcRequest{Op: "delete", Owner: owner, IDs: ids})
+	return s.done(s.remote.do(ctx, rpcRequest{Op: "delete", Owner: owner, IDs: ids}))
 }
 
 // eventSender persists a gateway's own events through the active watcher,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,21 +23,9 @@ import (
 const publicationName = "changecast"
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cfg serveConfig
-	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL URL to watch; empty starts the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
-	if err := cfg.register(fs); err != nil {
+	cfg, err := parseServe(args, stderr)
+	if err != nil {
 		return err
-	}
-	if err := applyEnv(fs); err != nil { // every flag's CHANGECAST_* variable
-		return err
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := cfg.check(); err != nil {
-		return usageError{err}
 	}
 	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/changecast/changecast/localpg"
@@ -65,6 +66,38 @@ type serveInfo struct {
 	// Dashboard is the dashboard's URL, with a one-time sign-in link when
 	// serve made one; DashboardNote says how to use it.
 	Dashboard, DashboardNote string
+}
+
+// serveFlags returns serve's flag set, bound to cfg; its usage goes to
+// stderr.
+func serveFlags(cfg *serveConfig, stderr io.Writer) (*flag.FlagSet, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL URL to watch; empty starts the embedded PostgreSQL in the data dir (env "+envDatabaseURL+")")
+	if err := cfg.register(fs); err != nil {
+		return nil, err
+	}
+	return fs, nil
+}
+
+// parseServe is serve's configuration from args and the CHANGECAST_*
+// environment, checked: what "changecast serve" runs with.
+func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	var cfg serveConfig
+	fs, err := serveFlags(&cfg, stderr)
+	if err != nil {
+		return cfg, err
+	}
+	if err := applyEnv(fs); err != nil { // every flag's CHANGECAST_* variable
+		return cfg, err
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return cfg, err
+	}
+	if err := cfg.check(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
 }
 
 // register adds serve's flags (all but --database-url) to fs, with their

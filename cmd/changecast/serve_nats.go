@@ -67,6 +67,27 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		}
 		source = fmt.Sprintf("%d/%d/%s", id.SystemID, id.OID, id.Name)
 	}
+	// A gateway's reads of users and events may come from a hot standby
+	// (--read-url, readreplica.go); check() refused it for a watcher.
+	var replica *readReplica
+	if cfg.scale.readURL != "" && gatewayRole {
+		maxLag := cfg.scale.readMaxLag
+		if maxLag <= 0 {
+			maxLag = defaultReadMaxLag
+		}
+		if replica, err = openReadReplica(ctx, cfg.scale.readURL, maxLag, db, log.With("component", "read-replica")); err != nil {
+			return err
+		}
+		defer replica.Close()
+	}
+	var (
+		reads       userReads  = db
+		eventsReads eventReads = db
+		fence       func()
+	)
+	if replica != nil {
+		reads, eventsReads, fence = replica, replica, replica.Fence
+	}
 	nj, err := openNATSJournal(ctx, cfg, source, natsjournal.PGLocker{DB: db}, db, log)
 	if err != nil {
 		return err
@@ -121,7 +142,7 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		if err != nil {
 			return err
 		}
-		var hubUsers wsapi.Users = users{db}
+		var hubUsers wsapi.Users = users{reads}
 		if cfg.wrapUsers != nil {
 			hubUsers = cfg.wrapUsers(hubUsers)
 		}
@@ -162,7 +183,7 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 				}
 				events.send(b)
 			},
-			Events:       natsEventStore{db: db, remote: remote},
+			Events:       natsEventStore{db: eventsReads, remote: remote, wrote: fence},
 			Snapshots:    snaps,
 			MaxSnapshots: cfg.maxSnapshots,
 		})
@@ -174,7 +195,13 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 			return err
 		}
 		if usersTable == store.OwnUsersTable {
-			defer watchUsers(db, hub, log.With("component", "users"))()
+			var polled interface {
+				UsersVersion(context.Context) (string, error)
+			} = db
+			if replica != nil {
+				polled = replica
+			}
+			defer watchUsers(polled, hub, log.With("component", "users"))()
 		}
 	}
 	if pipe != nil {
@@ -185,7 +212,7 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 
 	mux := http.NewServeMux()
 	var active atomic.Bool
-	mux.Handle("/metrics", natsMetricsHandler(pipe, hub, nj, &active))
+	mux.Handle("/metrics", natsMetricsHandler(pipe, hub, nj, &active, replica))
 	if hub != nil {
 		mux.Handle(reloadPath, hub.AdminOnly(rl))
 		mux.Handle("/", awaitResume(hub.Handler(), hub, nj))
@@ -264,7 +291,11 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 			events.send(b)
 		}
 		bg.Add(1)
-		go func() { defer bg.Done(); tailDone <- nj.Tail(bgCtx, hub, notify) }()
+		var sink pipeline.Sink = hub
+		if replica != nil {
+			sink = fencingSink{hub, replica}
+		}
+		go func() { defer bg.Done(); tailDone <- nj.Tail(bgCtx, sink, notify) }()
 	}
 
 	pipeCtx, stopPipe := context.WithCancel(context.WithoutCancel(ctx))

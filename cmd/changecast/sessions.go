@@ -8,6 +8,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/changecast/changecast/entities"
 	"github.com/changecast/changecast/store"
 	"github.com/changecast/changecast/wsapi"
 )
@@ -20,7 +21,13 @@ import (
 // for automation have the user name as subject unless --user-id is given;
 // they hold until they expire, since only holders of the signing key can
 // mint them.
-type users struct{ db *store.DB }
+type users struct{ db userReads }
+
+// userReads is what users reads: a *store.DB, or a *readReplica.
+type userReads interface {
+	Authenticate(ctx context.Context, username, password string) (entities.User, error)
+	UserSession(ctx context.Context, id uuid.UUID) (store.UserSession, error)
+}
 
 func (u users) Authenticate(ctx context.Context, username, password string) (wsapi.Claims, error) {
 	usr, err := u.db.Authenticate(ctx, username, password)
