@@ -169,6 +169,11 @@ func loadSecret(dataDir string, create bool) ([]byte, error) {
 	}
 }
 
+// createSecret writes a new random key to path, unless another process
+// does first: the key is written in full to a temporary file that is then
+// linked to path, which fails if path exists, so a process that starts at
+// the same moment with the same data dir reads either nothing or the whole
+// key, never an empty or partial file, and both end up with the same key.
 func createSecret(path string) ([]byte, error) {
 	if err := ensureDataDir(filepath.Dir(path)); err != nil {
 		return nil, err
@@ -178,19 +183,29 @@ func createSecret(path string) ([]byte, error) {
 		return nil, fmt.Errorf("generate JWT secret: %w", err)
 	}
 	s := hex.EncodeToString(raw)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return loadSecret(filepath.Dir(path), false) // another process won the race
-	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+secretFile+".new-*")
 	if err != nil {
 		return nil, fmt.Errorf("create JWT secret: %w", err)
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.WriteString(s + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o600)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("write JWT secret: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write JWT secret: %w", err)
+	if err := os.Link(tmp, path); errors.Is(err, os.ErrExist) {
+		return loadSecret(filepath.Dir(path), false) // another process won the race
+	} else if err != nil {
+		return nil, fmt.Errorf("create JWT secret: %w", err)
 	}
 	return []byte(s), nil
 }

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"io"
-
 	"flag"
-	"github.com/changecast/changecast/internal/testutil"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/changecast/changecast/internal/testutil"
 )
 
 // TestServeFlags_Environment checks that every serve flag takes its
@@ -79,5 +82,42 @@ func TestFlags_UsageNeverShowsTheEnvironment(t *testing.T) {
 	cfg, err := parseDemoFlags(nil, io.Discard)
 	if err != nil || len(cfg.serve.tables) != 1 {
 		t.Fatalf("demo with CHANGECAST_TABLE: %v, tables %v; want it once", err, cfg.serve.tables)
+	}
+}
+
+// TestLoadSecret_ConcurrentCreate: processes started at the same moment
+// with one data dir (two gateways) all get the same whole key; none reads
+// the file while it is being written.
+func TestLoadSecret_ConcurrentCreate(t *testing.T) {
+	t.Setenv(envJWTSecret, "")
+	t.Setenv(envJWTSecretFile, "")
+	for round := range 200 {
+		dir := filepath.Join(t.TempDir(), "data")
+		const n = 8
+		keys := make([][]byte, n)
+		errs := make([]error, n)
+		var start, wg sync.WaitGroup
+		start.Add(1)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start.Wait()
+				keys[i], errs[i] = loadSecret(dir, true)
+			}()
+		}
+		start.Done()
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("round %d: loadSecret %d: %v", round, i, errs[i])
+			}
+			if !bytes.Equal(keys[i], keys[0]) || len(keys[i]) < minSecretLen {
+				t.Fatalf("round %d: process %d got another key (or a short one) than process 0", round, i)
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "."+secretFile+"*")); len(left) != 0 {
+			t.Fatalf("round %d: temporary files left behind: %q", round, left)
+		}
 	}
 }
