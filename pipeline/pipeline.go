@@ -560,46 +560,6 @@ func (p *Pipeline) streamingFrom(start entities.LSN) {
 	p.fault = ""
 }
 
-// relay passes transactions from src to dst in order, holding up to budget
-// changes (and always at least one transaction) in between, so the
-// journal writer finds what arrived while it was committing and takes it
-// in one commit (group commit). It closes dst once src is closed and
-// everything held has been passed on, or when ctx ends.
-func relay(ctx context.Context, src <-chan entities.Transaction, dst chan<- entities.Transaction, budget int) error {
-	defer close(dst)
-	var q []entities.Transaction
-	held := 0
-	for {
-		var out chan<- entities.Transaction
-		var next entities.Transaction
-		if len(q) > 0 {
-			out, next = dst, q[0]
-		}
-		in := src
-		if len(q) > 0 && held >= budget {
-			in = nil // full: wait for the writer
-		}
-		if in == nil && out == nil {
-			return nil // src closed and everything passed on
-		}
-		select {
-		case tx, ok := <-in:
-			if !ok {
-				src = nil
-				continue
-			}
-			q = append(q, tx)
-			held += len(tx.Changes)
-		case out <- next:
-			q[0] = entities.Transaction{}
-			q = q[1:]
-			held -= len(next.Changes)
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
 // unsanitizable marks a change sanitize refused: the pipeline stops rather
 // than store or send it.
 type unsanitizable struct{ err error }
@@ -681,33 +641,9 @@ func (p *Pipeline) once(ctx context.Context) error {
 	unhook := context.AfterFunc(ctx, stopWatch)
 	defer unhook()
 
-	// Small buffers: each item can be a whole chunk (ChunkSize changes);
-	// with the relay's budget the pipeline holds about 16 × chunk changes.
-	raw := make(chan entities.Transaction, 4)
-	clean := make(chan entities.Transaction, 4)
-	// Between sanitize and the writer, a queue bounded by changes, not
-	// transactions: under load many small transactions wait there and one
-	// journal commit takes them all (group commit), while a large
-	// transaction still holds only a few chunks. The writer's channel
-	// keeps a few items buffered so its non-blocking collection finds the
-	// next one while the relay refills it.
-	toJournal := make(chan entities.Transaction, 4)
-	// A BatchWriter takes, in one receive, everything the relay holds
-	// (relay_batches.go).
-	bw, batches := jw.(BatchWriter)
-	toBatches := make(chan []entities.Transaction)
-	if batches {
-		g.Go(func() error { return relayBatches(gctx, clean, toBatches, 4*p.cfg.ChunkSize) })
-	} else {
-		g.Go(func() error { return relay(gctx, clean, toJournal, 4*p.cfg.ChunkSize) })
-	}
-	g.Go(func() error {
-		defer close(raw)
-		return w.Run(wctx, raw)
-	})
 	// System events go through the same writer. On an orderly stop the
 	// queue is written out (the shutdown event last) before the writer's
-	// input closes.
+	// input closes (path.go).
 	eventsDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(eventsDone)
@@ -725,42 +661,17 @@ func (p *Pipeline) once(ctx context.Context) error {
 			}
 		}
 	})
-	g.Go(func() error {
-		// The writer takes system writes only between source
-		// transactions. If the watcher stopped in the middle of a
-		// chunked one, the writer must see its input close (and roll
-		// that back) before a queued event can be written; otherwise
-		// the queued events are written first.
-		inside := false // the last transaction forwarded was a non-final chunk
-		defer close(clean)
-		defer func() {
-			if !inside {
-				<-eventsDone
-			}
-		}()
-		for tx := range raw {
-			changes, err := san.Changes(guard.filter(tx.Changes, p.secretColumnMissing))
-			if err != nil {
-				// Fail closed: an unsanitizable change is never stored or
-				// sent, and nothing after it is acknowledged.
-				return unsanitizable{fmt.Errorf("transaction %d: %w", tx.Xid, err)}
-			}
-			tx.Changes = changes
-			select {
-			case clean <- tx:
-				inside = !tx.Final
-			case <-gctx.Done():
-				return nil
-			}
+	sanitizeTx := func(tx entities.Transaction) (entities.Transaction, error) {
+		changes, err := san.Changes(guard.filter(tx.Changes, p.secretColumnMissing))
+		if err != nil {
+			// Fail closed: an unsanitizable change is never stored or
+			// sent, and nothing after it is acknowledged.
+			return tx, unsanitizable{fmt.Errorf("transaction %d: %w", tx.Xid, err)}
 		}
-		return nil
-	})
-	g.Go(func() error {
-		if batches {
-			return bw.RunBatches(gctx, toBatches)
-		}
-		return jw.Run(gctx, toJournal)
-	})
+		tx.Changes = changes
+		return tx, nil
+	}
+	p.startPath(g, gctx, wctx, w, jw, sanitizeTx, eventsDone)
 	// A reload abandons this instance like a failed stage (reload.go).
 	g.Go(func() error { return p.awaitReload(wctx) })
 	return g.Wait()

@@ -25,33 +25,5 @@ type BatchWriter interface {
 // most budget changes (and one transaction) here. It closes dst once src
 // is closed and everything held has been passed on, or when ctx ends.
 func relayBatches(ctx context.Context, src <-chan entities.Transaction, dst chan<- []entities.Transaction, budget int) error {
-	defer close(dst)
-	var q []entities.Transaction
-	held := 0
-	for {
-		var out chan<- []entities.Transaction
-		if len(q) > 0 {
-			out = dst
-		}
-		in := src
-		if len(q) > 0 && held >= budget {
-			in = nil // full: wait for the writer
-		}
-		if in == nil && out == nil {
-			return nil // src closed and everything passed on
-		}
-		select {
-		case tx, ok := <-in:
-			if !ok {
-				src = nil
-				continue
-			}
-			q = append(q, tx)
-			held += len(tx.Changes)
-		case out <- q:
-			q, held = nil, 0
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	return feed(ctx, src, nil, dst, budget, nil, nil)
 }

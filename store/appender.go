@@ -337,6 +337,13 @@ func (a *Appender) run(ctx context.Context, in *txSource) error {
 				} else if len(b) == 0 {
 					continue
 				}
+			case <-in.ready:
+				if !in.takeQueued() {
+					return nil
+				}
+				if t, ok = in.pop(); !ok {
+					continue // nothing after all
+				}
 			}
 		}
 		a.hold(len(t.Changes))

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/pipeline"
 )
 
 // RunBatches is Run for a pipeline that hands transactions over in
@@ -16,12 +17,39 @@ func (a *Appender) RunBatches(ctx context.Context, in <-chan []entities.Transact
 	return a.runFrom(ctx, &txSource{many: in})
 }
 
+// RunQueue is Run for a pipeline that queues transactions for the
+// appender itself (pipeline.QueueWriter): the watcher puts them in q on
+// its own goroutine and the appender takes everything queued at once, so
+// group commit takes all of it and no goroutine stands in between.
+// Transactions are journaled in queue order, exactly as Run would journal
+// them one by one.
+func (a *Appender) RunQueue(ctx context.Context, q *pipeline.Queue) error {
+	return a.runFrom(ctx, &txSource{queue: q, ready: q.Ready()})
+}
+
 // txSource is where Run's transactions come from: a channel of single
-// transactions, or one of batches whose rest waits in buf.
+// transactions, one of batches, or a pipeline.Queue (whose Ready channel
+// is ready), the rest of a batch waiting in buf.
 type txSource struct {
-	one  <-chan entities.Transaction
-	many <-chan []entities.Transaction
-	buf  []entities.Transaction
+	one   <-chan entities.Transaction
+	many  <-chan []entities.Transaction
+	queue *pipeline.Queue
+	ready <-chan struct{}
+	buf   []entities.Transaction
+}
+
+// takeQueued moves what the queue holds to buf: open=false once the
+// queue is closed and empty.
+func (s *txSource) takeQueued() (open bool) {
+	b, closed := s.queue.Take()
+	if closed {
+		s.queue, s.ready = nil, nil
+		return false
+	}
+	if len(b) > 0 {
+		s.buf = b
+	}
+	return true
 }
 
 // pop takes the next buffered transaction.
@@ -54,6 +82,13 @@ func (s *txSource) tryNext() (t entities.Transaction, got, closed bool) {
 	if t, ok := s.pop(); ok {
 		return t, true, false
 	}
+	if s.queue != nil {
+		if !s.takeQueued() {
+			return entities.Transaction{}, false, true
+		}
+		t, ok := s.pop()
+		return t, ok, false
+	}
 	if s.one != nil {
 		select {
 		case t, ok := <-s.one:
@@ -78,9 +113,16 @@ func (s *txSource) next(ctx context.Context) (entities.Transaction, bool, error)
 		if t, ok := s.pop(); ok {
 			return t, true, nil
 		}
+		if s.queue != nil && !s.takeQueued() {
+			return entities.Transaction{}, false, nil
+		}
+		if len(s.buf) > 0 {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return entities.Transaction{}, false, ctx.Err()
+		case <-s.ready:
 		case t, ok := <-s.one:
 			return t, ok, nil
 		case b, ok := <-s.many:

@@ -63,7 +63,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- entities.Transaction) erro
 	}
 	defer w.running.Store(false)
 
-	err := w.run(ctx, out)
+	err := w.run(ctx, out, nil)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -87,7 +87,7 @@ func (w *Watcher) connect(ctx context.Context) (conn *pgconn.PgConn, closeConn f
 	}, nil
 }
 
-func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) error {
+func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction, q Output) error {
 	conn, closeConn, err := w.connect(ctx)
 	if err != nil {
 		return err
@@ -128,6 +128,7 @@ func (w *Watcher) run(ctx context.Context, out chan<- entities.Transaction) erro
 		ctx:        ctx,
 		conn:       conn,
 		out:        out,
+		q:          q,
 		floor:      slotConfirmed,
 		nextStatus: time.Now(), // report the start position at once
 	}
@@ -279,6 +280,7 @@ type session struct {
 	ctx  context.Context // Run's
 	conn *pgconn.PgConn
 	out  chan<- entities.Transaction
+	q    Output // instead of out (RunTo)
 	asm  *assembler
 
 	floor      entities.LSN // the slot's confirmed_flush_lsn at start: never report less
@@ -385,6 +387,9 @@ func (s *session) send(tx *entities.Transaction) error {
 		}
 		n := tx.Changes[len(tx.Changes)-1].Index + 1
 		s.w.partial = partialTx{commitLSN: tx.CommitLSN, sent: n}
+	}
+	if s.q != nil {
+		return s.offer(tx, sent)
 	}
 	select {
 	case s.out <- *tx:
