@@ -90,6 +90,28 @@ func (e *env) exec(t testing.TB, q string) {
 	}
 }
 
+// readPages reads a snapshot of the item type from src, page by page.
+func readPages(t *testing.T, src *Source) [][]entities.Change {
+	t.Helper()
+	ctx := context.Background()
+	sn, err := src.Begin(ctx, []string{"item"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	var pages [][]entities.Change
+	for {
+		rows, err := sn.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows == nil {
+			return pages
+		}
+		pages = append(pages, rows)
+	}
+}
+
 // Rows come in key order (composite), page by page, sanitized, without
 // generated or secret columns.
 func TestSnapshot_RowsInKeyOrder(t *testing.T) {
@@ -97,23 +119,9 @@ func TestSnapshot_RowsInKeyOrder(t *testing.T) {
 	e.exec(t, `INSERT INTO items (a, b, code, api_token, n, at) VALUES
 		(2, 'a', 'CANARY', 'CANARY', 1.50, '2026-11-23 11:00:00+01'), (1, 'b', 'CANARY', 'CANARY', 2, NULL),
 		(1, 'a', 'CANARY', 'CANARY', NULL, NULL), (1, 'c', NULL, NULL, 3, NULL), (3, 'z', NULL, NULL, 4, NULL)`)
-	ctx := context.Background()
-	sn, err := e.src.Begin(ctx, []string{"item"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sn.Close()
 	var got []string
-	pages := 0
-	for {
-		rows, err := sn.Next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rows == nil {
-			break
-		}
-		pages++
+	pages := readPages(t, e.src)
+	for _, rows := range pages {
 		for _, r := range rows {
 			if r.Operation != entities.OpSnapshot || r.EntityType != "item" {
 				t.Errorf("row %+v", r)
@@ -129,8 +137,8 @@ func TestSnapshot_RowsInKeyOrder(t *testing.T) {
 		`{"a":2,"at":"2026-11-23T10:00:00Z","b":"a","n":1.50}`,
 		`{"a":3,"at":null,"b":"z","n":4}`,
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") || pages != 3 {
-		t.Errorf("rows in %d pages:\n%s\nwant in 3:\n%s", pages, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	if strings.Join(got, "\n") != strings.Join(want, "\n") || len(pages) != 3 {
+		t.Errorf("rows in %d pages:\n%s\nwant in 3:\n%s", len(pages), strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
@@ -205,22 +213,9 @@ func TestSnapshot_PagesBoundedByBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.exec(t, `INSERT INTO items (a, b, n) SELECT g, repeat('x', 100), g FROM generate_series(1, 7) g`)
-	ctx := context.Background()
-	sn, err := src.Begin(ctx, []string{"item"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sn.Close()
 	var sizes []int
 	var got []string
-	for {
-		rows, err := sn.Next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rows == nil {
-			break
-		}
+	for _, rows := range readPages(t, src) {
 		sizes = append(sizes, len(rows))
 		for _, r := range rows {
 			a, _ := r.Payload.Text("a")

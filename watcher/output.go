@@ -24,16 +24,7 @@ type Output interface {
 // RunTo is Run with an Output instead of a channel: every guarantee of
 // Run holds, a transaction counting as sent once Offer took it.
 func (w *Watcher) RunTo(ctx context.Context, out Output) error {
-	if !w.running.CompareAndSwap(false, true) {
-		return ErrRunning
-	}
-	defer w.running.Store(false)
-
-	err := w.run(ctx, nil, out)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return w.runOnce(ctx, nil, out)
 }
 
 // offer is send for an Output: it offers tx until it is taken.

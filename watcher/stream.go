@@ -58,12 +58,17 @@ import (
 // It keeps answering the server while waiting for room on out, so a slow
 // consumer delays delivery but does not drop the connection.
 func (w *Watcher) Run(ctx context.Context, out chan<- entities.Transaction) error {
+	return w.runOnce(ctx, out, nil)
+}
+
+// runOnce is Run and RunTo: one at a time, and nil once ctx ended.
+func (w *Watcher) runOnce(ctx context.Context, out chan<- entities.Transaction, q Output) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer w.running.Store(false)
 
-	err := w.run(ctx, out, nil)
+	err := w.run(ctx, out, q)
 	if ctx.Err() != nil {
 		return nil
 	}
