@@ -296,13 +296,29 @@ type session struct {
 }
 
 func (s *session) loop(ctx context.Context) error {
+	// Each wait for a message is bounded by a read deadline on the
+	// socket, and ctx ends a wait by moving that deadline into the past:
+	// one watch for the whole session. A context per message (a timer, a
+	// child of ctx and pgconn's watch of it, made and torn down for every
+	// row) cost more than decoding the row (docs/benchmarks.md).
+	nc := s.conn.Conn()
+	stopWatch := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stopWatch()
+		_ = nc.SetReadDeadline(time.Time{})
+	}()
 	for {
 		if err := s.status(false); err != nil {
 			return err
 		}
-		rctx, cancel := context.WithTimeout(ctx, receiveTimeout)
-		msg, err := s.conn.ReceiveMessage(rctx)
-		cancel()
+		_ = nc.SetReadDeadline(time.Now().Add(receiveTimeout))
+		if ctx.Err() != nil {
+			// Ended before the deadline above was set, which may
+			// have undone ctx's.
+			s.stop()
+			return nil
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				s.stop()
