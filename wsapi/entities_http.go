@@ -72,6 +72,8 @@ type restSnapshot struct {
 	match   string       // the match= of the first page, as given
 	ms      []fieldMatch // match, parsed; applies to every page
 
+	opened time.Time // when it took its slot: it ends Config.SnapshotMaxDuration later
+
 	mu       sync.Mutex // held while a page is read
 	snap     Snapshot   // nil once closed
 	deadline time.Time  // expires when no page was asked for by then
@@ -311,6 +313,11 @@ func (s *Server) serveEntities(w http.ResponseWriter, r *http.Request) {
 	}
 	rsn.mu.Lock()
 	defer rsn.mu.Unlock()
+	if rsn.snap != nil && time.Now().After(rsn.deadline) {
+		// Due, and not yet closed by the janitor.
+		s.log.Info("entities snapshot expired", "type", rsn.typ, "user_id", rsn.subject)
+		s.rest.closeLocked(rsn)
+	}
 	if rsn.snap == nil {
 		writeError(w, http.StatusGone, s.goneMessage())
 		return
@@ -319,7 +326,7 @@ func (s *Server) serveEntities(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) goneMessage() string {
-	return fmt.Sprintf("this snapshot has ended: its pages must be read within %s of each other, and the last page ends it; start again without after", s.rest.ttl)
+	return fmt.Sprintf("this snapshot has ended: its pages must be read within %s of each other and all of them within %s, and the last page ends it; start again without after", s.rest.ttl, s.cfg.SnapshotMaxDuration)
 }
 
 // firstEntitiesPage opens a snapshot of typ and answers its first page.
@@ -341,7 +348,7 @@ func (s *Server) firstEntitiesPage(w http.ResponseWriter, r *http.Request, claim
 		s.snapshotFailed(w, r, typ, err)
 		return
 	}
-	rsn := &restSnapshot{subject: claims.Subject, typ: typ, match: q.match, ms: ms, snap: snap}
+	rsn := &restSnapshot{subject: claims.Subject, typ: typ, match: q.match, ms: ms, snap: snap, opened: time.Now()}
 	if _, err := rand.Read(rsn.id[:]); err != nil {
 		snap.Close()
 		s.hub.snaps <- struct{}{}
@@ -420,6 +427,9 @@ func (s *Server) entitiesPage(w http.ResponseWriter, r *http.Request, claims *Cl
 	buf = append(buf, ']')
 	if more {
 		rsn.deadline = time.Now().Add(s.rest.ttl)
+		if end := rsn.opened.Add(s.cfg.SnapshotMaxDuration); end.Before(rsn.deadline) {
+			rsn.deadline = end
+		}
 		buf = append(buf, `,"next":`...)
 		buf = jsonenc.AppendString(buf, sealToken(s.cfg.Auth.tokenKey(), pageTokenPrefix, pageToken{id: rsn.id, key: next}.encode()))
 	} else {

@@ -196,6 +196,12 @@ type Config struct {
 	// to be asked for; it then ends, giving its slot back, and a request
 	// for its next page gets 410. Default: 30s.
 	SnapshotPageTTL time.Duration
+	// SnapshotMaxDuration bounds how long a snapshot holds its slot (a
+	// database connection, and a transaction that holds back vacuum)
+	// while its rows are read, however steadily its client reads: a
+	// WebSocket snapshot still reading rows then ends its connection with
+	// resync-required, a REST snapshot ends (410). Default: 10m.
+	SnapshotMaxDuration time.Duration
 
 	// now is the login throttle's clock (tests). nil: time.Now.
 	now func() time.Time
@@ -362,6 +368,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.SnapshotPageTTL == 0 {
 		cfg.SnapshotPageTTL = DefaultSnapshotPageTTL
+	}
+	if cfg.SnapshotMaxDuration < 0 {
+		return nil, errors.New("new wsapi server: SnapshotMaxDuration must not be negative")
+	}
+	if cfg.SnapshotMaxDuration == 0 {
+		cfg.SnapshotMaxDuration = DefaultSnapshotMaxDuration
 	}
 	if cfg.LoginWindow < 0 || cfg.LoginMaxDelay < 0 {
 		return nil, errors.New("new wsapi server: LoginWindow and LoginMaxDelay must not be negative")

@@ -75,6 +75,16 @@ type Snapshot interface {
 // DefaultMaxSnapshots is Config.MaxSnapshots's default.
 const DefaultMaxSnapshots = 4
 
+// DefaultSnapshotMaxDuration is Config.SnapshotMaxDuration's default:
+// ample for a million rows to a client that keeps up (scenario 8 of
+// docs/benchmarks.md reads 200,000 in seconds), short enough that a
+// client reading a trickle cannot hold a slot and vacuum back for hours.
+const DefaultSnapshotMaxDuration = 10 * time.Minute
+
+// errSnapshotTooLong: a snapshot's rows were not all read within
+// Config.SnapshotMaxDuration.
+var errSnapshotTooLong = errors.New("snapshot rows not read within the server's snapshot-max-duration")
+
 // snapPhase is where a snapshot job is.
 type snapPhase int
 
@@ -91,7 +101,8 @@ type snapJob struct {
 	types []string        // the types snapshotted, sorted
 	set   map[string]bool // the same, as a set
 	phase snapPhase
-	token bool // holds a hub.snaps token
+	token bool      // holds a hub.snaps token
+	began time.Time // when it took its token (Config.SnapshotMaxDuration counts from here)
 	snap  Snapshot
 	p     int64       // the connection's position when the writer took the job
 	pos   int64       // the seam's read position
@@ -200,7 +211,7 @@ func (c *client) snapshotStep() error {
 
 // startSnapshot begins j's snapshot; the caller has just taken a token.
 func (c *client) startSnapshot(j *snapJob) {
-	j.token = true
+	j.token, j.began = true, time.Now()
 	j.p = c.srv.hub.takeSnapshotJob(c)
 	snap, err := c.srv.cfg.Snapshots.Begin(c.ctx, j.types)
 	if err != nil {
@@ -217,6 +228,10 @@ func (c *client) startSnapshot(j *snapJob) {
 // seam.
 func (c *client) snapshotRows(j *snapJob) error {
 	began := time.Now()
+	if began.Sub(j.began) > c.srv.cfg.SnapshotMaxDuration {
+		c.failSnapshot(j, errSnapshotTooLong)
+		return nil
+	}
 	defer func() {
 		if j.phase == snapRows {
 			j.rest = time.NewTimer(snapshotRest * time.Since(began))
@@ -395,7 +410,10 @@ func (c *client) failSnapshot(j *snapJob, err error) {
 	c.log.Warn("websocket snapshot failed", "id", j.id, "types", strings.Join(j.types, ","), "err", err)
 	msg := "snapshot failed"
 	var te interface{ Timeout() bool }
-	if errors.As(err, &te) && te.Timeout() {
+	switch {
+	case errors.Is(err, errSnapshotTooLong):
+		msg = fmt.Sprintf("snapshot failed: its rows were not all read within %s (the server's snapshot-max-duration), while it held a database transaction; read faster or narrow the snapshot with match", c.srv.cfg.SnapshotMaxDuration)
+	case errors.As(err, &te) && te.Timeout():
 		msg = "snapshot failed: a database wait or statement timed out"
 	}
 	c.kick(resyncReason(msg + "; reconnect and request the snapshot again"))

@@ -101,7 +101,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		hubUsers = cfg.wrapUsers(hubUsers)
 	}
 	var hub *wsapi.Server
-	hub, err = wsapi.NewServer(wsapi.Config{
+	hub, err = wsapi.NewServer(cfg.hubLimits(wsapi.Config{
 		Registry: rl.clients, // follows reloads
 		Auth:     auth,
 		Journal:  journal,
@@ -110,14 +110,6 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		Logger:      log.With("component", "wsapi"),
 		Ready:       pipe.Streaming,
 		Users:       hubUsers,
-		LoginTTL:    cfg.loginTTL,
-		// Login throttling (issue 17).
-		LoginFailuresPerUser: cfg.loginFailuresUser,
-		LoginFailuresPerAddr: cfg.loginFailuresAddr,
-		LoginWindow:          cfg.loginWindow,
-		LoginMaxDelay:        cfg.loginMaxDelay,
-		MaxConnections:       cfg.maxConnections,
-		CatchUpWorkers:       cfg.catchUpWorkers,
 		SystemState: func() any {
 			st := pipe.SystemState()
 			st["connected_clients"] = hub.Clients()
@@ -126,9 +118,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Log
 		OnCursorExpired: pipe.ReportRetentionGap,
 		Events:          eventStore{db: jdb.DB, pipe: pipe},
 		Snapshots:       snaps,
-		MaxSnapshots:    cfg.maxSnapshots,
-		SnapshotPageTTL: cfg.snapshotPageTTL,
-	})
+	}))
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ type serveConfig struct {
 	catchUpWorkers    int
 	maxSnapshots      int
 	snapshotPageTTL   time.Duration
+	snapshotMaxTime   time.Duration
 	lagWarnBytes      uint64
 	loginTTL          time.Duration
 	onSlotLoss        string // a pipeline.SlotLossPolicy
@@ -114,6 +115,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.IntVar(&cfg.catchUpWorkers, "catchup-workers", 0, "most clients reading and encoding a catch-up page from the journal at once, server-wide; 0: min(2, CPUs/2), at least 1")
 	fs.IntVar(&cfg.maxConnections, "max-connections", wsapi.DefaultMaxConnections, "most concurrent WebSocket connections; more get 503")
 	fs.IntVar(&cfg.maxSnapshots, "max-snapshots", wsapi.DefaultMaxSnapshots, "most snapshots reading rows at once, server-wide (each holds a database connection and a read-only transaction); more wait their turn")
+	fs.DurationVar(&cfg.snapshotMaxTime, "snapshot-max-duration", wsapi.DefaultSnapshotMaxDuration, "longest a snapshot may hold its slot (a database connection and a transaction that holds back vacuum) while its rows are read: a WebSocket snapshot still reading rows then ends its connection with resync-required, a REST snapshot ends (410)")
 	fs.DurationVar(&cfg.snapshotPageTTL, "snapshot-page-ttl", wsapi.DefaultSnapshotPageTTL, "how long a REST snapshot (GET /api/v1/entities/{type}) stays open after a page for its next page; it then ends and gives its slot back")
 	fs.Uint64Var(&cfg.lagWarnBytes, "lag-warn-bytes", 64<<20, "emit a lag_high system event when replication lag exceeds this many bytes; 0 disables")
 	fs.DurationVar(&cfg.loginTTL, "login-ttl", wsapi.DefaultLoginTTL, "lifetime of tokens issued by POST /api/v1/auth/login")
@@ -132,6 +134,9 @@ func (cfg *serveConfig) check() error {
 	if cfg.maxSnapshots < 1 {
 		return fmt.Errorf("--max-snapshots %d: must be at least 1", cfg.maxSnapshots)
 	}
+	if cfg.snapshotMaxTime <= 0 {
+		return fmt.Errorf("--snapshot-max-duration %s: must be positive", cfg.snapshotMaxTime)
+	}
 	if cfg.snapshotPageTTL <= 0 {
 		return fmt.Errorf("--snapshot-page-ttl %s: must be positive", cfg.snapshotPageTTL)
 	}
@@ -148,4 +153,21 @@ func lagWarn(flag uint64) int64 {
 		return -1
 	}
 	return int64(min(flag, 1<<62))
+}
+
+// hubLimits sets in c the WebSocket server's limits that serve's flags
+// choose, the same for every role that serves clients.
+func (cfg *serveConfig) hubLimits(c wsapi.Config) wsapi.Config {
+	c.LoginTTL = cfg.loginTTL
+	// Login throttling (issue 17).
+	c.LoginFailuresPerUser = cfg.loginFailuresUser
+	c.LoginFailuresPerAddr = cfg.loginFailuresAddr
+	c.LoginWindow = cfg.loginWindow
+	c.LoginMaxDelay = cfg.loginMaxDelay
+	c.MaxConnections = cfg.maxConnections
+	c.CatchUpWorkers = cfg.catchUpWorkers
+	c.MaxSnapshots = cfg.maxSnapshots
+	c.SnapshotPageTTL = cfg.snapshotPageTTL
+	c.SnapshotMaxDuration = cfg.snapshotMaxTime
+	return c
 }

@@ -146,21 +146,14 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 		if cfg.wrapUsers != nil {
 			hubUsers = cfg.wrapUsers(hubUsers)
 		}
-		hub, err = wsapi.NewServer(wsapi.Config{
-			Registry:             clients,
-			Auth:                 auth,
-			Journal:              nj,
-			SecretField:          sanitize.Stripped,
-			Logger:               log.With("component", "wsapi"),
-			Ready:                nj.Readable,
-			Users:                hubUsers,
-			LoginTTL:             cfg.loginTTL,
-			LoginFailuresPerUser: cfg.loginFailuresUser,
-			LoginFailuresPerAddr: cfg.loginFailuresAddr,
-			LoginWindow:          cfg.loginWindow,
-			LoginMaxDelay:        cfg.loginMaxDelay,
-			MaxConnections:       cfg.maxConnections,
-			CatchUpWorkers:       cfg.catchUpWorkers,
+		hub, err = wsapi.NewServer(cfg.hubLimits(wsapi.Config{
+			Registry:    clients,
+			Auth:        auth,
+			Journal:     nj,
+			SecretField: sanitize.Stripped,
+			Logger:      log.With("component", "wsapi"),
+			Ready:       nj.Readable,
+			Users:       hubUsers,
 			SystemState: func() any {
 				st := map[string]any{"role": role, "journal": "jetstream"}
 				if pipe != nil {
@@ -183,10 +176,9 @@ func serveNATS(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog
 				}
 				events.send(b)
 			},
-			Events:       natsEventStore{db: eventsReads, remote: remote, wrote: fence},
-			Snapshots:    snaps,
-			MaxSnapshots: cfg.maxSnapshots,
-		})
+			Events:    natsEventStore{db: eventsReads, remote: remote, wrote: fence},
+			Snapshots: snaps,
+		}))
 		if err != nil {
 			return err
 		}
