@@ -525,13 +525,18 @@ func (c *client) writeUntilIdle() (over bool) {
 			c.w.snap = c.snapPending.Swap(nil)
 		}
 		var snapSlot, snapStep <-chan struct{}
-		var snapRest <-chan time.Time
+		var snapRest, seamSlot <-chan time.Time
 		if j := c.w.snap; j != nil && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
-			if j.phase == snapWaiting {
+			switch {
+			case j.phase == snapWaiting:
 				snapSlot = c.srv.hub.snaps
-			} else if j.rest != nil {
+			case j.rest != nil:
 				snapRest = j.rest.C
-			} else {
+			case j.phase == snapSeam && !j.seamHeld:
+				// Each page of the seam is a journal read like
+				// catch-up's, under the same budget.
+				seamSlot = c.srv.hub.slots
+			default:
 				snapStep = ready
 			}
 		}
@@ -582,6 +587,14 @@ func (c *client) writeUntilIdle() (over bool) {
 				break
 			}
 			c.startSnapshot(c.w.snap)
+		case tok := <-seamSlot:
+			j := c.w.snap
+			j.seamHeld, j.seamTok = true, tok
+			if d := time.Until(tok); d > 0 {
+				j.rest = time.NewTimer(d) // the token's time has not come
+				break
+			}
+			err = c.snapshotStep()
 		case <-snapStep:
 			err = c.snapshotStep()
 		case <-snapRest:

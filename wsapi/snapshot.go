@@ -108,7 +108,11 @@ type snapJob struct {
 	pos   int64       // the seam's read position
 	end   int64       // Complete's cursor
 	rows  int         // rows sent, for the log
-	rest  *time.Timer // runs while the job rests between pages of rows (snapshotRest)
+	rest  *time.Timer // runs while the job rests between pages of rows (snapshotRest), or until its seam token's time
+	// seamHeld: the job holds a catch-up token (hub.slots) for its next
+	// seam page, dated seamTok.
+	seamHeld bool
+	seamTok  time.Time
 }
 
 // snapshotRest is how many times as long as a page of rows took (read,
@@ -314,9 +318,13 @@ func (f *filter) selectsRow(ch *entities.Change) bool {
 // catch-up.
 func (c *client) snapshotSeam(j *snapJob) error {
 	h := c.srv.hub
+	if !j.seamHeld {
+		return nil // the next turn waits for a catch-up token
+	}
 	f := c.filter.Load()
 	types, none := readTypes(f, c.scope)
 	var rows []entities.Change
+	began := time.Now()
 	if !none && j.pos < j.end {
 		var err error
 		rows, err = h.journal.ReadAfter(c.ctx, j.pos, h.page, types)
@@ -325,6 +333,11 @@ func (c *client) snapshotSeam(j *snapJob) error {
 			return nil
 		}
 	}
+	// The token goes back dated as catch-up's are (catchUpPage): seam
+	// pages of any number of clients read the journal within the same
+	// budget as catch-up, and the live stream keeps the rest.
+	h.slots <- time.Now().Add(catchUpRest * time.Since(began)) // never blocks: the token came from there
+	j.seamHeld = false
 	buf := pagePool.Get().(*[]byte)
 	defer func() {
 		if cap(*buf) <= 16*maxBatchBytes {
@@ -435,6 +448,10 @@ func (c *client) endSnapshotJob(j *snapJob) {
 		j.rest = nil
 	}
 	c.releaseSnapshotToken(j)
+	if j.seamHeld {
+		j.seamHeld = false
+		c.srv.hub.slots <- j.seamTok // unused: back as it came
+	}
 	if j.snap != nil {
 		j.snap.Close()
 		j.snap = nil
