@@ -524,9 +524,13 @@ func (c *client) writeUntilIdle() (over bool) {
 		if c.w.snap == nil && c.awaiting.Load() == 0 && c.filter.Load() != nil {
 			c.w.snap = c.snapPending.Swap(nil)
 		}
-		var snapSlot, snapStep <-chan struct{}
+		var snapSlot, snapStep, snapWaited <-chan struct{}
 		var snapRest, seamSlot <-chan time.Time
-		if j := c.w.snap; j != nil && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
+		if j := c.w.snap; j != nil && j.wait != nil {
+			// Begin or Complete runs on its own goroutine
+			// (snapWait) while this one serves everything else.
+			snapWaited = j.wait.done
+		} else if j != nil && c.queue.len() == 0 && len(c.replies) == 0 && c.awaiting.Load() == 0 {
 			switch {
 			case j.phase == snapWaiting:
 				snapSlot = c.srv.hub.snaps
@@ -587,6 +591,8 @@ func (c *client) writeUntilIdle() (over bool) {
 				break
 			}
 			c.startSnapshot(c.w.snap)
+		case <-snapWaited:
+			c.snapshotWaited(c.w.snap)
 		case tok := <-seamSlot:
 			j := c.w.snap
 			j.seamHeld, j.seamTok = true, tok

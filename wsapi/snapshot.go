@@ -89,10 +89,36 @@ var errSnapshotTooLong = errors.New("snapshot rows not read within the server's 
 type snapPhase int
 
 const (
-	snapWaiting snapPhase = iota // for a snapshot token (hub.snaps)
-	snapRows                     // sending rows
-	snapSeam                     // sending the changes the rows do not contain
+	snapWaiting    snapPhase = iota // for a snapshot token (hub.snaps)
+	snapBeginning                   // Begin runs (snapWait)
+	snapRows                        // sending rows
+	snapCompleting                  // Complete runs (snapWait)
+	snapSeam                        // sending the changes the rows do not contain
 )
+
+// snapWait is a blocking call of a snapshot job, Begin or Complete, which
+// may wait up to the snapshot source's Wait (for transactions running when
+// the snapshot starts, for the journal to reach the snapshot): it runs on
+// a goroutine of its own, and the writer, which owns that goroutine,
+// keeps writing pings, pongs and replies until done is closed
+// (snapshotWaited), or, if the connection ends first, cancels the call and
+// waits for it (endSnapshotJob).
+type snapWait struct {
+	done chan struct{} // closed when the call has returned
+	snap Snapshot      // Begin's result
+	end  int64         // Complete's result
+	err  error
+}
+
+// startWait runs call on a goroutine of its own as j's wait.
+func (j *snapJob) startWait(call func(w *snapWait)) {
+	w := &snapWait{done: make(chan struct{})}
+	j.wait = w
+	go func() {
+		defer close(w.done)
+		call(w)
+	}()
+}
 
 // snapJob is one snapshot request on a connection. The reader creates it;
 // from pickup on only the writer touches it.
@@ -109,6 +135,7 @@ type snapJob struct {
 	end   int64       // Complete's cursor
 	rows  int         // rows sent, for the log
 	rest  *time.Timer // runs while the job rests between pages of rows (snapshotRest), or until its seam token's time
+	wait  *snapWait   // Begin or Complete under way; nil when none
 	// seamHeld: the job holds a catch-up token (hub.slots) for its next
 	// seam page, dated seamTok.
 	seamHeld bool
@@ -217,14 +244,32 @@ func (c *client) snapshotStep() error {
 func (c *client) startSnapshot(j *snapJob) {
 	j.token, j.began = true, time.Now()
 	j.p = c.srv.hub.takeSnapshotJob(c)
-	snap, err := c.srv.cfg.Snapshots.Begin(c.ctx, j.types)
-	if err != nil {
-		c.failSnapshot(j, err)
+	j.phase = snapBeginning
+	ctx, snaps, types := c.ctx, c.srv.cfg.Snapshots, j.types
+	j.startWait(func(w *snapWait) { w.snap, w.err = snaps.Begin(ctx, types) })
+}
+
+// snapshotWaited takes the result of j's Begin or Complete.
+func (c *client) snapshotWaited(j *snapJob) {
+	w := j.wait
+	j.wait = nil
+	if w.err != nil {
+		if w.snap != nil {
+			w.snap.Close()
+		}
+		c.failSnapshot(j, w.err)
 		return
 	}
-	j.snap = snap
-	j.phase = snapRows
-	c.log.Debug("websocket snapshot started", "id", j.id, "types", strings.Join(j.types, ","), "position", j.p, "from", snap.From())
+	switch j.phase {
+	case snapBeginning:
+		j.snap = w.snap
+		j.phase = snapRows
+		c.log.Debug("websocket snapshot started", "id", j.id, "types", strings.Join(j.types, ","), "position", j.p, "from", j.snap.From())
+	case snapCompleting:
+		j.end = w.end
+		j.pos = min(j.p, j.snap.From())
+		j.phase = snapSeam
+	}
 }
 
 // snapshotRows sends one page of rows, then rests (snapshotRest); after
@@ -248,14 +293,9 @@ func (c *client) snapshotRows(j *snapJob) error {
 	}
 	if rows == nil {
 		c.releaseSnapshotToken(j)
-		end, err := j.snap.Complete(c.ctx)
-		if err != nil {
-			c.failSnapshot(j, err)
-			return nil
-		}
-		j.end = end
-		j.pos = min(j.p, j.snap.From())
-		j.phase = snapSeam
+		j.phase = snapCompleting
+		ctx, snap := c.ctx, j.snap
+		j.startWait(func(w *snapWait) { w.end, w.err = snap.Complete(ctx) })
 		return nil
 	}
 	f := c.filter.Load()
@@ -443,6 +483,16 @@ func (c *client) releaseSnapshotToken(j *snapJob) {
 // endSnapshotJob releases what j holds; the writer calls it when the job
 // ends, and on its way out.
 func (c *client) endSnapshotJob(j *snapJob) {
+	if w := j.wait; w != nil {
+		// The connection is ending during Begin or Complete: stop the
+		// call and wait for it, then close what Begin opened.
+		j.wait = nil
+		c.cancel()
+		<-w.done
+		if j.snap == nil && w.snap != nil {
+			j.snap = w.snap
+		}
+	}
 	if j.rest != nil {
 		j.rest.Stop()
 		j.rest = nil

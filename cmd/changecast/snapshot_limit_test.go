@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestServe_SnapshotMaxDuration: a snapshot holds its slot (a database
@@ -77,4 +80,76 @@ func TestServe_SnapshotMaxDuration(t *testing.T) {
 	if p := getEntities(t, srv.addr, token, "order?limit=5"); p.status != http.StatusOK || len(p.Rows) != 5 {
 		t.Fatalf("a new snapshot after the limit: %d %.200s", p.status, p.raw)
 	}
+}
+
+// TestServe_SnapshotWaitKeepsTheConnectionServed: while a snapshot waits
+// to begin (the first snapshot waits for the transactions running when it
+// starts), the connection is still served: a ping from the client is
+// answered at once, and nothing of the snapshot is sent until the
+// transaction it waits for ends; then the rows, that transaction's
+// included, and snapshot-complete.
+func TestServe_SnapshotWaitKeepsTheConnectionServed(t *testing.T) {
+	_, sql, srv, dataDir := snapshotServer(t, "cc_snap_wait")
+	ctx := context.Background()
+	tx, err := sql.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, total, status) VALUES (7, 1, 1, 'new')`); err != nil {
+		t.Fatal(err)
+	}
+
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	pong := make(chan struct{}, 1)
+	ws.SetPongHandler(func(string) error {
+		select {
+		case pong <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	frames := make(chan snapFrame, 16)
+	go func() {
+		defer close(frames)
+		for {
+			f, err := readSnapFrame(t, ws, time.Minute)
+			if err != nil {
+				return
+			}
+			frames <- f
+		}
+	}()
+	sendJSON(t, ws, `{"namespace":"events","name":"subscribe","id":"s1","args":{"filters":["order"],"snapshot":true}}`)
+	if f := <-frames; f.ID != "s1" {
+		t.Fatalf("first frame %s, want the subscribe's response", f.raw)
+	}
+	if err := ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-pong:
+	case f, ok := <-frames:
+		t.Fatalf("got %s (open %v) before the transaction the snapshot waits for ended", f.raw, ok)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong within 10 s while the snapshot waited to begin: the writer is blocked in the wait")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for f := range frames {
+		switch {
+		case f.Operation == "snapshot":
+			rows = append(rows, string(f.Payload))
+		case f.Args.Type == "snapshot-complete":
+			if len(rows) != 1 || !strings.Contains(rows[0], `"id":7`) {
+				t.Fatalf("snapshot rows %v, want order 7 alone", rows)
+			}
+			return
+		default:
+			t.Fatalf("unexpected frame %s", f.raw)
+		}
+	}
+	t.Fatal("connection ended before snapshot-complete")
 }
