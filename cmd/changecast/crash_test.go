@@ -51,14 +51,43 @@ func changecastBinary(t testing.TB) string {
 	return binPath
 }
 
+// freeAddr returns a loopback address whose port nobody listens on, for a
+// child process to listen on.
+//
+// The port is drawn from below the kernel's ephemeral range, not from
+// "127.0.0.1:0": a port from there is an ephemeral one, and between this
+// check and the child's bind an outgoing connection (another child's to
+// NATS or PostgreSQL) may be given it as its local port, making the
+// child's listen fail with "address already in use" (seen: a standby
+// watcher that never came up in the scale fault test).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := ephemeralLow()
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken: draw again
+		}
+		ln.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no free port found below %d", low)
+	return ""
+}
+
+// ephemeralLow returns the lowest port of the kernel's ephemeral range
+// (32768 when it cannot be read, Linux's default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo <= 11000 {
+		return 32768
+	}
+	return lo
 }
 
 // record is one change as the writer committed it or a client received it.

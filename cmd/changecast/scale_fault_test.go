@@ -157,7 +157,7 @@ func TestScale_SIGKILLLosesAndRepeatsNothing(t *testing.T) {
 
 	proc := startChild(t, bin, args, logf)
 	t.Cleanup(func() { proc.kill() })
-	waitHTTP(t, addr)
+	waitUp(t, addr, logf)
 	token := mintToken(t, dataDir, "admin")
 	ctx, cancel := context.WithCancel(context.Background())
 	client := &resumingClient{addr: addr, token: token}
@@ -239,7 +239,7 @@ func TestScale_FaultsLoseAndRepeatNothing(t *testing.T) {
 	})
 	waitReadyz(t, watcherAddrs[0], 60*time.Second, logf)
 	watchers[1] = startChild(t, bin, watcherArgs(watcherAddrs[1]), logf)
-	waitHTTP(t, watcherAddrs[1])
+	waitUp(t, watcherAddrs[1], logf)
 
 	// The gateways are real processes too, so losing one is a kill -9:
 	// its clients see their connection cut mid-frame, with no shutdown frame.
@@ -424,14 +424,37 @@ func waitReadyz(t *testing.T, addr string, within time.Duration, log *os.File) {
 			} else {
 				last = err.Error()
 			}
-			logs, _ := os.ReadFile(log.Name())
-			if len(logs) > 32<<10 {
-				logs = logs[len(logs)-32<<10:]
-			}
-			t.Fatalf("%s never became ready within %s (last /readyz: %s); children's log (last 32 KiB):\n%s", addr, within, last, logs)
+			t.Fatalf("%s never became ready within %s (last /readyz: %s); children's log (last 32 KiB):\n%s", addr, within, last, childLog(log))
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
+}
+
+// waitUp waits until the child at addr answers /healthz, showing the
+// children's log if it does not within a minute.
+func waitUp(t *testing.T, addr string, log *os.File) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("changecast at %s did not come up within a minute (%v); children's log (last 32 KiB):\n%s", addr, err, childLog(log))
+		}
+		time.Sleep(25 * time.Millisecond) // polling interval
+	}
+}
+
+// childLog returns the end of the children's log.
+func childLog(log *os.File) []byte {
+	logs, _ := os.ReadFile(log.Name())
+	if len(logs) > 32<<10 {
+		logs = logs[len(logs)-32<<10:]
+	}
+	return logs
 }
 
 // activeWatcher returns which of the watchers at addrs is active.
