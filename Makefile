@@ -7,7 +7,7 @@ FUZZTIME  ?= 60s
 BRIEFFUZZ ?= 4s
 PKGS      := ./...
 # Parsers of untrusted input and their fuzz targets (package:target).
-FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVerifyToken ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON ./wsapi/client:FuzzParseFrame ./config:FuzzParse ./watcher:FuzzDecodeArray ./watcher:FuzzRowMessage ./entities:FuzzParseRow ./internal/jsonenc:FuzzAppendString ./natsjournal:FuzzDecodeChange ./wsapi:FuzzSnapshotTokens
+FUZZ_TARGETS := ./wsapi:FuzzParseFilter ./wsapi:FuzzParseEnvelope ./wsapi:FuzzVerifyToken ./watcher:FuzzDecodeValue ./sanitize:FuzzStripJSON ./wsapi/client:FuzzParseFrame ./config:FuzzParse ./watcher:FuzzDecodeArray ./watcher:FuzzRowMessage ./entities:FuzzParseRow ./internal/jsonenc:FuzzAppendString ./internal/jsonenc:FuzzValid ./natsjournal:FuzzDecodeChange ./wsapi:FuzzSnapshotTokens
 
 .PHONY: run test build vet fmt-check fuzz fuzz-brief postgres chromium clean bench bench-quick bench-harness
 

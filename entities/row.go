@@ -221,7 +221,7 @@ func ParseRow(b []byte) (*Row, error) {
 	if len(t) == 0 || t[0] != '{' {
 		return nil, errors.New("row: not a JSON object")
 	}
-	if !json.Valid(t) {
+	if !jsonenc.Valid(t) {
 		return nil, errors.New("row: invalid JSON")
 	}
 	data := jsonenc.AppendCompact(make([]byte, 0, len(t)), t)

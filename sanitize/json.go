@@ -3,6 +3,8 @@ package sanitize
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/changecast/changecast/internal/jsonenc"
 )
 
 // jsonNull replaces a json value that does not parse.
@@ -37,7 +39,7 @@ const (
 // scan finds the object keys; only a value that holds a secret-named key is
 // rewritten.
 func stripJSON(raw []byte) ([]byte, jsonResult) {
-	if !json.Valid(raw) {
+	if !jsonenc.Valid(raw) {
 		return jsonNull, jsonInvalid
 	}
 	return stripValidJSON(raw)

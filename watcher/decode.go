@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"math"
 	"strconv"
 	"time"
@@ -102,7 +101,7 @@ func (d *valueDecoder) value(dst []byte, oid uint32, text []byte, depth int) []b
 		// Kept as the server's text, whitespace aside: decoding would
 		// turn 9007199254740993 into 9007199254740992
 		// (docs/replication.md rule 12).
-		if json.Valid(text) {
+		if jsonenc.Valid(text) {
 			return jsonenc.AppendCompact(dst, text)
 		}
 	case pgtype.ByteaOID:
