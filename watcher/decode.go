@@ -106,6 +106,10 @@ func (d *valueDecoder) value(dst []byte, oid uint32, text []byte, depth int) []b
 		}
 	case pgtype.ByteaOID:
 		dst, ok = d.appendBytea(dst, text)
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID:
+		// The commonest columns: their text as a string, without the
+		// catalog lookups (array? composite? known?) of the default.
+		return jsonenc.AppendString(dst, text)
 	default:
 		if depth < maxNesting {
 			if elem, isArray := d.cat.element(oid); isArray {
@@ -126,9 +130,8 @@ func (d *valueDecoder) value(dst []byte, oid uint32, text []byte, depth int) []b
 		d.withheld = true
 		return append(dst[:start], "null"...)
 	}
-	// text, varchar, bpchar, name, "char", date, interval, inet, enums,
-	// extension types (citext) and anything unknown or unparsable: the
-	// server's text.
+	// "char", date, interval, inet, enums, extension types (citext) and
+	// anything unknown or unparsable: the server's text.
 	return jsonenc.AppendString(dst[:start], text)
 }
 
