@@ -138,11 +138,18 @@ func (rs *restSnapshots) expire(now time.Time) {
 	rs.mu.Unlock()
 	for _, r := range due {
 		r.mu.Lock()
-		if r.snap != nil && now.After(r.deadline) {
-			rs.s.log.Info("entities snapshot expired", "type", r.typ, "user_id", r.subject, "ttl", rs.ttl)
-			rs.closeLocked(r)
-		}
+		rs.closeIfDue(r, now)
 		r.mu.Unlock()
+	}
+}
+
+// closeIfDue closes r if it is open and its deadline has passed (the
+// caller holds r.mu): the janitor's sweep, and a page request that comes
+// before the janitor's next one.
+func (rs *restSnapshots) closeIfDue(r *restSnapshot, now time.Time) {
+	if r.snap != nil && now.After(r.deadline) {
+		rs.s.log.Info("entities snapshot expired", "type", r.typ, "user_id", r.subject, "ttl", rs.ttl)
+		rs.closeLocked(r)
 	}
 }
 
@@ -313,11 +320,7 @@ func (s *Server) serveEntities(w http.ResponseWriter, r *http.Request) {
 	}
 	rsn.mu.Lock()
 	defer rsn.mu.Unlock()
-	if rsn.snap != nil && time.Now().After(rsn.deadline) {
-		// Due, and not yet closed by the janitor.
-		s.log.Info("entities snapshot expired", "type", rsn.typ, "user_id", rsn.subject)
-		s.rest.closeLocked(rsn)
-	}
+	s.rest.closeIfDue(rsn, time.Now())
 	if rsn.snap == nil {
 		writeError(w, http.StatusGone, s.goneMessage())
 		return

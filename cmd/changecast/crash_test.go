@@ -391,18 +391,33 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
+// waitHTTP waits until the changecast at addr answers /healthz.
 func waitHTTP(t testing.TB, addr string) {
 	t.Helper()
+	waitUp(t, addr, nil)
+}
+
+// waitUp waits until the changecast at addr answers /healthz; if it does
+// not within a minute, the test fails showing the end of log (the
+// children's output), when given.
+func waitUp(t testing.TB, addr string, log *os.File) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	for {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			return
 		}
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("changecast at %s did not come up within a minute (%v)", addr, err)
+			if log != nil {
+				msg += fmt.Sprintf("; children's log (last 32 KiB):\n%s", childLog(log))
+			}
+			t.Fatal(msg)
+		}
 		time.Sleep(25 * time.Millisecond) // polling interval
 	}
-	t.Fatalf("changecast at %s did not come up", addr)
 }
 
 func readJournal(t testing.TB, url string) []record {

@@ -430,24 +430,6 @@ func waitReadyz(t *testing.T, addr string, within time.Duration, log *os.File) {
 	}
 }
 
-// waitUp waits until the child at addr answers /healthz, showing the
-// children's log if it does not within a minute.
-func waitUp(t *testing.T, addr string, log *os.File) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("changecast at %s did not come up within a minute (%v); children's log (last 32 KiB):\n%s", addr, err, childLog(log))
-		}
-		time.Sleep(25 * time.Millisecond) // polling interval
-	}
-}
-
 // childLog returns the end of the children's log.
 func childLog(log *os.File) []byte {
 	logs, _ := os.ReadFile(log.Name())
