@@ -721,6 +721,7 @@ var arrayElements = map[uint32]uint32{
 	pgtype.IntervalArrayOID:    pgtype.IntervalOID,
 	pgtype.InetArrayOID:        pgtype.InetOID,
 	pgtype.CIDRArrayOID:        pgtype.CIDROID,
+	pgtype.MacaddrArrayOID:     pgtype.MacaddrOID,
 	pgtype.TimeArrayOID:        pgtype.TimeOID,
 	pgtype.QCharArrayOID:       pgtype.QCharOID,
 }

@@ -72,6 +72,7 @@ func TestDecodeValue(t *testing.T) {
 		{"int4[]", pgtype.Int4ArrayOID, `{1,NULL,-3}`, []any{int64(1), nil, int64(-3)}},
 		{"numeric[]", pgtype.NumericArrayOID, `{1.10,NaN}`, []any{json.Number("1.10"), "NaN"}},
 		{"jsonb[]", pgtype.JSONBArrayOID, `{"{\"a\": 9007199254740993}"}`, []any{json.RawMessage(`{"a": 9007199254740993}`)}},
+		{"macaddr[]", pgtype.MacaddrArrayOID, `{08:00:2b:01:02:03,NULL}`, []any{"08:00:2b:01:02:03", nil}},
 		{"uuid[]", pgtype.UUIDArrayOID, `{0190d6f4-4b3c-7a57-9b7f-2c0e6a0c1b2d}`, []any{uuid.MustParse("0190d6f4-4b3c-7a57-9b7f-2c0e6a0c1b2d")}},
 		{"text[] two dimensions", pgtype.TextArrayOID, `{{a,b},{c,d}}`, []any{[]any{"a", "b"}, []any{"c", "d"}}},
 		{"int4[] two dimensions, a NULL", pgtype.Int4ArrayOID, `{{1,NULL},{3,4}}`, []any{[]any{int64(1), nil}, []any{int64(3), int64(4)}}},
