@@ -68,14 +68,17 @@ func sqlType(label string) string {
 
 // TestProtocol_ColumnTypes checks docs/protocol.md's column-type table
 // against a real table: one column per row, the row's SQL value inserted,
-// and the frame's JSON for that column equal to the documented JSON.
+// then the row updated and deleted. Each frame's JSON for that column must
+// equal the documented JSON: the create's and the update's payload, and,
+// since the table keeps REPLICA IDENTITY DEFAULT, the update's previous and
+// the delete's payload, which come from the journal's last state.
 func TestProtocol_ColumnTypes(t *testing.T) {
 	types := readColumnTypes(t)
 	url := storetest.NewDatabase(t)
 	sql := connect(t, url)
 	exec1(t, sql, `CREATE TYPE mood AS ENUM ('happy', 'sad'); CREATE DOMAIN posint AS integer CHECK (VALUE > 0); CREATE TYPE pair AS (x int, y text)`)
-	cols := []string{"id int PRIMARY KEY"}
-	vals := []string{"1"}
+	cols := []string{"id int PRIMARY KEY", "n int"}
+	vals := []string{"1", "0"}
 	for i, ct := range types {
 		cols = append(cols, fmt.Sprintf("c%d %s", i, sqlType(ct.typ)))
 		vals = append(vals, ct.sqlValue)
@@ -92,12 +95,28 @@ func TestProtocol_ColumnTypes(t *testing.T) {
 	if _, err := sql.Exec(context.Background(), "INSERT INTO samples VALUES ("+strings.Join(vals, ", ")+")"); err != nil {
 		t.Fatalf("insert: %v", err)
 	}
-	f, _ := readChange(t, ws, 30*time.Second)
-	var frame struct {
-		Payload map[string]json.RawMessage `json:"payload"`
+	exec1(t, sql, `UPDATE samples SET n = 1 WHERE id = 1`)
+	exec1(t, sql, `DELETE FROM samples WHERE id = 1`)
+	type seen struct {
+		what string
+		cols map[string]json.RawMessage
 	}
-	if err := json.Unmarshal(f.raw, &frame); err != nil {
-		t.Fatal(err)
+	var got []seen
+	for _, op := range []string{"create", "update", "delete"} {
+		f, _ := readChange(t, ws, 30*time.Second)
+		var frame struct {
+			Payload, Previous map[string]json.RawMessage
+		}
+		if err := json.Unmarshal(f.raw, &frame); err != nil {
+			t.Fatal(err)
+		}
+		if f.Operation != op {
+			t.Fatalf("got %s, want the %s", f.raw, op)
+		}
+		got = append(got, seen{op + " payload", frame.Payload})
+		if op == "update" {
+			got = append(got, seen{"update previous", frame.Previous})
+		}
 	}
 	compact := func(s []byte) string {
 		var b bytes.Buffer
@@ -107,9 +126,11 @@ func TestProtocol_ColumnTypes(t *testing.T) {
 		return b.String()
 	}
 	for i, ct := range types {
-		got := compact(frame.Payload[fmt.Sprintf("c%d", i)])
-		if want := compact([]byte(ct.json)); got != want {
-			t.Errorf("%s %s: frame has %s, docs/protocol.md says %s", ct.typ, ct.sqlValue, got, want)
+		want := compact([]byte(ct.json))
+		for _, g := range got {
+			if v := compact(g.cols[fmt.Sprintf("c%d", i)]); v != want {
+				t.Errorf("%s %s: %s has %s, docs/protocol.md says %s", ct.typ, ct.sqlValue, g.what, v, want)
+			}
 		}
 	}
 }
