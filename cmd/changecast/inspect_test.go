@@ -313,3 +313,67 @@ func TestInspect_Unprivileged(t *testing.T) {
 		t.Errorf("public.orders is owned by %s, yet a warning says otherwise:\n%s", role, out)
 	}
 }
+
+// TestInspect_ConfigServes is the README's "Watching your own tables":
+// the config "inspect --output yaml" prints for testdata/schema/inspect.sql,
+// written to a file and given to "serve --config" unreviewed, starts, and
+// every table it lists streams typed, sanitized changes under its entity
+// type (a composite key, a replica identity USING INDEX, a partitioned
+// table through its root, a second schema); the tables inspect skipped
+// are not published, and no table was altered.
+func TestInspect_ConfigServes(t *testing.T) {
+	t.Setenv(envDatabaseURL, "")
+	dbURL := inspectDB(t)
+	cfgPath := filepath.Join(t.TempDir(), "changecast.yaml")
+	if err := os.WriteFile(cfgPath, []byte(runInspectCmd(t, "--database-url", dbURL, "--output", "yaml")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sql := connect(t, dbURL)
+	srv, _, dataDir := readyServerAt(t, dbURL, "cc_inspect_serve", func(cfg *serveConfig) { cfg.configPath = cfgPath })
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"send-everything": true}`)
+	filterApplied(t, ws)
+
+	exec1(t, sql, `INSERT INTO customers (email, api_key, password_hash) VALUES ('ada@example.com', 'CANARY-key', convert_to('CANARY-hash', 'UTF8'));
+		INSERT INTO orders VALUES (1, 1, 9.99, 'new', '{a,b}', '{"n": 9007199254740993}', '\x01ff', '2026-12-07 10:00:00+01');
+		INSERT INTO order_items VALUES (1, 1, 'SKU-1', 2);
+		INSERT INTO categories VALUES (1, NULL);
+		INSERT INTO addresses VALUES ('Main St 1', 'Springfield');
+		INSERT INTO measurements VALUES (1, '2025-03-01', 1.5);
+		INSERT INTO archive.orders VALUES (1, '2026-12-07 10:00:00+00');
+		INSERT INTO archive.statuses VALUES ('new', 'New');
+		INSERT INTO audit_log VALUES (now(), 'not watched');
+		UPDATE orders SET status = 'paid' WHERE id = 1;
+		DELETE FROM order_items WHERE order_id = 1 AND line = 1`)
+	want := []struct{ typ, op, json string }{
+		{"customer", "create", `"email":"ada@example.com"`},
+		{"order", "create", `"details":{"n":9007199254740993},"id":1,"placed_at":"2026-12-07T09:00:00Z","receipt":"Af8=","status":"new","tags":["a","b"],"total":9.99}`},
+		{"order_item", "create", `{"line":1,"order_id":1,"quantity":2,"sku":"SKU-1"}`},
+		{"category", "create", `{"id":1,"parent_id":null}`},
+		{"address", "create", `{"city":"Springfield","street":"Main St 1"}`},
+		{"measurement", "create", `{"id":1,"taken_on":"2025-03-01","value":1.5}`},
+		{"archive_order", "create", `{"archived_at":"2026-12-07T10:00:00Z","id":1}`},
+		{"status", "create", `{"code":"new","label":"New"}`},
+		{"order", "update", `"status":"paid"`},
+		{"order_item", "delete", `"line":1,"order_id":1`},
+	}
+	for i, w := range want {
+		f, _ := readChange(t, ws, 30*time.Second)
+		if bytes.Contains(f.raw, []byte("CANARY")) || bytes.Contains(f.raw, []byte("Q0FOQVJZ")) { // "CANARY" in base64
+			t.Fatalf("a secret left changecast: %s", f.raw)
+		}
+		if f.EntityType != w.typ || f.Operation != w.op || !bytes.Contains(f.raw, []byte(w.json)) {
+			t.Fatalf("change %d: %s, want a %s %s holding %s", i, f.raw, w.typ, w.op, w.json)
+		}
+	}
+
+	published := publishedTables(t, sql)
+	if want := []string{"archive.orders", "archive.statuses", "public.addresses", "public.categories", "public.customers", "public.measurements", "public.order_items", "public.orders"}; !reflect.DeepEqual(published, want) {
+		t.Errorf("published %v, want the %d tables of inspect's config", published, len(want))
+	}
+	var altered int
+	if err := sql.QueryRow(context.Background(), `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname IN ('public', 'archive') AND c.relkind IN ('r', 'p') AND c.relreplident <> CASE c.relname WHEN 'page_views' THEN 'f' WHEN 'addresses' THEN 'i' ELSE 'd' END`).Scan(&altered); err != nil || altered != 0 {
+		t.Errorf("%d tables' replica identity changed (%v): inspect's config asks for no change", altered, err)
+	}
+}
