@@ -67,7 +67,8 @@ func sqlType(label string) string {
 }
 
 // TestProtocol_ColumnTypes checks docs/protocol.md's column-type table
-// against a real table: one column per row, the row's SQL value inserted,
+// against a real table, watched from testdata/declared/samples.yaml: one
+// column per row, the row's SQL value inserted,
 // then the row updated and deleted. Each frame's JSON for that column must
 // equal the documented JSON: the create's and the update's payload, and,
 // since the table keeps REPLICA IDENTITY DEFAULT, the update's previous and
@@ -85,9 +86,7 @@ func TestProtocol_ColumnTypes(t *testing.T) {
 	}
 	exec1(t, sql, "CREATE TABLE samples ("+strings.Join(cols, ", ")+")")
 	srv, _, dataDir := readyServerAt(t, url, "cc_coltypes", func(cfg *serveConfig) {
-		if err := cfg.tables.Set("sample=public.samples"); err != nil {
-			t.Fatal(err)
-		}
+		cfg.configPath = "testdata/declared/samples.yaml"
 	})
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"filters": [{"entity-type": "sample"}]}`)

@@ -184,8 +184,9 @@ func TestServe_RenamedSecretStopsItsType(t *testing.T) {
 }
 
 // TestServe_PartitionedTableThroughItsRoot: a partitioned table is
-// declared by its root; rows written to any partition arrive as the
-// root's entity type.
+// declared by its root (testdata/declared/measurements.yaml); rows
+// written to any partition, or through the root, arrive as the root's
+// entity type.
 func TestServe_PartitionedTableThroughItsRoot(t *testing.T) {
 	url := storetest.NewDatabase(t)
 	sql := connect(t, url)
@@ -193,16 +194,15 @@ func TestServe_PartitionedTableThroughItsRoot(t *testing.T) {
 		CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 		CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
 	srv, _, dataDir := readyServerAt(t, url, "cc_partitioned", func(cfg *serveConfig) {
-		if err := cfg.tables.Set("measurement=public.measurements"); err != nil {
-			t.Fatal(err)
-		}
+		cfg.configPath = "testdata/declared/measurements.yaml"
 	})
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"filters": [{"entity-type": "measurement"}]}`)
 	filterApplied(t, ws)
 	exec1(t, sql, `INSERT INTO measurements VALUES (1, '2025-06-01', 1.5), (2, '2026-06-01', 2.5)`)
 	exec1(t, sql, `UPDATE measurements_2026 SET value = 3.5 WHERE id = 2`)
-	want := []string{"create 1", "create 2", "update 2"}
+	exec1(t, sql, `DELETE FROM measurements WHERE id = 1`)
+	want := []string{"create 1", "create 2", "update 2", "delete 1"}
 	for _, w := range want {
 		f, _ := readChange(t, ws, 30*time.Second)
 		if got := fmt.Sprintf("%s %v", f.Operation, f.Payload["id"]); f.EntityType != "measurement" || got != w {
