@@ -181,6 +181,13 @@ func TestServe_RenamedSecretStopsItsType(t *testing.T) {
 			sawOrder = true // other types go on
 		}
 	}
+	// Nor was it journaled, where resuming clients and snapshots' seams
+	// would read it.
+	var leaked, customers int
+	if err := sql.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE coalesce(payload::text, '') || coalesce(previous::text, '') LIKE '%CANARY%'),
+		count(*) FILTER (WHERE entity_type = 'customer') FROM changecast.journal`).Scan(&leaked, &customers); err != nil || leaked != 0 || customers != 1 {
+		t.Fatalf("journal: %d rows hold a canary, %d customer rows (%v); want none and the one from before the rename", leaked, customers, err)
+	}
 }
 
 // TestServe_PartitionedTableThroughItsRoot: a partitioned table is
