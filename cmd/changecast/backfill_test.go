@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,21 @@ func TestServe_BackfillWithoutFullIdentity(t *testing.T) {
 	exec1(t, sql, `DELETE FROM customers WHERE id = 2`)
 	if c := next("delete"); c.Payload["email"] != "new@example.com" {
 		t.Errorf("delete after truncate and insert: %v, want the new row", c.Payload)
+	}
+
+	// An unchanged TOAST value the journal cannot fill (the row was last
+	// written under FULL, so its state was not followed) is listed in
+	// unchanged and left out of the payload: never reported as null.
+	exec1(t, sql, `ALTER TABLE customers REPLICA IDENTITY FULL`)
+	exec1(t, sql, `INSERT INTO customers (id, email, balance, bio)
+		SELECT 3, 'cy@example.com', 1, string_agg(md5(i::text), '') FROM generate_series(1, 400) i`)
+	next("create")
+	exec1(t, sql, `ALTER TABLE customers REPLICA IDENTITY DEFAULT`)
+	exec1(t, sql, `UPDATE customers SET balance = 2 WHERE id = 3`)
+	if c := next("update"); !reflect.DeepEqual(c.Unchanged, []string{"bio"}) || c.Payload["balance"] != float64(2) {
+		t.Errorf("update of an unfollowed row: unchanged %v, payload %v; want bio listed in unchanged", c.Unchanged, c.Payload)
+	} else if v, present := c.Payload["bio"]; present {
+		t.Errorf("update of an unfollowed row: bio is %v in the payload, want it absent (listed in unchanged)", v)
 	}
 
 	// The journal holds what was sent: no secret in it either.

@@ -35,6 +35,12 @@ CREATE TABLE shop.order_items (
 // testdata/config/orders.yaml, and returns a send-everything admin socket.
 func shopServer(t *testing.T, slot string) (*pgx.Conn, *websocket.Conn) {
 	t.Helper()
+	return shopServerFiltered(t, slot, `{"send-everything": true}`)
+}
+
+// shopServerFiltered is shopServer with the client's filter request.
+func shopServerFiltered(t *testing.T, slot, filter string) (*pgx.Conn, *websocket.Conn) {
+	t.Helper()
 	url := storetest.NewDatabase(t)
 	sql := connect(t, url)
 	exec1(t, sql, shopSchema)
@@ -42,9 +48,65 @@ func shopServer(t *testing.T, slot string) (*pgx.Conn, *websocket.Conn) {
 		cfg.configPath = "../../testdata/config/orders.yaml"
 	})
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
-	sendJSON(t, ws, `{"send-everything": true}`)
+	sendJSON(t, ws, filter)
 	filterApplied(t, ws)
 	return sql, ws
+}
+
+// TestServe_DeclaredTypesMatch: a WebSocket filter on a declared type's
+// columns ("match", operations) selects exactly as on a built-in type, and
+// a column outside the type's allow-list cannot be matched (its values
+// would leak through what a filter selects).
+func TestServe_DeclaredTypesMatch(t *testing.T) {
+	sql, ws := shopServerFiltered(t, "cc_declared_match", `{"filters": [
+		{"entity-type": "order", "match": {"status": "paid"}},
+		{"entity-type": "order_item", "operations": ["delete"], "match": {"sku": ["SKU-2", "SKU-3"]}}]}`)
+
+	exec1(t, sql, `INSERT INTO customers (id, email, balance) VALUES (1, 'ada@example.com', 1)`)
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (7, 1, 1, 'new'), (8, 1, 2, 'paid')`)
+	exec1(t, sql, `INSERT INTO shop.order_items (order_id, line_no, sku, quantity, unit_price, supplier_cost) VALUES (7, 1, 'SKU-1', 1, 1, 1), (7, 2, 'SKU-2', 1, 1, 1)`)
+	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 7`)
+	exec1(t, sql, `DELETE FROM shop.order_items WHERE line_no = 1`)
+	exec1(t, sql, `UPDATE orders SET total = 3 WHERE id = 7`)
+	// order_item has REPLICA IDENTITY DEFAULT: the delete's sku comes from
+	// the journal's last state of the entity, so the filter can match it.
+	exec1(t, sql, `DELETE FROM shop.order_items WHERE line_no = 2`)
+
+	want := []string{"order create 8", "order update 7 paid", "order update 7 paid", "order_item delete SKU-2"}
+	for i, w := range want {
+		f, _ := readChange(t, ws, 30*time.Second)
+		got := fmt.Sprintf("%s %s %v", f.EntityType, f.Operation, f.Payload["id"])
+		switch f.EntityType {
+		case "order":
+			got += fmt.Sprintf(" %v", f.Payload["status"])
+			if i == 0 {
+				got = fmt.Sprintf("order %s %v", f.Operation, f.Payload["id"])
+			}
+		case "order_item":
+			got = fmt.Sprintf("order_item %s %v", f.Operation, f.Payload["sku"])
+		}
+		if got != w {
+			t.Fatalf("change %d: %s, want %s: %s", i, got, w, f.raw)
+		}
+	}
+	// Nothing unselected arrived in between: the next change is a sentinel.
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (9, 1, 1, 'paid')`)
+	if f, _ := readChange(t, ws, 30*time.Second); f.EntityType != "order" || f.Payload["id"] != float64(9) {
+		t.Fatalf("a change the filters do not select arrived: %s", f.raw)
+	}
+
+	// internal_note is a column of orders outside its allow-list.
+	sendJSON(t, ws, `{"filters": [{"entity-type": "order", "match": {"internal_note": "x"}}]}`)
+	var refusal struct {
+		Namespace string `json:"namespace"`
+		Args      struct {
+			Message string `json:"message"`
+		} `json:"args"`
+	}
+	f := readFrame(t, ws, 10*time.Second)
+	if err := json.Unmarshal(f.raw, &refusal); err != nil || refusal.Namespace != "error" || !strings.Contains(refusal.Args.Message, "internal_note") {
+		t.Errorf("matching a column outside the allow-list: %s, want an error frame naming it", f.raw)
+	}
 }
 
 // TestServe_DeclaredTypes watches a schema no built-in type knows, from a
