@@ -45,16 +45,46 @@ func chromiumPath(t testing.TB) string {
 	return ""
 }
 
-// screenshotDir is where the test saves its screenshots: $CHANGECAST_SCREENSHOTS,
-// or the test's temporary directory.
+// screenshotDir is where a test saves its screenshots, its artifacts: a
+// directory named after the test in $CHANGECAST_SCREENSHOTS (.ci/run sets
+// it), or else in <temp dir>/changecast-screenshots. It is emptied when the
+// test starts and kept after it ends (a test's own temporary directory
+// would be removed, and with it the screenshot of a failure).
 func screenshotDir(t testing.TB) string {
-	if d := os.Getenv("CHANGECAST_SCREENSHOTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return d
+	base := os.Getenv("CHANGECAST_SCREENSHOTS")
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "changecast-screenshots")
 	}
-	return t.TempDir()
+	d := filepath.Join(base, strings.NewReplacer("/", "_", string(filepath.Separator), "_").Replace(t.Name()))
+	if err := os.RemoveAll(d); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestScreenshotDir_KeptAfterTheTest: screenshots outlive the test that
+// took them, so they are there to look at, as artifacts, when it failed.
+func TestScreenshotDir_KeptAfterTheTest(t *testing.T) {
+	for _, env := range []string{"", t.TempDir()} {
+		t.Setenv("CHANGECAST_SCREENSHOTS", env)
+		var shot string
+		t.Run("shoot", func(t *testing.T) {
+			shot = filepath.Join(screenshotDir(t), "01-failure.png")
+			if err := os.WriteFile(shot, []byte("png"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if env != "" && !strings.HasPrefix(shot, env+string(filepath.Separator)) {
+			t.Errorf("CHANGECAST_SCREENSHOTS=%s: screenshot saved as %s", env, shot)
+		}
+		if _, err := os.Stat(shot); err != nil {
+			t.Errorf("CHANGECAST_SCREENSHOTS=%q: the screenshot went with its test: %v", env, err)
+		}
+		_ = os.RemoveAll(filepath.Dir(shot))
+	}
 }
 
 // browser is one headless Chromium tab on the dashboard.
