@@ -309,6 +309,7 @@ func TestDashboard_Browser(t *testing.T) {
 	// Insert, update, delete: each in the table and the feed.
 	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (4, 1, 40.00, 'new')`)
 	b.wait("the insert", rowKeys+` === '1,2,3,4' && `+feedHas("create", "order", "4"), 10*time.Second)
+	b.wait("the status bar's row count", `document.getElementById('st-table').textContent === 'live, 4 rows'`, 5*time.Second)
 	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 1`)
 	b.wait("the update in the table", cell("1", "status")+` === 'paid'`, 10*time.Second)
 	b.wait("the update in the feed", feedHas("update", "order", "1")+`?.innerText.includes('status: new → paid')`, 10*time.Second)

@@ -124,7 +124,9 @@ function drawStatus() {
   }
   $('st-retry').textContent = retry;
   $('st-mode').textContent = st === 'open' ? S.mode : '—';
-  $('st-table').textContent = S.tableState;
+  // 'live' is followed by the row count as it is now, not as it was when
+  // the snapshot completed.
+  $('st-table').textContent = S.tableState === 'live' ? `live, ${table.liveCount()} rows` : S.tableState;
   $('st-cursor').textContent = S.cursor || '—';
   $('st-head').textContent = S.head ?? '—';
   $('st-lag').textContent = S.lag === null ? '—' : bytes(S.lag);
@@ -245,10 +247,10 @@ function onControl(a, which) {
       if (which === 'stream') { noteCursor(a.cursor); S.mode = 'lagging: catching up from the journal'; } else S.tableState = 'lagging';
       break;
     case 'caught-up':
-      if (which === 'stream') { noteCursor(a.cursor); S.mode = 'caught up'; } else S.tableState = `live, ${table.liveCount()} rows`;
+      if (which === 'stream') { noteCursor(a.cursor); S.mode = 'caught up'; } else S.tableState = 'live';
       break;
     case 'snapshot-complete':
-      if (which === 'table') S.tableState = `live, ${table.liveCount()} rows`;
+      if (which === 'table') S.tableState = 'live';
       break;
     case 'resync-required':
       if (which === 'stream') {
