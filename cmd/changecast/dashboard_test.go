@@ -16,11 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/changecast/changecast/store/storetest"
+	"github.com/changecast/changecast/wire"
 )
 
 // The dashboard's end-to-end test: headless Chromium (Debian's chromium,
@@ -480,6 +483,21 @@ func TestDashboard_Browser(t *testing.T) {
 	}
 	b.wait("the session-ended message", `!document.getElementById('signin').hidden && document.getElementById('signin-message').textContent.includes('session ended: token expired')`, 15*time.Second)
 	b.screenshot("session-ended")
+
+	// The page loads after the session ended: it says so, whether the
+	// browser still sends a cookie the server refuses (here the expired
+	// token) or has dropped it (the page still has its cursor); a first
+	// visit gets the form alone.
+	b.do("the expired token as the cookie", setCookie(base, wire.CookieName, strings.TrimSpace(out.String())))
+	b.do("load the page", chromedp.Navigate(base+"/"))
+	b.wait("the expired-session message", `!document.getElementById('signin').hidden && document.getElementById('signin-message').textContent === 'Your session has expired or was ended (token expired). Sign in again.'`, 10*time.Second)
+	b.do("the cookie dropped", clearCookies)
+	evalJS[chromedp.Void](b, `localStorage.setItem('changecast.cursor', '1')`)
+	b.do("load the page", chromedp.Navigate(base+"/"))
+	b.wait("the expired-session message", `!document.getElementById('signin').hidden && document.getElementById('signin-message').textContent === 'Your session has expired. Sign in again.'`, 10*time.Second)
+	evalJS[chromedp.Void](b, `localStorage.clear()`)
+	b.do("load the page", chromedp.Navigate(base+"/"))
+	b.wait("the sign-in form alone", `!document.getElementById('signin').hidden && document.getElementById('signin-message').hidden`, 10*time.Second)
 	var problems []string
 	for _, p := range b.consoleProblems() {
 		if strings.Contains(p, "WebSocket connection to") || strings.Contains(p, "ERR_CONNECTION_REFUSED") {
@@ -491,6 +509,21 @@ func TestDashboard_Browser(t *testing.T) {
 		t.Fatalf("the browser reported problems (CSP refusals, exceptions, errors): %v", problems)
 	}
 	t.Logf("browser test took %v; screenshots in %s", time.Since(began).Round(time.Millisecond), b.dir)
+}
+
+// setCookie sets a cookie for base's /api/ as the server would (HttpOnly).
+func setCookie(base, name, value string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		httpOnly := true
+		_, err := cdp.Call(ctx, t, network.SetCookie, network.SetCookieParams{Name: name, Value: value, URL: base + "/api/", Path: "/api/", HTTPOnly: &httpOnly})
+		return chromedp.Void{}, err
+	}
+}
+
+// clearCookies removes the browser's cookies.
+func clearCookies(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+	_, err := cdp.Call(ctx, t, network.ClearBrowserCookies, cdp.Empty{})
+	return chromedp.Void{}, err
 }
 
 // cursorAfter reports whether decimal cursor a is after b.

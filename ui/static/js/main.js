@@ -514,8 +514,20 @@ async function boot() {
   try {
     startApp(await api.session());
   } catch (e) {
-    endSession(e.status === 401 ? '' : signinError(e), false);
+    endSession(e.status === 401 ? signedOutReason(e) : signinError(e), false);
   }
+}
+
+// signedOutReason is what the sign-in form says when the page loads without
+// a valid session (a 401 from GET /api/v1/auth/session): nothing on a first
+// visit; that the session expired or was ended when the browser sent a
+// cookie the server refused (an expired or revoked token, one signed with
+// another key), or sent none but the page kept a cursor, which only a
+// session that was not signed out leaves (sign-out forgets it; the browser
+// drops the cookie when its token expires).
+function signedOutReason(e) {
+  if (!/^missing token/.test(e.message)) return `Your session has expired or was ended (${e.message}). Sign in again.`;
+  return S.cursor ? 'Your session has expired. Sign in again.' : '';
 }
 
 boot();
