@@ -251,6 +251,11 @@ func cell(key, col string) string {
 	return fmt.Sprintf(`document.querySelector('#table-spacer .vrow[data-key=%q] [data-col=%q]')?.textContent`, key, col)
 }
 
+// flashing is a JavaScript test for a table cell highlighted as changed.
+func flashing(key, col string) string {
+	return fmt.Sprintf(`document.querySelector('#table-spacer .vrow[data-key=%q] [data-col=%q]')?.classList.contains('changed')`, key, col)
+}
+
 // TestDashboard_Browser drives the dashboard in headless Chromium against a
 // real serve and PostgreSQL: sign-in (a wrong password first), the table
 // from a snapshot, inserts, updates and deletes reflected in the table and
@@ -266,6 +271,7 @@ func TestDashboard_Browser(t *testing.T) {
 		(1, 1, 10.00, 'new', 'CANARY-note'), (2, 1, 20.00, 'new', NULL), (3, 1, 30.00, 'new', NULL)`)
 	const pw = "correct horse battery"
 	addUser(t, url, "ada", pw, true)
+	addUser(t, url, "bob", "bob's password", false)
 	srv, _, dataDir := readyServerAt(t, url, "cc_dashboard", func(cfg *serveConfig) {
 		cfg.configPath = "../../testdata/config/orders.yaml"
 	})
@@ -314,7 +320,8 @@ func TestDashboard_Browser(t *testing.T) {
 	b.wait("the insert", rowKeys+` === '1,2,3,4' && `+feedHas("create", "order", "4"), 10*time.Second)
 	b.wait("the status bar's row count", `document.getElementById('st-table').textContent === 'live, 4 rows'`, 5*time.Second)
 	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 1`)
-	b.wait("the update in the table", cell("1", "status")+` === 'paid'`, 10*time.Second)
+	// The changed cell flashes (for 1.5 s), the others do not.
+	b.wait("the update in the table, its changed cell flashing", cell("1", "status")+` === 'paid' && `+flashing("1", "status")+` && !`+flashing("1", "customer_id")+` && !`+flashing("1", "total"), 10*time.Second)
 	b.wait("the update in the feed", feedHas("update", "order", "1")+`?.innerText.includes('status: new → paid')`, 10*time.Second)
 	exec1(t, sql, `DELETE FROM orders WHERE id = 2`)
 	b.wait("the delete", rowKeys+` === '1,3,4' && `+feedHas("delete", "order", "2"), 10*time.Second)
@@ -371,6 +378,15 @@ func TestDashboard_Browser(t *testing.T) {
 		t.Fatalf("localStorage holds %q, want the cursor only", stored)
 	}
 	b.do("leave the page", chromedp.Navigate("about:blank"))
+	// Events for one user each (changecast raises such retention_gap
+	// events; written here straight to the table the events REST API
+	// lists): the page lists ada's as hers, with its doc link.
+	for _, u := range []string{"ada", "bob"} {
+		exec1(t, sql, fmt.Sprintf(`INSERT INTO changecast.events (id, user_id, category, action, severity, description, metadata, operation_id)
+			SELECT gen_random_uuid(), id::uuid, 'journal', 'retention_gap', 'warning', 'resumed from a removed cursor (%[1]s)',
+				'{"doc": "https://changecast.example/docs/events#retention_gap-%[1]s"}', gen_random_uuid()
+			FROM changecast.users WHERE username = '%[1]s'`, u))
+	}
 	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (6, 1, 60.00, 'new'), (7, 1, 70.00, 'new')`)
 	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 6`)
 	exec1(t, sql, `DELETE FROM orders WHERE id = 7`)
@@ -397,6 +413,32 @@ func TestDashboard_Browser(t *testing.T) {
 	slices.Reverse(got) // oldest first, as the journal
 	if !slices.Equal(got, missed) {
 		t.Fatalf("after the reload the feed shows cursors %v after %s; the journal has %v", got, cursor, missed)
+	}
+	b.wait("ada's event", `document.querySelector('#events li[data-severity="warning"] .mine')`, 10*time.Second)
+	type eventItem struct {
+		Desc   string `json:"desc"`
+		Mine   string `json:"mine"`
+		Doc    string `json:"doc"`
+		Colour string `json:"colour"`
+	}
+	evs := evalJS[[]eventItem](b, `[...document.querySelectorAll('#events li[data-severity="warning"]')].map(li => ({
+		desc: li.querySelector('.desc').textContent, mine: li.querySelector('.mine')?.textContent || '',
+		doc: li.querySelector('a')?.href || '', colour: getComputedStyle(li.querySelector('.sev')).backgroundColor}))`)
+	info := evalJS[string](b, `getComputedStyle(document.querySelector('#events li[data-severity="informational"] .sev')).backgroundColor`)
+	if len(evs) != 2 {
+		t.Fatalf("warning events listed: %+v, want ada's and bob's (ada is an admin)", evs)
+	}
+	for _, ev := range evs {
+		ada := strings.Contains(ev.Desc, "(ada)")
+		if want := map[bool]string{true: " · for you"}[ada]; ev.Mine != want {
+			t.Errorf("event %q marked %q, want %q", ev.Desc, ev.Mine, want)
+		}
+		if want := "https://changecast.example/docs/events#retention_gap-" + map[bool]string{true: "ada", false: "bob"}[ada]; ev.Doc != want {
+			t.Errorf("event %q links to %q, want %q", ev.Desc, ev.Doc, want)
+		}
+		if ev.Colour == info || ev.Colour == "" || ev.Colour == "rgba(0, 0, 0, 0)" {
+			t.Errorf("a warning is coloured %q, an informational event %q", ev.Colour, info)
+		}
 	}
 	b.wait("the table after the reload", rowKeys+` === '1,3,4,5,6' && document.getElementById('st-table').textContent.startsWith('live')`, 15*time.Second)
 	b.wait("the chart's data", `Chart.getChart(document.getElementById('chart'))?.data.datasets.some(d => d.label === 'order' && d.data.some(p => p.y > 0))`, 10*time.Second)
