@@ -404,6 +404,9 @@ func TestDashboard_Browser(t *testing.T) {
 	b.wait("the app again", `!document.getElementById('app').hidden`, 10*time.Second)
 	last := missed[len(missed)-1]
 	b.wait("the changes made while away", fmt.Sprintf(`document.querySelector('#feed li[data-cursor=%q]')`, last), 15*time.Second)
+	// Resumed from its cursor, the page catches up to the journal head of
+	// system-state, and the status bar says so with both.
+	b.wait("caught up", `document.getElementById('st-mode').textContent === 'caught up' && /^\d+$/.test(document.getElementById('st-head').textContent) && /B$/.test(document.getElementById('st-lag').textContent)`, 15*time.Second)
 	var got []string
 	for _, it := range b.feed() {
 		if cursorAfter(it.Cursor, cursor) {
