@@ -655,3 +655,134 @@ func TestTail_Snapshot(t *testing.T) {
 		t.Errorf("tail --snapshot printed:\n%s\nwant orders 1 and 2 as snapshot rows, then the update", strings.Join(lines, "\n"))
 	}
 }
+
+// TestServe_SnapshotViewerScope: a viewer scoped to one type that asks
+// for a snapshot of everything (send-everything) gets the rows of its type
+// only, then only its type's changes; a GARM client connected meanwhile,
+// which never asks for a snapshot, never sees a snapshot row or
+// snapshot-complete.
+func TestServe_SnapshotViewerScope(t *testing.T) {
+	_, sql, srv, dataDir := snapshotServer(t, "cc_snap_scope")
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) VALUES (1, 1, 1, 'new'), (2, 1, 2, 'new'), (3, 1, 3, 'new');
+		INSERT INTO shop.order_items VALUES (1, 1, 'SKU-1', 1, 1, 1), (1, 2, 'SKU-2', 1, 1, 1);
+		INSERT INTO customers (id, email, api_key) VALUES (1, 'a@example.com', 'CANARY-key')`)
+	garm := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, garm, `{"send-everything": true}`)
+	filterApplied(t, garm)
+
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"token", "--data-dir", dataDir, "--user", "v", "--role", "viewer", "--scope", "order", "--config", "../../testdata/config/orders.yaml"}, &out, &errb); err != nil {
+		t.Fatalf("token: %v (%s)", err, errb.String())
+	}
+	ws := dialWS(t, srv.addr, strings.TrimSpace(out.String()))
+	sendJSON(t, ws, `{"namespace":"events","name":"filter","id":"all","args":{"send-everything":true,"snapshot":true}}`)
+	var got []string
+	for {
+		f, err := readSnapFrame(t, ws, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Args.Type == "snapshot-complete" {
+			break
+		}
+		if f.Name == "response" {
+			continue
+		}
+		if f.Operation != "snapshot" {
+			t.Fatalf("before snapshot-complete: %s", f.raw)
+		}
+		got = append(got, rowKey(f.EntityType, f.Payload))
+	}
+	if want := "order 1, order 2, order 3"; strings.Join(got, ", ") != want {
+		t.Fatalf("a viewer scoped to order, snapshot of everything: rows %v, want %s only", got, want)
+	}
+	exec1(t, sql, `INSERT INTO customers (id, email) VALUES (2, 'b@example.com'); INSERT INTO shop.order_items VALUES (2, 1, 'SKU-3', 1, 1, 1)`)
+	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 1`)
+	if f, err := readSnapFrame(t, ws, 30*time.Second); err != nil || f.Operation != "update" || rowKey(f.EntityType, f.Payload) != "order 1" {
+		t.Fatalf("after the snapshot: %s (%v), want the update of order 1 and nothing of another type", f.raw, err)
+	}
+
+	// The GARM client got every change, as changes, and nothing else.
+	var ops []string
+	for len(ops) == 0 || ops[len(ops)-1] != "update order 1" {
+		f, err := readSnapFrame(t, garm, 30*time.Second)
+		if err != nil {
+			t.Fatalf("GARM client after %v: %v", ops, err)
+		}
+		if f.Namespace != "" || f.Operation == "snapshot" {
+			t.Fatalf("GARM client got %s", f.raw)
+		}
+		ops = append(ops, f.Operation+" "+rowKey(f.EntityType, f.Payload))
+	}
+	want := "create order 1, create order 2, create order 3, create order_item 1/1, create order_item 1/2, create customer 1, " +
+		"create customer 2, create order_item 2/1, update order 1"
+	if strings.Join(ops, ", ") != want {
+		t.Errorf("GARM client: %v, want %s", ops, want)
+	}
+}
+
+// TestServe_SnapshotDisconnectCostsNothing: a client that goes away in
+// the middle of a snapshot's rows leaves nothing behind: the snapshot's
+// database connection (and its transaction) ends at once, and its slot
+// (--max-snapshots 1) is free for the next snapshot. The client stops
+// reading first, so the server is held in a write of rows, not in a query
+// (which a cancelled context would end anyway), when the client goes.
+func TestServe_SnapshotDisconnectCostsNothing(t *testing.T) {
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, shopSchema)
+	// 20,000 rows of 2 KB, written before the server starts (nothing to
+	// replicate): far more than the sockets' buffers hold.
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, repeat('x', 2000) FROM generate_series(1, 20000) g`)
+	srv, _, dataDir := readyServerAt(t, url, "cc_snap_gone", func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+		cfg.maxSnapshots = 1
+	})
+	snapshotBackends := func() int {
+		var n int
+		if err := sql.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = 'changecast-snapshot' AND datname = current_database()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	token := mintToken(t, dataDir, "admin")
+	ws := dialWS(t, srv.addr, token)
+	sendJSON(t, ws, `{"namespace":"events","name":"subscribe","id":"gone","args":{"filters":["order"],"snapshot":true}}`)
+	for {
+		f, err := readSnapFrame(t, ws, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Operation == "snapshot" {
+			break
+		}
+	}
+	time.Sleep(2 * time.Second) // the client reads nothing meanwhile: the server's writes fill the sockets and block
+	if n := snapshotBackends(); n != 1 {
+		t.Fatalf("%d snapshot connections in the middle of the rows, want 1", n)
+	}
+	ws.UnderlyingConn().Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for snapshotBackends() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the snapshot's database connection outlived its client by 10 s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	if strings.Contains(srv.logs.String(), "websocket snapshot complete") {
+		t.Error("the snapshot of the client that went away ran to its end")
+	}
+	// The only slot is free: the next snapshot starts at once.
+	next := dialWS(t, srv.addr, token)
+	sendJSON(t, next, `{"namespace":"events","name":"subscribe","id":"next","args":{"filters":["order"],"snapshot":true}}`)
+	for {
+		f, err := readSnapFrame(t, next, 10*time.Second)
+		if err != nil {
+			t.Fatalf("the next snapshot: %v", err)
+		}
+		if f.Operation == "snapshot" {
+			break
+		}
+	}
+}
