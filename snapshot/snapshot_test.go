@@ -227,3 +227,66 @@ func TestSnapshot_PagesBoundedByBytes(t *testing.T) {
 		t.Errorf("rows %q in pages of %v, want %q in pages of [2 2 2 1]", got, sizes, want)
 	}
 }
+
+// The rows come from one read-only, repeatable-read transaction that holds
+// only ACCESS SHARE locks: while it is open between pages, writers of the
+// table commit without waiting (lock_timeout 1s), and its later pages
+// still read the rows as they were when it began.
+func TestSnapshot_ReadOnlyRepeatableReadWritersNeverWait(t *testing.T) {
+	e := newEnv(t, time.Second) // pages of 2 rows
+	e.exec(t, `INSERT INTO items (a, b) SELECT g, 'x' FROM generate_series(1, 10) g`)
+	ctx := context.Background()
+	sn, err := e.src.Begin(ctx, []string{"item"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	first, err := sn.Next(ctx)
+	if err != nil || len(first) != 2 {
+		t.Fatalf("first page: %d rows, %v", len(first), err)
+	}
+	row, err := sn.query1(ctx, `SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), pg_backend_pid()::text`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row[0] != "repeatable read" || row[1] != "on" {
+		t.Fatalf("snapshot transaction: isolation %q, read only %q; want repeatable read, on", row[0], row[1])
+	}
+	locks, err := e.sql.Query(ctx, `SELECT locktype, mode, coalesce(relation::regclass::text, '') FROM pg_locks WHERE pid = $1::int`, row[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for locks.Next() {
+		var typ, mode, rel string
+		if err := locks.Scan(&typ, &mode, &rel); err != nil {
+			t.Fatal(err)
+		}
+		// Its own virtual transaction id is the one other lock a
+		// transaction holds; no write waits for it.
+		if !(typ == "relation" && mode == "AccessShareLock") && typ != "virtualxid" {
+			t.Errorf("the snapshot holds %s %s %s", typ, mode, rel)
+		}
+	}
+	if err := locks.Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, `SET lock_timeout = '1s'`)
+	e.exec(t, `UPDATE items SET n = 1 WHERE a = 5; DELETE FROM items WHERE a = 9; INSERT INTO items (a, b) VALUES (11, 'x')`)
+	var got []string
+	for {
+		rows, err := sn.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows == nil {
+			break
+		}
+		for _, r := range rows {
+			b, _ := json.Marshal(r.Payload)
+			got = append(got, string(b))
+		}
+	}
+	if len(got) != 8 || !strings.Contains(got[2], `"a":5,`) || !strings.Contains(got[2], `"n":null`) || !strings.Contains(got[6], `"a":9,`) {
+		t.Errorf("later pages after writes committed:\n%s\nwant rows 3 to 10 as they were", strings.Join(got, "\n"))
+	}
+}
