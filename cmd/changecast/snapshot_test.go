@@ -721,6 +721,32 @@ func TestServe_SnapshotViewerScope(t *testing.T) {
 	}
 }
 
+// TestServe_SnapshotMatch: a snapshot sends the rows its filter's match
+// selects, per clause: paid orders only, every order item.
+func TestServe_SnapshotMatch(t *testing.T) {
+	_, sql, srv, dataDir := snapshotServer(t, "cc_snap_match")
+	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, CASE WHEN g % 2 = 0 THEN 'paid' ELSE 'new' END FROM generate_series(1, 6) g;
+		INSERT INTO shop.order_items VALUES (1, 1, 'SKU-1', 1, 1, 1), (2, 1, 'SKU-2', 1, 1, 1)`)
+	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
+	sendJSON(t, ws, `{"namespace":"events","name":"subscribe","id":"m","args":{"filters":[{"entity-type":"order","match":{"status":"paid"}},"order_item"],"snapshot":true}}`)
+	var got []string
+	for {
+		f, err := readSnapFrame(t, ws, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Args.Type == "snapshot-complete" {
+			break
+		}
+		if f.Operation == "snapshot" {
+			got = append(got, rowKey(f.EntityType, f.Payload))
+		}
+	}
+	if want := "order 2, order 4, order 6, order_item 1/1, order_item 2/1"; strings.Join(got, ", ") != want {
+		t.Errorf("rows %v, want %s", got, want)
+	}
+}
+
 // TestServe_SnapshotDisconnectCostsNothing: a client that goes away in
 // the middle of a snapshot's rows leaves nothing behind: the snapshot's
 // database connection (and its transaction) ends at once, and its slot
