@@ -78,6 +78,14 @@ type Change struct {
 	Payload    *Row
 	Previous   *Row
 	Unchanged  []string
+	// Withheld names the columns of the change's table that the watcher
+	// did not decode because sanitizing strips them from every row (see
+	// watcher.Config.Omit): present in the table, absent from Payload and
+	// Previous. It tells a secret column withheld from one renamed away
+	// (the pipeline's secret guard) and lets the sanitizer count columns
+	// stripped by name. Shared by every change of the table: read only.
+	// Not journaled.
+	Withheld []string
 	// Backfill is set by the watcher when the change's table does not
 	// have REPLICA IDENTITY FULL: PostgreSQL then sends an update without
 	// its previous row and a delete with only the key. The journal keeps

@@ -608,7 +608,7 @@ func (p *Pipeline) once(ctx context.Context) error {
 		Registry:    p.cfg.Registry,
 		StartLSN:    jw.Offset(),
 		ChunkSize:   p.cfg.ChunkSize,
-		Omit:        sanitize.Omitted,
+		Omit:        sanitize.Stripped,
 		Logger:      p.log.With("component", "watcher"),
 		// The slot may be created only on a first start, and every
 		// position it confirms is stored first, so a dropped, moved or

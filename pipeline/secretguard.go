@@ -16,9 +16,11 @@ import (
 // says so (docs/configuration.md, "When a secret column disappears").
 //
 // Only the rows that carry every column are checked: an insert's or
-// update's new row. A delete's old row may hold the key alone, and a
-// column PostgreSQL did not send because its TOAST value is unchanged is
-// listed in Change.Unchanged.
+// update's new row. A delete's old row may hold the key alone, a column
+// PostgreSQL did not send because its TOAST value is unchanged is listed
+// in Change.Unchanged, and a column of the table the watcher did not
+// decode because sanitizing strips it (every secret column, in the
+// pipeline) is listed in Change.Withheld.
 type secretGuard struct {
 	// secrets lists each registered type's secret columns, read once;
 	// types without any are absent, and cost one map lookup per change.
@@ -70,7 +72,7 @@ func (g *secretGuard) stopped(c *entities.Change, stop func(entityType, column s
 		return false
 	}
 	for _, col := range cols {
-		if c.Payload.Has(col) || slices.Contains(c.Unchanged, col) {
+		if c.Payload.Has(col) || slices.Contains(c.Unchanged, col) || slices.Contains(c.Withheld, col) {
 			continue
 		}
 		g.blocked[c.EntityType] = col

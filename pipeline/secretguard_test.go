@@ -21,11 +21,14 @@ func TestSecretGuard(t *testing.T) {
 	ch := func(typ string, op entities.Operation, row *entities.Row, unchanged ...string) entities.Change {
 		return entities.Change{EntityType: typ, Operation: op, Payload: row, Unchanged: unchanged}
 	}
+	withheld := ch("customer", entities.OpUpdate, entities.RowOf(map[string]any{"id": 1}))
+	withheld.Withheld = []string{"api_key"} // in the table, not decoded
 	ok := []entities.Change{
 		ch("customer", entities.OpCreate, entities.RowOf(map[string]any{"id": 1, "api_key": nil})), // NULL is present
 		ch("customer", entities.OpUpdate, entities.RowOf(map[string]any{"id": 1}), "api_key"),      // unchanged TOAST
 		ch("customer", entities.OpDelete, entities.RowOf(map[string]any{"id": 1})),                 // key-only old row
 		ch("order", entities.OpCreate, entities.RowOf(map[string]any{"id": 7})),                    // no secrets
+		withheld,
 	}
 	if got := g.filter(ok, stop); !reflect.DeepEqual(got, ok) || len(stops) != 0 {
 		t.Fatalf("filter kept %d of %d, stops %v; want every change, no stop", len(got), len(ok), stops)

@@ -79,22 +79,20 @@ func staticColumns(et entities.EntityType) []string {
 }
 
 // Stripped reports whether column col of et is removed from every row:
-// marked, declared, or (unless explicitly public) secret by name. Callers
-// that must treat a column as secret (a filter may not match on it) ask
-// here rather than re-deriving the rule.
+// marked, declared, (unless explicitly public) secret by name, or left
+// out by the type's allow-list. Callers that must treat a column as
+// secret (a filter may not match on it) ask here rather than re-deriving
+// the rule.
+//
+// It is also what a decoder need not read at all (watcher.Config.Omit): a
+// secret value is then never decoded, and a row holding none has nothing
+// for Change to copy. A change decoded that way names the columns it
+// lacks in Change.Withheld, which is how the pipeline's secret guard
+// tells a withheld secret from one renamed away, and how the Sanitizer
+// still counts columns stripped by the name rule alone
+// (Stats.NameColumns). Omitting is a saving, not the guard: Change strips
+// whatever a row holds.
 func Stripped(et entities.EntityType, col string) bool { return reason(et, col) != "" }
-
-// Omitted reports whether column col of et is stripped only because the
-// type's allow-list leaves it out, so that a decoder need not read it at
-// all (watcher.Config.Omit): a wide table with a short allow-list costs
-// only its listed columns. The others stay in the row for the Sanitizer:
-// a secret (marked or declared), whose presence in every new row tells the
-// pipeline's secret guard it was not renamed away, and a column stripped
-// by the name rule alone, which the Sanitizer counts (Stats.NameColumns,
-// how an operator learns of a secret-looking column nobody reviewed).
-func Omitted(et entities.EntityType, col string) bool {
-	return reason(et, col) == ReasonNotAllowed
-}
 
 // reason decides one column of et: why it is stripped, or "" to keep it.
 func reason(et entities.EntityType, col string) Reason {
@@ -236,6 +234,11 @@ func (s *Sanitizer) Change(c entities.Change) (entities.Change, error) {
 	}
 	c.Payload = sanitizeRow(p, c.Payload, &s.stats)
 	c.Previous = sanitizeRow(p, c.Previous, &s.stats)
+	for _, col := range c.Withheld { // what the decoder did not read
+		if p.reason(col) == ReasonName {
+			s.stats.nameColumns.Add(1)
+		}
+	}
 	// The entity id is the key column's value: if that column's name looks
 	// secret (and nobody allowed it), the id must not leave either.
 	if p.reason(p.et.Key) != "" { // Stripped's rule, from the type's cache

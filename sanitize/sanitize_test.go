@@ -173,6 +173,32 @@ func TestPolicy_Reasons(t *testing.T) {
 	}
 }
 
+// TestSanitizer_Change_CountsWithheldNameColumns: a column the watcher did
+// not decode (Change.Withheld) because only the name rule strips it is
+// still counted in Stats.NameColumns, once per change; a marked or declared
+// one is not, and the rows are returned as they are (nothing to copy).
+func TestSanitizer_Change_CountsWithheldNameColumns(t *testing.T) {
+	reg := entities.DefaultRegistry()
+	if err := reg.Register(entities.EntityType{Name: "widget", Table: "widgets", Secrets: []string{"note"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(reg)
+	row := entities.RowOf(map[string]any{"id": int64(1), "label": "w"})
+	for range 3 {
+		got, err := s.Change(entities.Change{EntityType: "widget", Operation: entities.OpUpdate, Payload: row, Previous: row,
+			Withheld: []string{"db_password", "note"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Payload != row || got.Previous != row {
+			t.Fatalf("rows with nothing to strip were copied")
+		}
+	}
+	if n := s.Stats().NameColumns; n != 3 {
+		t.Errorf("Stats().NameColumns = %d, want 3 (db_password, once per change)", n)
+	}
+}
+
 // TestSanitizer_Change_UnmarkedColumn covers deny by default: a column the
 // registry does not know (added by ALTER TABLE, decoded by the watcher from
 // the new Relation message) is stripped when its name looks secret, and
@@ -527,32 +553,32 @@ func field(r *entities.Row, col string) string {
 	return string(v)
 }
 
-// TestOmitted: only columns the allow-list leaves out may be left
-// undecoded; a secret (marked or declared) and a name-rule column stay
-// for the Sanitizer (the pipeline's secret guard and Stats need them),
-// and a kept column is never omitted.
-func TestOmitted(t *testing.T) {
+// TestStripped_WhatADecoderMayOmit: every column the Sanitizer strips
+// from every row, for whatever reason, is Stripped (and so left undecoded
+// by the pipeline's watcher); no column it keeps is.
+func TestStripped_WhatADecoderMayOmit(t *testing.T) {
 	instance, err := entities.DefaultRegistry().Lookup("instance")
 	if err != nil {
 		t.Fatal(err)
 	}
-	order := entities.EntityType{Name: "order", Table: "orders", Key: "id", Secrets: []string{"internal_note"}}
+	order := entities.EntityType{Name: "order", Table: "orders", Key: "id", Secrets: []string{"internal_note"}, Public: []string{"public_key"}}
 	listed := entities.EntityType{Name: "line", Table: "lines", Key: "id", Allowed: []string{"id", "sku"}}
 	for _, c := range []struct {
 		et   entities.EntityType
 		col  string
 		want bool
 	}{
-		{instance, "callback_token", false}, // marked: the guard looks for it
+		{instance, "callback_token", true}, // marked
 		{instance, "name", false},
-		{order, "internal_note", false}, // declared: the guard looks for it
-		{order, "api_key", false},       // the name rule: counted by the Sanitizer
+		{order, "internal_note", true}, // declared
+		{order, "api_key", true},       // the name rule
+		{order, "public_key", false},   // allowed although it looks secret
 		{order, "status", false},
 		{listed, "price", true}, // not in the allow-list
 		{listed, "sku", false},
 	} {
-		if got := Omitted(c.et, c.col); got != c.want {
-			t.Errorf("Omitted(%s, %s) = %v, want %v", c.et.Name, c.col, got, c.want)
+		if got := Stripped(c.et, c.col); got != c.want {
+			t.Errorf("Stripped(%s, %s) = %v, want %v", c.et.Name, c.col, got, c.want)
 		}
 	}
 }

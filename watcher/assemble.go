@@ -27,6 +27,9 @@ type relation struct {
 	order []int
 	// omitted marks the columns left out of order, by index.
 	omitted []bool
+	// withheld names the omitted columns, in column order: every change
+	// of the relation carries it (entities.Change.Withheld).
+	withheld []string
 	// entity is the registered type stored in this table; nil when the
 	// table is not registered and its changes are ignored.
 	entity *entities.EntityType
@@ -332,6 +335,7 @@ func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 	for i, c := range rel.columns {
 		if registered && a.omit != nil && !et.IsKeyColumn(c.name) && a.omit(et, c.name) {
 			rel.omitted[i] = true
+			rel.withheld = append(rel.withheld, c.name)
 			continue
 		}
 		rel.order = append(rel.order, i)
@@ -463,6 +467,7 @@ func (a *assembler) row(relID uint32, op entities.Operation, newTuple *tupleData
 		Operation:  op,
 		Payload:    cur,
 		Unchanged:  unchanged,
+		Withheld:   rel.withheld,
 		Backfill:   !rel.full,
 	}
 	switch op {

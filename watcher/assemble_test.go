@@ -367,8 +367,9 @@ func TestAssembler_Truncate(t *testing.T) {
 }
 
 // TestAssembler_Omit: columns Omit names are neither decoded nor listed as
-// unchanged (a TOASTed one), a key column is kept whatever Omit says, and
-// an unregistered relation is not asked about.
+// unchanged (a TOASTed one) but named in every change's Withheld, a key
+// column is kept whatever Omit says, and an unregistered relation is not
+// asked about.
 func TestAssembler_Omit(t *testing.T) {
 	a, got := newTestAssembler(t, 1000)
 	var asked []string
@@ -394,6 +395,11 @@ func TestAssembler_Omit(t *testing.T) {
 	}
 	if want := rowOf(map[string]any{"id": int64(2)}); !up.Payload.Equal(want) || !slices.Equal(up.Unchanged, []string{"title"}) {
 		t.Errorf("update: payload %s unchanged %q, want %s and [title] unchanged (not the omitted body)", up.Payload.JSON(), up.Unchanged, want.JSON())
+	}
+	for _, c := range []entities.Change{ins, up} {
+		if !slices.Equal(c.Withheld, []string{"body"}) {
+			t.Errorf("%s: Withheld %q, want [body]", c.Operation, c.Withheld)
+		}
 	}
 	if want := []string{"note.title", "note.body"}; !slices.Equal(asked, want) {
 		t.Errorf("Omit was asked %q, want %q (never for a key column or an unregistered table)", asked, want)

@@ -49,7 +49,8 @@ type Config struct {
 	// sanitizer strips them for a reason fixed by configuration): the
 	// watcher does not decode them, so they cost no work and no copy.
 	// It is a saving, not the guard: the sanitizer still checks every
-	// row. It must not omit a key column.
+	// row. It must not omit a key column. Every change lists the omitted
+	// columns of its table in Change.Withheld.
 	Omit func(et entities.EntityType, column string) bool
 	// StartLSN is the durably stored position: the EndLSN of the last
 	// transaction the caller handled (its Final chunk's EndLSN), 0 when
