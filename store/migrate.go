@@ -52,8 +52,9 @@ var ownMigrations = []string{
 		previous json,
 		unchanged text[]
 	)`,
-	// Retention by age finds its cut-off through this index.
-	`CREATE INDEX IF NOT EXISTS journal_journaled_at ON changecast.journal (journaled_at)`,
+	// Retention by age bisects seq instead (retention.go, ageCutoff): an
+	// index on journaled_at cost every journaled change an insert.
+	`DROP INDEX IF EXISTS changecast.journal_journaled_at`,
 	// One row: horizon is the highest seq retention removed. It also keeps
 	// the head when retention empties the journal, so seq never restarts.
 	`CREATE TABLE IF NOT EXISTS changecast.journal_meta (

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -73,6 +74,39 @@ func TestPruneJournal_Count(t *testing.T) {
 	}
 	if n := prune(t, db, store.RetentionConfig{MaxRows: -1, MaxAge: -1}); n != 0 {
 		t.Errorf("disabled retention deleted %d", n)
+	}
+}
+
+// TestPruneJournal_AgeAcrossGaps: the age cut-off is found by bisecting
+// seq, which has gaps (rows never written, or removed); wherever the old
+// prefix ends, exactly it is removed.
+func TestPruneJournal_AgeAcrossGaps(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		oldThrough int   // rows with seq <= this are 2 hours old
+		wantHorz   int64 // the newest old row that exists
+	}{
+		{0, 0}, {1, 1}, {7, 4}, {12, 12}, {17, 12}, {29, 29}, {40, 40},
+	} {
+		t.Run(fmt.Sprint(c.oldThrough), func(t *testing.T) {
+			t.Parallel()
+			db := migrated(t)
+			fill(t, db, 1, 40)
+			execSQL(t, db, "DELETE FROM changecast.journal WHERE seq BETWEEN 5 AND 11 OR seq BETWEEN 13 AND 28")
+			execSQL(t, db, fmt.Sprintf("UPDATE changecast.journal SET journaled_at = now() - interval '2 hours' WHERE seq <= %d", c.oldThrough))
+			var want int64 // rows left at seq 1-4, 12 and 29-40
+			for seq := int64(1); seq <= c.wantHorz; seq++ {
+				if seq <= 4 || seq == 12 || seq >= 29 {
+					want++
+				}
+			}
+			if n := prune(t, db, store.RetentionConfig{MaxAge: time.Hour, MaxRows: -1}); n != want {
+				t.Errorf("deleted %d rows, want the %d journaled 2 hours ago", n, want)
+			}
+			if h, _ := horizonHead(t, db); h != c.wantHorz {
+				t.Errorf("horizon %d, want %d", h, c.wantHorz)
+			}
+		})
 	}
 }
 
