@@ -116,10 +116,18 @@ const committedAtLayout = "2006-01-02T15:04:05.000000Z07:00"
 // written as their bytes (entities.Row is its JSON), never re-encoded, so
 // a change encodes the same way every time; clients that re-emit frames
 // (changecast tail --output json) get exactly the server's bytes.
-func EncodeChange(c entities.Change) ([]byte, error) { return encodeChange(&c) }
+func EncodeChange(c entities.Change) ([]byte, error) {
+	return AppendChange(make([]byte, 0, ChangeSizeHint(&c)), &c), nil
+}
 
-func encodeChange(c *entities.Change) ([]byte, error) {
-	b := make([]byte, 0, 128+len(c.EntityType)+len(c.Payload.JSON())+len(c.Previous.JSON()))
+// ChangeSizeHint is about the length of c's frame (EncodeChange), for
+// sizing a buffer once.
+func ChangeSizeHint(c *entities.Change) int {
+	return 128 + len(c.EntityType) + len(c.Payload.JSON()) + len(c.Previous.JSON())
+}
+
+// AppendChange appends c's frame, exactly as EncodeChange returns it, to b.
+func AppendChange(b []byte, c *entities.Change) []byte {
 	b = append(b, `{"entity-type":`...)
 	b = jsonenc.AppendString(b, c.EntityType)
 	b = append(b, `,"operation":`...)
@@ -156,7 +164,7 @@ func encodeChange(c *entities.Change) ([]byte, error) {
 		}
 		b = append(b, ']')
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }
 
 // WriteJSON appends v's JSON without HTML escaping (the frames are not

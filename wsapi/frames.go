@@ -64,13 +64,21 @@ func encodeSystemState(args any) []byte {
 // change and every client's writer sends the same bytes, several queued
 // frames in one write when a client is behind.
 func wireFrame(payload []byte) []byte {
-	return appendWireFrame(make([]byte, 0, 10+len(payload)), payload)
+	return appendWireFrame(make([]byte, 0, maxFrameHeader+len(payload)), payload)
 }
 
 // appendWireFrame appends payload to dst as one complete frame (see
 // wireFrame) and returns the extended slice.
 func appendWireFrame(dst, payload []byte) []byte {
-	n := len(payload)
+	return append(appendFrameHeader(dst, len(payload)), payload...)
+}
+
+// maxFrameHeader is the longest header appendFrameHeader writes.
+const maxFrameHeader = 10
+
+// appendFrameHeader appends the header of a frame (see wireFrame) whose
+// payload is n bytes long.
+func appendFrameHeader(dst []byte, n int) []byte {
 	switch {
 	case n < 126:
 		dst = append(dst, 0x80|0x1, byte(n)) // FIN, text
@@ -81,5 +89,5 @@ func appendWireFrame(dst, payload []byte) []byte {
 		dst = append(dst, 0x80|0x1, 127)
 		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
 	}
-	return append(dst, payload...)
+	return dst
 }

@@ -92,3 +92,29 @@ func TestEncodeControlAndError(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareChange_OneFrame: the frame Publish builds in one buffer is
+// byte for byte the change's JSON behind the header RFC 6455 gives its
+// length, for each of the three header lengths (payloads under 126 bytes,
+// under 64 KiB, and longer).
+func TestPrepareChange_OneFrame(t *testing.T) {
+	for _, size := range []int{0, 40, 125, 126, 1000, 65535, 65536, 200_000} {
+		ch := entities.Change{EntityType: "pool", Operation: entities.OpUpdate, EntityID: "p1", Cursor: 7,
+			Payload:  entities.RowOf(map[string]any{"id": "p1", "note": string(bytes.Repeat([]byte{'x'}, size))}),
+			Previous: entities.RowOf(map[string]any{"id": "p1"})}
+		data, err := encodeChange(&ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := prepareChange(&ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := wireFrame(data); !bytes.Equal(got, want) {
+			t.Fatalf("note of %d bytes: frame %q…, want %q…", size, got[:min(len(got), 16)], want[:min(len(want), 16)])
+		}
+		if cap(got) != len(got) {
+			t.Errorf("note of %d bytes: frame has spare capacity %d: an append by a writer could reach into it", size, cap(got)-len(got))
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/wire"
 )
 
 // Journal is what the hub needs from the journal: reads by cursor, for
@@ -394,7 +395,7 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 		return
 	}
 	if f.frame == nil {
-		wire, err := prepareChange(f.ch)
+		frame, err := prepareChange(f.ch)
 		if err != nil {
 			// Rows are JSON already (entities.Row), so encoding
 			// cannot fail today; should it, skip the change rather
@@ -403,7 +404,7 @@ func (h *hub) visitLocked(c *client, f *fanout) {
 			f.bad = true
 			return
 		}
-		f.frame = &outFrame{wire: wire, cursor: f.ch.Cursor}
+		f.frame = &outFrame{wire: frame, cursor: f.ch.Cursor}
 	}
 	if !c.tryEnqueue(f.frame) {
 		// Everything before ch was delivered or unwanted.
@@ -502,12 +503,17 @@ func (h *hub) endPage(c *client, pos int64, short bool) bool {
 
 // prepareChange encodes ch once as the complete wire frame every client it
 // goes to is sent.
+//
+// The frame is written in one buffer: the change's JSON after room for
+// the longest frame header, then the header right before it.
 func prepareChange(ch *entities.Change) ([]byte, error) {
-	data, err := encodeChange(ch)
-	if err != nil {
-		return nil, err
-	}
-	return wireFrame(data), nil
+	const room = maxFrameHeader
+	b := wire.AppendChange(make([]byte, room, room+wire.ChangeSizeHint(ch)), ch)
+	var hdr [maxFrameHeader]byte
+	h := appendFrameHeader(hdr[:0], len(b)-room)
+	start := room - len(h)
+	copy(b[start:], h)
+	return b[start:len(b):len(b)], nil
 }
 
 // logUnencodable reports a change that could not be encoded. encoding/json's
