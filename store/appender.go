@@ -617,85 +617,27 @@ var journalColumns = []string{"seq", "commit_lsn", "tx_index", "xid", "committed
 // copyChanges COPYs the changes of groups, in order, as seq head+1, ...,
 // setting each change's Cursor.
 func (a *Appender) copyChanges(ctx context.Context, tx pgx.Tx, head int64, groups [][]entities.Change) error {
-	src := &changeSource{groups: groups, seq: head, i: -1}
-	if src.empty() {
+	seq, some := head, false
+	for _, g := range groups {
+		for i := range g {
+			c := &g[i]
+			seq++
+			if uint64(c.CommitLSN) > math.MaxInt64 {
+				return fmt.Errorf("change %d: commit LSN %s out of range", seq, c.CommitLSN)
+			}
+			c.Cursor = seq
+			some = true
+		}
+	}
+	if !some {
 		return nil
 	}
 	states, err := a.backfill(ctx, tx, groups)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "journal"}, journalColumns, src); err != nil {
-		if src.err != nil {
-			return src.err
-		}
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, newJournalCopy(groups), copyJournalSQL); err != nil {
 		return fmt.Errorf("copy to journal: %w", hintMigrate(err))
 	}
 	return a.saveStates(ctx, tx, states)
-}
-
-// changeSource feeds changes to COPY one row at a time, encoding each only
-// when COPY asks for it.
-type changeSource struct {
-	groups [][]entities.Change
-	g, i   int
-	seq    int64
-	enc    rowEncoder
-	err    error
-}
-
-func (s *changeSource) empty() bool {
-	for _, g := range s.groups {
-		if len(g) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *changeSource) Next() bool {
-	s.i++
-	for s.g < len(s.groups) && s.i >= len(s.groups[s.g]) {
-		s.g++
-		s.i = 0
-	}
-	return s.g < len(s.groups)
-}
-
-func (s *changeSource) Values() ([]any, error) {
-	c := &s.groups[s.g][s.i]
-	s.seq++
-	c.Cursor = s.seq
-	if uint64(c.CommitLSN) > math.MaxInt64 {
-		s.err = fmt.Errorf("change %d: commit LSN %s out of range", s.seq, c.CommitLSN)
-		return nil, s.err
-	}
-	payload, err := s.enc.encode(c.Payload)
-	if err != nil {
-		s.err = fmt.Errorf("encode payload of %s %s %q (xid %d): %w", c.Operation, c.EntityType, c.EntityID, c.Xid, err)
-		return nil, s.err
-	}
-	previous, err := s.enc.encode(c.Previous)
-	if err != nil {
-		s.err = fmt.Errorf("encode previous row of %s %s %q (xid %d): %w", c.Operation, c.EntityType, c.EntityID, c.Xid, err)
-		return nil, s.err
-	}
-	return []any{s.seq, int64(c.CommitLSN), int32(c.Index), int64(c.Xid), c.CommitTime,
-		c.EntityType, string(c.Operation), c.EntityID, payload, previous, c.Unchanged}, nil
-}
-
-func (s *changeSource) Err() error { return s.err }
-
-// rowEncoder gives the journal a row's JSON: the Row's own bytes
-// (entities.Row is its JSON, compact, keys as the wire has them), nil for
-// a nil row (SQL NULL). The journal stores them verbatim (json, not
-// jsonb), so a row read back is byte-identical to the live one. COPY
-// copies the bytes into its buffer before the next row is asked for.
-type rowEncoder struct{}
-
-func (rowEncoder) encode(row *entities.Row) ([]byte, error) {
-	if row == nil {
-		return nil, nil
-	}
-	return row.JSON(), nil
 }

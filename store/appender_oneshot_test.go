@@ -16,6 +16,20 @@ import (
 // reads back exactly as sent, with the offset moved.
 func TestAppender_OneStatementValues(t *testing.T) {
 	t.Parallel()
+	journalValues(t, false)
+}
+
+// TestAppender_CopyValues journals the same rows through the binary COPY
+// of a chunked transaction (copy_binary.go): each reads back exactly as
+// sent.
+func TestAppender_CopyValues(t *testing.T) {
+	t.Parallel()
+	journalValues(t, true)
+}
+
+// journalValues journals rows that stress the journal's columns, as one
+// transaction or as two chunks of it, and reads them back.
+func journalValues(t *testing.T, chunked bool) {
 	db := migrated(t)
 	a, rec := newAppender(t, db, store.AppenderConfig{})
 	tx := small(1, 4)
@@ -28,7 +42,14 @@ func TestAppender_OneStatementValues(t *testing.T) {
 		Payload:   entities.RowOf(map[string]any{"id": "ev-1", "kind": "started"}),
 		CommitLSN: tx.CommitLSN, Index: 4, Xid: tx.Xid, CommitTime: tx.CommitTime,
 	})
-	runAll(t, a, queued(tx, small(2, 1)))
+	if chunked {
+		first, last := tx, tx
+		first.Changes, first.Final, first.EndLSN = tx.Changes[:3], false, 0
+		last.Changes = tx.Changes[3:]
+		runAll(t, a, queued(first, last, small(2, 1)))
+	} else {
+		runAll(t, a, queued(tx, small(2, 1)))
+	}
 
 	got := readAll(t, db)
 	if len(got) != 6 {
@@ -50,8 +71,8 @@ func TestAppender_OneStatementValues(t *testing.T) {
 	if off := offsetOf(t, db); off != small(2, 1).EndLSN {
 		t.Errorf("stored offset %s, want %s", off, small(2, 1).EndLSN)
 	}
-	if c := rec.get(); len(c) != 1 || c[0].Head != 6 {
-		t.Errorf("OnCommit calls %+v, want one commit up to head 6", c)
+	if c := rec.get(); len(c) == 0 || c[len(c)-1].Head != 6 || (!chunked && len(c) != 1) {
+		t.Errorf("OnCommit calls %+v, want commits up to head 6 (one, unless chunked)", c)
 	}
 }
 

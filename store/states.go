@@ -278,7 +278,7 @@ func (a *Appender) loadStates(ctx context.Context, tx pgx.Tx, keys []stateKey) (
 // stateWrites is what a batch changes in changecast.entity_state.
 type stateWrites struct {
 	// last is the last change of each entity in the batch (its Cursor
-	// is set by the COPY); pending its state after it (nil: deleted).
+	// is set before the COPY); pending its state after it (nil: deleted).
 	last    map[stateKey]*entities.Change
 	pending map[stateKey]*entities.Row
 	// cleared types lose every stored entry first.
@@ -291,8 +291,8 @@ func newStateWrites() *stateWrites {
 	return &stateWrites{last: map[stateKey]*entities.Change{}, pending: map[stateKey]*entities.Row{}, cleared: map[string]bool{}, tracked: map[string]bool{}}
 }
 
-// saveStates applies w in tx, after the COPY gave the changes their
-// cursors, in one round trip, and updates a.tracked (inTx restores it if
+// saveStates applies w in tx, after the COPY of the changes, in one
+// round trip, and updates a.tracked (inTx restores it if
 // the transaction does not commit).
 func (a *Appender) saveStates(ctx context.Context, tx pgx.Tx, w *stateWrites) error {
 	if w == nil {
