@@ -37,49 +37,97 @@ const pgEpochMicros = 946_684_800_000_000
 const textOID = 25
 
 // journalCopy reads as the binary COPY data of groups' changes, in order.
-// Each change's Cursor must already be set: it is the row's seq. Rows are
-// encoded as COPY reads, so its buffer holds about one read's worth.
+// Each change's Cursor must already be set: it is the row's seq. A row is
+// written straight into the reader's buffer when it fits there; only one
+// that straddles two reads goes through rest.
 type journalCopy struct {
-	groups [][]entities.Change
-	g, i   int
-	buf    []byte
-	off    int
-	done   bool
+	groups  [][]entities.Change
+	g, i    int
+	rest    []byte // encoded bytes not yet read
+	scratch []byte
+	state   int // 0: the signature is next, 1: rows, 2: done
 }
 
 func newJournalCopy(groups [][]entities.Change) *journalCopy {
-	return &journalCopy{groups: groups, buf: append(make([]byte, 0, 64<<10), copySignature...)}
+	return &journalCopy{groups: groups}
 }
 
 // Read fills p with the next bytes of the COPY data.
 func (j *journalCopy) Read(p []byte) (int, error) {
-	if j.off == len(j.buf) {
-		if j.done {
-			return 0, io.EOF
+	n := copy(p, j.rest)
+	j.rest = j.rest[n:]
+	if len(j.rest) > 0 {
+		return n, nil
+	}
+	if j.state == 0 {
+		j.rest = copySignature
+		j.state = 1
+		m, _ := j.Read(p[n:])
+		return n + m, nil
+	}
+	for n < len(p) && j.state == 1 {
+		c := j.next()
+		var row []byte
+		switch {
+		case c == nil:
+			row = copyTrailer
+			j.state = 2
+		case journalRowSize(c) <= len(p)-n:
+			n += len(appendJournalRow(p[n:n], c)) // written in place
+			continue
+		default:
+			j.scratch = appendJournalRow(j.scratch[:0], c)
+			row = j.scratch
 		}
-		j.buf, j.off = j.buf[:0], 0
+		m := copy(p[n:], row)
+		n += m
+		j.rest = row[m:]
 	}
-	for len(j.buf)-j.off < len(p) && !j.done {
-		j.fill()
+	if n == 0 && j.state == 2 {
+		return 0, io.EOF
 	}
-	n := copy(p, j.buf[j.off:])
-	j.off += n
 	return n, nil
 }
 
-// fill appends the next change's row, or the trailer after the last.
-func (j *journalCopy) fill() {
+// copyTrailer ends the rows: a field count of -1.
+var copyTrailer = []byte{0xFF, 0xFF}
+
+// next returns the next change, nil after the last.
+func (j *journalCopy) next() *entities.Change {
 	for j.g < len(j.groups) && j.i >= len(j.groups[j.g]) {
 		j.g++
 		j.i = 0
 	}
 	if j.g == len(j.groups) {
-		j.buf = binary.BigEndian.AppendUint16(j.buf, 0xFFFF) // -1: no more rows
-		j.done = true
-		return
+		return nil
 	}
-	j.buf = appendJournalRow(j.buf, &j.groups[j.g][j.i])
 	j.i++
+	return &j.groups[j.g][j.i-1]
+}
+
+// journalRowSize is the length of appendJournalRow's row for c.
+func journalRowSize(c *entities.Change) int {
+	// The field count, eleven field lengths, three int8, an int4, the
+	// timestamp, then the variable fields.
+	n := 2 + 11*4 + 3*8 + 4 + 8
+	n += len(c.EntityType) + len(c.Operation) + len(c.EntityID)
+	if c.Payload != nil {
+		n += len(c.Payload.JSON())
+	}
+	if c.Previous != nil {
+		n += len(c.Previous.JSON())
+	}
+	switch {
+	case c.Unchanged == nil:
+	case len(c.Unchanged) == 0:
+		n += 12
+	default:
+		n += 20
+		for _, s := range c.Unchanged {
+			n += 4 + len(s)
+		}
+	}
+	return n
 }
 
 // appendJournalRow appends c as one binary COPY row of journalColumns.
@@ -132,7 +180,7 @@ func appendTextArray(b []byte, ss []string) []byte {
 		b = binary.BigEndian.AppendUint32(b, 0)  // no NULLs
 		return binary.BigEndian.AppendUint32(b, textOID)
 	}
-	size := 20
+	size := 20 // ndim, flags, element type, length and lower bound
 	for _, s := range ss {
 		size += 4 + len(s)
 	}

@@ -1,0 +1,59 @@
+package store
+
+import (
+	"testing"
+	"time"
+
+	"github.com/changecast/changecast/entities"
+)
+
+// TestJournalRowSize: the size a row is written in place by is its exact
+// length, whatever its optional fields hold.
+func TestJournalRowSize(t *testing.T) {
+	row := entities.RowOf(map[string]any{"id": "i-1", "name": "ünïcode"})
+	for _, c := range []entities.Change{
+		{EntityType: "instance", Operation: entities.OpCreate, EntityID: "i-1", Payload: row},
+		{EntityType: "instance", Operation: entities.OpUpdate, EntityID: "i-1", Payload: row, Previous: row, Unchanged: []string{}},
+		{EntityType: "x", Operation: entities.OpDelete, Unchanged: []string{"a", "", "ccc"}, CommitTime: time.Now(), Cursor: 1 << 40},
+		{},
+	} {
+		if got, want := journalRowSize(&c), len(appendJournalRow(nil, &c)); got != want {
+			t.Errorf("%s %s: size %d, row %d bytes", c.EntityType, c.Operation, got, want)
+		}
+	}
+}
+
+// TestJournalCopy_ReadSizes: the COPY data is the same whatever the
+// reader's buffer size, rows straddling reads included.
+func TestJournalCopy_ReadSizes(t *testing.T) {
+	var g []entities.Change
+	for i := range 50 {
+		g = append(g, entities.Change{EntityType: "pool", Operation: entities.OpUpdate, EntityID: "p",
+			Payload: entities.RowOf(map[string]any{"n": i, "pad": string(make([]byte, i*7))}), Cursor: int64(i + 1)})
+	}
+	read := func(size int) []byte {
+		j := newJournalCopy([][]entities.Change{g[:20], nil, g[20:]})
+		var out []byte
+		buf := make([]byte, size)
+		for {
+			n, err := j.Read(buf)
+			out = append(out, buf[:n]...)
+			if err != nil {
+				return out
+			}
+			if n == 0 {
+				t.Fatalf("buffer of %d: Read returned 0 bytes without an error", size)
+			}
+		}
+	}
+	want := append([]byte(nil), copySignature...)
+	for i := range g {
+		want = appendJournalRow(want, &g[i])
+	}
+	want = append(want, copyTrailer...)
+	for _, size := range []int{1, 2, 7, 19, 100, 333, 4096, 1 << 16} {
+		if got := read(size); string(got) != string(want) {
+			t.Errorf("buffer of %d bytes: %d bytes of COPY data, want %d", size, len(got), len(want))
+		}
+	}
+}
