@@ -583,7 +583,7 @@ func cursorAfter(a, b string) bool {
 // the journal holds after cursor, in order.
 func journalAfter(t testing.TB, sql *pgx.Conn, cursor string) []string {
 	t.Helper()
-	rows, err := sql.Query(context.Background(), `SELECT seq::text FROM changecast.journal WHERE seq > $1::bigint AND entity_type <> 'event' ORDER BY seq`, cursor)
+	rows, err := sql.Query(context.Background(), `SELECT seq::text FROM changecast.journal WHERE seq > $1::bigint AND entity_type <> 'event' ORDER BY journal.seq`, cursor)
 	if err != nil {
 		t.Fatal(err)
 	}
