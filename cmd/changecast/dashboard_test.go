@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -626,4 +628,369 @@ func TestDashboard_SignInLink(t *testing.T) {
 	if code, msg := redeem(); code != http.StatusUnauthorized || !strings.Contains(msg, "already used") {
 		t.Fatalf("second use: %d %q", code, msg)
 	}
+}
+
+// orderLoad writes single-row transactions (autocommit INSERT, UPDATE or
+// DELETE of one order) at a steady rate from its own connection, as an
+// application would: the sustained load of TestDashboard_SustainedLoad and
+// BenchmarkDashboard_1000PerSecond. Its own orders have ids from firstID
+// up; of the orders below, it updates the seeded ones (seedOrders).
+type orderLoad struct {
+	stopc   chan struct{}
+	done    chan struct{}
+	started time.Time
+	n       atomic.Int64 // transactions committed
+	// Set when the goroutine ends (done is closed).
+	elapsed                   time.Duration
+	inserts, updates, deletes int
+	err                       error
+}
+
+// seedOrders is how many orders (ids 1 to 20) a test seeds before an
+// orderLoad: the first rows of the table, in view. The load updates them
+// but never deletes them, so rows the page shows keep changing and a test
+// can still select them.
+const seedOrders = 20
+
+// startOrderLoad starts committing rate transactions a second until
+// stop. A ticker paces it: at each tick it commits the transactions due
+// by then, so the average rate holds even if one tick runs late. The mix
+// is seeded: inserts, updates of status and total, and deletes, about
+// 40 / 35 / 25 %, over at least 50 live rows of its own; half of the
+// updates go to the seeded orders.
+func startOrderLoad(t testing.TB, url string, rate int, firstID int64, seed uint64) *orderLoad {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	conn, err := pgx.Connect(ctx, url)
+	cancel()
+	if err != nil {
+		t.Fatalf("load: connect: %v", err)
+	}
+	l := &orderLoad{stopc: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
+	go func() {
+		defer close(l.done)
+		defer conn.Close(context.Background())
+		rnd := rand.New(rand.NewPCG(seed, 0))
+		var live []int64
+		next := firstID
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		defer func() { l.elapsed = time.Since(l.started) }()
+		for {
+			select {
+			case <-l.stopc:
+				return
+			case now := <-tick.C:
+				due := int64(now.Sub(l.started).Seconds() * float64(rate))
+				for l.n.Load() < due {
+					var err error
+					switch r := rnd.Float64(); {
+					case len(live) < 50 || r < 0.40:
+						_, err = conn.Exec(context.Background(), `INSERT INTO orders (id, customer_id, total, status) VALUES ($1, 1, $2, 'new')`, next, next%1000)
+						live = append(live, next)
+						next++
+						l.inserts++
+					case r < 0.75:
+						id := live[rnd.IntN(len(live))]
+						if rnd.IntN(2) == 0 {
+							id = 1 + rnd.Int64N(seedOrders)
+						}
+						_, err = conn.Exec(context.Background(), `UPDATE orders SET status = $2, total = total + 1, updated_at = now() WHERE id = $1`, id, fmt.Sprintf("u%d", l.n.Load()))
+						l.updates++
+					default:
+						i := rnd.IntN(len(live))
+						_, err = conn.Exec(context.Background(), `DELETE FROM orders WHERE id = $1`, live[i])
+						live[i] = live[len(live)-1]
+						live = live[:len(live)-1]
+						l.deletes++
+					}
+					if err != nil {
+						l.err = err
+						return
+					}
+					l.n.Add(1)
+				}
+			}
+		}
+	}()
+	t.Cleanup(l.stop)
+	return l
+}
+
+// ended reports whether the load's goroutine ended (stopped, or failed
+// with err).
+func (l *orderLoad) ended() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the load (at once if it already ended) and waits for it.
+func (l *orderLoad) stop() {
+	select {
+	case <-l.stopc:
+	default:
+		close(l.stopc)
+	}
+	<-l.done
+}
+
+func (l *orderLoad) String() string {
+	return fmt.Sprintf("%d transactions in %v (%.0f/s): %d inserts, %d updates, %d deletes",
+		l.n.Load(), l.elapsed.Round(time.Millisecond), float64(l.n.Load())/l.elapsed.Seconds(), l.inserts, l.updates, l.deletes)
+}
+
+// ordersDashboard serves the database at url (holding shopSchema) through
+// testdata/config/orders.yaml and returns a browser signed in as an admin
+// with the page open on the order table, its snapshot loaded and its
+// stream connected.
+func ordersDashboard(t testing.TB, url, slot string) *browser {
+	t.Helper()
+	const pw = "sustained load password"
+	addUser(t, url, "ada", pw, true)
+	srv, _, _ := readyServerAt(t, url, slot, func(cfg *serveConfig) {
+		cfg.configPath = "../../testdata/config/orders.yaml"
+	})
+	b := newBrowser(t, "http://"+srv.addr)
+	b.do("open the page", chromedp.Navigate(b.base+"/"))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden`, 10*time.Second)
+	b.do("sign in",
+		chromedp.SendKeys(chromedp.CSS("#login-username"), "ada"),
+		chromedp.SendKeys(chromedp.CSS("#login-password"), pw),
+		chromedp.Click(chromedp.CSS("#login-submit")))
+	b.wait("the app after sign-in", `!document.getElementById('app').hidden`, 10*time.Second)
+	b.do("choose the order table", chromedp.SetValue(chromedp.CSS("#table-type"), "order"))
+	evalJS[chromedp.Void](b, `document.getElementById('table-type').dispatchEvent(new Event('change'))`)
+	b.wait("the snapshot", `document.getElementById('st-table').textContent.startsWith('live') && document.getElementById('st-conn').dataset.state === 'open'`, 15*time.Second)
+	return b
+}
+
+// clickRow clicks the middle of the table row with key (which must be in
+// view) with the mouse, as a user would: the page re-creates the rows in
+// view whenever the table changes, so a node looked up first may be gone
+// by the time the click arrives, while a point on the screen is not.
+func (b *browser) clickRow(key string) {
+	b.t.Helper()
+	xy := evalJS[[]float64](b, fmt.Sprintf(`(() => { const r = document.querySelector('#table-spacer .vrow[data-key=%q]').getBoundingClientRect(); return [r.x + 30, r.y + r.height / 2]; })()`, key))
+	b.do("click row "+key, chromedp.MouseClickXY(xy[0], xy[1]))
+}
+
+// tableRow is one row of the page's table, as shown.
+type tableRow struct {
+	ID      string `json:"id"`
+	Status  string `json:"status"`
+	Total   string `json:"total"`
+	Deleted bool   `json:"deleted"`
+}
+
+// tableRows reads every row of the page's table from the DOM. Only the
+// rows in view are there (the table is virtualized and keeps its model
+// in the module), so it scrolls the table from top to bottom, a view at a
+// time, waiting at each step for the last row in view to be drawn, then
+// scrolls back to the top.
+func (b *browser) tableRows() []tableRow {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[[]tableRow](`(async () => {
+		const vp = document.getElementById('table-viewport'), sp = document.getElementById('table-spacer');
+		const H = 28, frame = () => new Promise((r) => requestAnimationFrame(r));
+		const n = Number(document.getElementById('table').getAttribute('aria-rowcount')) - 1;
+		const seen = new Map();
+		const step = Math.max(H, Math.floor(vp.clientHeight / H) * H - 2 * H);
+		for (let top = 0; ; top += step) {
+			vp.scrollTop = top;
+			const last = Math.min(n, Math.ceil((vp.scrollTop + vp.clientHeight) / H)) + 1; // aria-rowindex of the last row in view
+			await frame();
+			for (let i = 0; i < 120 && n > 0 && !sp.querySelector('.vrow[aria-rowindex="' + last + '"]'); i++) await frame();
+			for (const r of sp.querySelectorAll('.vrow')) {
+				seen.set(r.dataset.key, {id: r.dataset.key, status: r.querySelector('[data-col="status"]')?.textContent ?? '',
+					total: r.querySelector('[data-col="total"]')?.textContent ?? '', deleted: r.classList.contains('deleted')});
+			}
+			if (vp.scrollTop + vp.clientHeight >= vp.scrollHeight - 1) break;
+		}
+		vp.scrollTop = 0;
+		return [...seen.values()].sort((a, b) => Number(a.id) - Number(b.id));
+	})()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.fail("read the table: %v", err)
+	}
+	return rows
+}
+
+// dbOrders lists the orders table as the page shows it.
+func dbOrders(t testing.TB, sql *pgx.Conn) []tableRow {
+	t.Helper()
+	rows, err := sql.Query(context.Background(), `SELECT id::text, status, total::text, false FROM orders ORDER BY orders.id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[tableRow])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// journalHead is the journal's last cursor.
+func journalHead(t testing.TB, sql *pgx.Conn) string {
+	t.Helper()
+	var head string
+	if err := sql.QueryRow(context.Background(), `SELECT coalesce(max(seq), 0)::text FROM changecast.journal`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	return head
+}
+
+// journalLast lists the cursors of the journal's last n row changes, newest
+// first, as the feed lists them.
+func journalLast(t testing.TB, sql *pgx.Conn, n int) []string {
+	t.Helper()
+	rows, err := sql.Query(context.Background(), `SELECT seq::text FROM changecast.journal WHERE entity_type <> 'event' ORDER BY journal.seq DESC LIMIT $1`, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// feedReceived is the page's count of changes received ("N received, last
+// 200 shown" next to the feed's title).
+const feedReceived = `Number((document.getElementById('feed-rate').textContent.match(/^(\d+) received/) || [0, 0])[1])`
+
+// TestDashboard_SustainedLoad: the page open on the order table while
+// about 1,000 single-row transactions a second (inserts, updates, deletes)
+// are committed to it for 5 s or more. During the load the page answers
+// the keyboard (arrow down and Enter on a table row open that row's
+// details) while it keeps receiving changes; once the load ends it catches
+// up exactly: the table holds the database's rows with their latest
+// status and total, the feed holds its cap of the newest changes (the
+// journal's last 200), and the cursor it shows is the journal's head.
+// Only behaviour is checked, with generous deadlines: how fast the page
+// is at this rate is BenchmarkDashboard_1000PerSecond's figure
+// (docs/benchmarks.md).
+func TestDashboard_SustainedLoad(t *testing.T) {
+	const rate, minLoad = 1000, 5 * time.Second
+	url := storetest.NewDatabase(t)
+	sql := connect(t, url)
+	exec1(t, sql, shopSchema)
+	exec1(t, sql, fmt.Sprintf(`INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(1, %d) g`, seedOrders))
+	b := ordersDashboard(t, url, "cc_sustained")
+	b.wait("the snapshot's rows", fmt.Sprintf(`document.getElementById('table-count').textContent === 'order: %d'`, seedOrders), 10*time.Second)
+
+	load := startOrderLoad(t, url, rate, 1000, 1)
+	// The feed is full once 200 of the load's changes reached the page.
+	b.wait("the load in the feed", `document.querySelectorAll('#feed li').length === 200`, 20*time.Second)
+
+	// The keyboard during the load: row 1 focused with a click, arrow down
+	// to row 2, Enter opens its details; then on to row 3 the same way.
+	b.clickRow("1")
+	b.wait("row 1 focused by the click", `document.activeElement?.dataset.key === '1'`, 20*time.Second)
+	for _, next := range []string{"2", "3"} {
+		cursor := evalJS[string](b, `document.getElementById('st-cursor').textContent`)
+		b.do("arrow down to row "+next, chromedp.KeyEvent(kb.ArrowDown))
+		b.wait("row "+next+" focused", `document.activeElement?.dataset.key === '`+next+`'`, 20*time.Second)
+		b.do("Enter on row "+next, chromedp.KeyEvent(kb.Enter))
+		b.wait("row "+next+"'s details", `document.getElementById('details-what').textContent === 'row of order `+next+`' && document.getElementById('details-payload').textContent.includes('"id": `+next+`')`, 20*time.Second)
+		// Still under load, and the page keeps taking changes.
+		if load.ended() {
+			t.Fatalf("the load ended while the page answered the keyboard: %v (%v)", load.err, load)
+		}
+		b.wait("the page's cursor past "+cursor, fmt.Sprintf(`(c => c.length > %[1]d || (c.length === %[1]d && c > %[2]q))(document.getElementById('st-cursor').textContent)`, len(cursor), cursor), 20*time.Second)
+	}
+	for !load.ended() && time.Since(load.started) < minLoad {
+		time.Sleep(50 * time.Millisecond) // the rest of the load's 5 s; polling interval
+	}
+	b.screenshot("under-load")
+	load.stop()
+	if load.err != nil {
+		t.Fatalf("load: %v (%v)", load.err, load)
+	}
+	t.Logf("load: %v; the page had received %d changes when it ended", load, evalJS[int](b, feedReceived))
+
+	// Caught up: the cursor shown is the journal's head, every change
+	// reached the feed, and the table shows no row still greyed out as
+	// deleted.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) { // polling interval
+		head, shown := journalHead(t, sql), evalJS[string](b, `document.getElementById('st-cursor').textContent`)
+		if shown == head {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.fail("the page shows cursor %s, the journal's head is %s", shown, head)
+		}
+	}
+	want := dbOrders(t, sql)
+	b.wait("the table's count", fmt.Sprintf(`document.getElementById('table-count').textContent === 'order: %d' && document.getElementById('table').getAttribute('aria-rowcount') === '%d'`, len(want), len(want)+1), 30*time.Second)
+	// The table equals the database: every id with its latest status and
+	// total (a lost or reordered update would leave an old value).
+	var got []tableRow
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) { // polling interval
+		if got = b.tableRows(); slices.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.fail("the table differs from the database (%d rows shown, %d in the database): %s", len(got), len(want), diffRows(got, want))
+		}
+	}
+	// The feed holds its cap: the journal's newest 200 row changes, newest
+	// first.
+	items := b.feed()
+	if len(items) != 200 {
+		t.Fatalf("the feed has %d entries, want its cap of 200", len(items))
+	}
+	cursors := make([]string, len(items))
+	for i, it := range items {
+		cursors[i] = it.Cursor
+	}
+	if last := journalLast(t, sql, 200); !slices.Equal(cursors, last) {
+		t.Fatalf("the feed shows cursors %v...; the journal's newest 200 row changes are %v...", cursors[:5], last[:5])
+	}
+	if got := evalJS[int](b, feedReceived); got < int(load.n.Load()) {
+		t.Fatalf("the feed says it received %d changes, the load committed %d", got, load.n.Load())
+	}
+	b.screenshot("after-load")
+	if p := b.consoleProblems(); len(p) > 0 {
+		t.Fatalf("the browser reported problems: %v", p)
+	}
+}
+
+// diffRows describes the first few differences between the rows shown and
+// the rows wanted.
+func diffRows(got, want []tableRow) string {
+	g := make(map[string]tableRow, len(got))
+	for _, r := range got {
+		g[r.ID] = r
+	}
+	var out []string
+	for _, w := range want {
+		r, ok := g[w.ID]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("order %s missing (want %+v)", w.ID, w))
+		case r != w:
+			out = append(out, fmt.Sprintf("order %s shown as %+v, want %+v", w.ID, r, w))
+		}
+		delete(g, w.ID)
+	}
+	for _, r := range g {
+		out = append(out, fmt.Sprintf("order %s shown (%+v), not in the database", r.ID, r))
+	}
+	slices.Sort(out)
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			out = append(out, fmt.Sprintf("row %d: %+v, want %+v", i, got[i], want[i]))
+			break
+		}
+	}
+	if len(out) > 10 {
+		out = append(out[:10], fmt.Sprintf("and %d more", len(out)-10))
+	}
+	return strings.Join(out, "; ")
 }
