@@ -778,6 +778,33 @@ func (b *browser) clickRow(key string) {
 	b.do("click row "+key, chromedp.MouseClickXY(xy[0], xy[1]))
 }
 
+// humanClick presses the left button on the middle of the element sel
+// matches, holds it as long as a person does (100 ms), and releases it in
+// the same place. It returns what was under the pointer when the button
+// went down: ("row", its key) or ("feed", the entry's cursor). The page
+// redraws both lists as changes arrive, so that may not be the item sel
+// matched a moment before.
+func (b *browser) humanClick(sel string) (what, key string) {
+	b.t.Helper()
+	xy := evalJS[[]float64](b, fmt.Sprintf(`(() => {
+		window.__ccPressed = null;
+		addEventListener('pointerdown', (e) => {
+			const row = e.target.closest('.vrow[data-key]'), entry = e.target.closest('#feed li');
+			window.__ccPressed = row ? ['row', row.dataset.key] : entry ? ['feed', entry.dataset.cursor] : ['other', e.target.id];
+		}, {capture: true, once: true});
+		const r = document.querySelector(%q).getBoundingClientRect();
+		return [r.x + 30, r.y + r.height / 2];
+	})()`, sel))
+	b.do("press on "+sel, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+	time.Sleep(100 * time.Millisecond) // how long a person holds the button, not synchronisation
+	b.do("release on "+sel, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+	p := evalJS[[]string](b, `window.__ccPressed`)
+	if len(p) != 2 || p[0] == "other" {
+		b.fail("pressed %v, not a row or a feed entry (%s)", p, sel)
+	}
+	return p[0], p[1]
+}
+
 // tableRow is one row of the page's table, as shown.
 type tableRow struct {
 	ID      string `json:"id"`
@@ -868,7 +895,10 @@ const feedReceived = `Number((document.getElementById('feed-rate').textContent.m
 // about 1,000 single-row transactions a second (inserts, updates, deletes)
 // are committed to it for 5 s or more. During the load the page answers
 // the keyboard (arrow down and Enter on a table row open that row's
-// details) while it keeps receiving changes; once the load ends it catches
+// details) and the mouse (a click, held as a person holds it, on a row and
+// on a feed entry opens what was pressed, though both lists were redrawn
+// under the pointer meanwhile) while it keeps receiving changes; once the
+// load ends it catches
 // up exactly: the table holds the database's rows with their latest
 // status and total, the feed holds its cap of the newest changes (the
 // journal's last 200), and the cursor it shows is the journal's head.
@@ -903,6 +933,19 @@ func TestDashboard_SustainedLoad(t *testing.T) {
 			t.Fatalf("the load ended while the page answered the keyboard: %v (%v)", load.err, load)
 		}
 		b.wait("the page's cursor past "+cursor, fmt.Sprintf(`(c => c.length > %[1]d || (c.length === %[1]d && c > %[2]q))(document.getElementById('st-cursor').textContent)`, len(cursor), cursor), 20*time.Second)
+	}
+	// The mouse during the load: a click held as long as a person holds
+	// the button, on a row and on a feed entry, opens what was pressed.
+	for _, sel := range []string{`#table-spacer .vrow[data-key="5"]`, `#feed li:nth-child(5) button`} {
+		what, key := b.humanClick(sel)
+		want := fmt.Sprintf(`document.getElementById('details-what').textContent === 'row of order %s'`, key)
+		if what == "feed" {
+			want = fmt.Sprintf(`document.getElementById('details-what').textContent.includes(' — cursor %s, ')`, key)
+		}
+		b.wait("the details of the "+what+" item "+key+", clicked", want, 20*time.Second)
+		if load.ended() {
+			t.Fatalf("the load ended while the page answered the mouse: %v (%v)", load.err, load)
+		}
 	}
 	for !load.ended() && time.Since(load.started) < minLoad {
 		time.Sleep(50 * time.Millisecond) // the rest of the load's 5 s; polling interval

@@ -2,7 +2,7 @@
 // queued as they arrive and drawn at most every 100 ms, so a fast stream
 // costs one DOM update per batch instead of one per change.
 
-import {el, cell, timeOf, sameJSON} from './util.js';
+import {el, cell, timeOf, sameJSON, onPick} from './util.js';
 import {keyOf} from './table.js';
 
 export const FEED_CAP = 200;
@@ -36,10 +36,8 @@ export class Feed {
     this.pending = [];
     this.lastRender = 0;
     this.seen = 0;     // changes received, for the rate
-    this.list.addEventListener('click', (e) => {
-      const b = e.target.closest('button');
-      if (!b) return;
-      const it = this.items.find((x) => x.frame.cursor === b.dataset.cursor);
+    onPick(this.list, 'button', (b) => b.dataset.cursor, (cursor) => {
+      const it = this.items.find((x) => x.frame.cursor === cursor);
       if (it) this.onSelect({kind: 'change', frame: it.frame});
     });
   }

@@ -2,7 +2,7 @@
 // changes applied in place. Only the rows in view are in the DOM
 // (virtualized), and the DOM is touched at most once per animation frame.
 
-import {el, cell, sameJSON} from './util.js';
+import {el, cell, sameJSON, onPick} from './util.js';
 
 const ROW_H = 28;          // px, as --row-h in app.css
 const COL_W = 10;          // rem per column
@@ -35,10 +35,7 @@ export class RowTable {
     this.selected = null;
     this.dirty = true;
     this.viewport.addEventListener('scroll', () => this.markDirty(), {passive: true});
-    this.spacer.addEventListener('click', (e) => {
-      const r = e.target.closest('.vrow');
-      if (r) this.select(r.dataset.key, false);
-    });
+    onPick(this.spacer, '.vrow', (r) => r.dataset.key, (key) => this.select(key, false));
     this.spacer.addEventListener('keydown', (e) => this.onKey(e));
   }
 

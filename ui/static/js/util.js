@@ -21,6 +21,36 @@ export function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// onPick calls pick(key) when the user picks an item of a live list: the
+// element in list matching sel, named by keyOf(item). A click picks, and
+// so does a press and release of the primary button in one place during
+// which the list redrew the item: a live list re-creates its items as
+// changes arrive (the table every frame, the feed every 100 ms), and the
+// browser fires no click when the element pressed is gone by the release,
+// or fires it on the list, so under load most clicks would do nothing.
+// Only a press that ends where it began picks: a drag or a touch scroll
+// (which cancels the pointer) does not.
+export function onPick(list, sel, keyOf, pick) {
+  let down = null;
+  list.addEventListener('pointerdown', (e) => {
+    const item = e.isPrimary && e.button === 0 ? e.target.closest(sel) : null;
+    down = item ? {item, key: keyOf(item), x: e.clientX, y: e.clientY} : null;
+  });
+  list.addEventListener('pointercancel', () => { down = null; });
+  list.addEventListener('pointerup', (e) => {
+    const d = down;
+    down = null;
+    if (!d || !e.isPrimary || Math.abs(e.clientX - d.x) > 6 || Math.abs(e.clientY - d.y) > 6) return;
+    // Released on the item pressed: the click that follows picks it.
+    if (d.item.isConnected && e.target.closest(sel) === d.item) return;
+    pick(d.key);
+  });
+  list.addEventListener('click', (e) => {
+    const item = e.target.closest(sel);
+    if (item) pick(keyOf(item));
+  });
+}
+
 export function show(node, on) { node.hidden = !on; }
 
 export function message(node, text, isError = true) {
