@@ -62,23 +62,29 @@ BENCH_PKGS  := ./watcher ./sanitize ./wire ./wsapi
 # In-process load benchmarks (wsapi), run with a fixed count: their cost
 # per operation is a connection or a 1,000-way fan-out.
 LOAD_BENCH  := Hub_1000Connections|Server_IdleConnections
+# The dashboard in headless Chromium at 1,000 changes/s: one run (6 s of
+# load) per iteration; it reports the median of its runs with min and max.
+DASH_BENCH  := Dashboard_1000PerSecond
 
-bench: postgres
+bench: postgres chromium
 	@$(MAKE) --no-print-directory bench-harness BENCH_MODE=
 	@echo; echo "== 5. Hot paths (go test -bench -benchmem; no targets: time and allocations per operation) =="
 	$(GO) test -run '^$$' -bench . -skip '$(LOAD_BENCH)' -benchmem $(BENCH_PKGS)
 	@echo; echo "== In-process load: 1,000 connections with mixed filters (issue 4), and memory per idle connection =="
 	$(GO) test -run '^$$' -bench 'Hub_1000Connections' -benchtime 5000x -benchmem ./wsapi
 	$(GO) test -run '^$$' -bench 'Server_IdleConnections' -benchtime 2000x -benchmem ./wsapi
+	@echo; echo "== The dashboard at 1,000 changes/s (headless Chromium; 3 runs: median, -min, -max) =="
+	$(GO) test -run '^$$' -bench '$(DASH_BENCH)' -benchtime 3x ./cmd/changecast
 
 # The same in under two minutes: small scenarios, one run each, short
 # benchmark times.
-bench-quick: postgres
+bench-quick: postgres chromium
 	@$(MAKE) --no-print-directory bench-harness BENCH_MODE=--quick
 	@echo; echo "== 5. Hot paths (go test -bench -benchmem, short; no targets) =="
 	$(GO) test -run '^$$' -bench . -skip '$(LOAD_BENCH)' -benchtime 50ms -benchmem $(BENCH_PKGS)
 	$(GO) test -run '^$$' -bench 'Hub_1000Connections' -benchtime 500x -benchmem ./wsapi
 	$(GO) test -run '^$$' -bench 'Server_IdleConnections' -benchtime 500x -benchmem ./wsapi
+	$(GO) test -run '^$$' -bench '$(DASH_BENCH)' -benchtime 1x ./cmd/changecast
 
 # Builds changecast, the harness and a nats-server (the version go.mod
 # names, for the jetstream scenario) into a temporary directory, removed
