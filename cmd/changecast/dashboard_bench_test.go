@@ -257,23 +257,23 @@ func (b *browser) mainThread() map[string]float64 {
 	return out
 }
 
-// clickTarget is the c-th target of the benchmark's cycle of clicks:
-// table rows 2 to 4 and the feed's 3rd, 6th and 9th entries.
+// clickTarget is the c-th point of the benchmark's cycle of clicks
+// (humanClick): table rows 2 to 4 and the feed's 3rd, 6th and 9th entries.
 func clickTarget(c int) string {
 	if c%2 == 0 {
-		return `#table-spacer .vrow[data-key="` + strconv.Itoa(2+c/2) + `"]`
+		return middleOf(`#table-spacer .vrow[data-key="` + strconv.Itoa(2+c/2) + `"]`)
 	}
-	return `#feed li:nth-child(` + strconv.Itoa(3*(c/2+1)) + `) button`
+	return `(f => { f.scrollTop = 0; return ` + middleOf(`#feed li:nth-child(`+strconv.Itoa(3*(c/2+1))+`) button`) + `; })(document.getElementById('feed'))`
 }
 
-// measuredClick clicks sel as a person would (browser.humanClick) and
+// measuredClick clicks at as a person would (browser.humanClick) and
 // returns the time the instrument measured for the click, or what went
 // wrong: the frame after the release did not show the details of what was
 // pressed.
-func (b *browser) measuredClick(sel string) (ms float64, miss string) {
+func (b *browser) measuredClick(at string) (ms float64, miss string) {
 	b.t.Helper()
 	before := evalJS[int](b, `__ccMeter.clicks.length`)
-	what, key := b.humanClick(sel)
+	what, key := b.humanClick(at)
 	want := "row of order " + key
 	if what == "feed" {
 		want = " — cursor " + key + ", "

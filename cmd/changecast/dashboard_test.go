@@ -778,32 +778,41 @@ func (b *browser) clickRow(key string) {
 	b.do("click row "+key, chromedp.MouseClickXY(xy[0], xy[1]))
 }
 
-// humanClick presses the left button on the middle of the element sel
-// matches, holds it as long as a person does (100 ms), and releases it in
-// the same place. It returns what was under the pointer when the button
-// went down: ("row", its key) or ("feed", the entry's cursor). The page
-// redraws both lists as changes arrive, so that may not be the item sel
-// matched a moment before.
-func (b *browser) humanClick(sel string) (what, key string) {
+// humanClick presses the left button at the point the JavaScript
+// expression at gives ([x, y]; middleOf, feedEnd), holds it as long as a
+// person does (100 ms), and releases it in the same place. It returns what
+// was under the pointer when the button went down: ("row", its key) or
+// ("feed", the entry's cursor). The page redraws both lists as changes
+// arrive, so that may not be the item that was there a moment before.
+func (b *browser) humanClick(at string) (what, key string) {
 	b.t.Helper()
-	xy := evalJS[[]float64](b, fmt.Sprintf(`(() => {
+	xy := evalJS[[]float64](b, `(() => {
 		window.__ccPressed = null;
 		addEventListener('pointerdown', (e) => {
 			const row = e.target.closest('.vrow[data-key]'), entry = e.target.closest('#feed li');
 			window.__ccPressed = row ? ['row', row.dataset.key] : entry ? ['feed', entry.dataset.cursor] : ['other', e.target.id];
 		}, {capture: true, once: true});
-		const r = document.querySelector(%q).getBoundingClientRect();
-		return [r.x + 30, r.y + r.height / 2];
-	})()`, sel))
-	b.do("press on "+sel, chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+		return `+at+`;
+	})()`)
+	b.do("press", chromedp.MouseEvent(chromedp.MousePressed, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
 	time.Sleep(100 * time.Millisecond) // how long a person holds the button, not synchronisation
-	b.do("release on "+sel, chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
+	b.do("release", chromedp.MouseEvent(chromedp.MouseReleased, xy[0], xy[1], chromedp.ButtonLeft, chromedp.ClickCount(1)))
 	p := evalJS[[]string](b, `window.__ccPressed`)
 	if len(p) != 2 || p[0] == "other" {
-		b.fail("pressed %v, not a row or a feed entry (%s)", p, sel)
+		b.fail("pressed %v at %v (%s), not a row or a feed entry", p, xy, at)
 	}
 	return p[0], p[1]
 }
+
+// middleOf is a point for humanClick: near the left end of the element sel
+// matches, half-way down.
+func middleOf(sel string) string {
+	return fmt.Sprintf(`(r => [r.x + 30, r.y + r.height / 2])(document.querySelector(%q).getBoundingClientRect())`, sel)
+}
+
+// feedEnd is a point for humanClick: the feed scrolled to its end, just
+// above the bottom of its box, on one of the oldest entries it shows.
+const feedEnd = `(f => { f.scrollTop = f.scrollHeight; const r = f.getBoundingClientRect(); return [r.x + 30, r.bottom - 12]; })(document.getElementById('feed'))`
 
 // tableRow is one row of the page's table, as shown.
 type tableRow struct {
@@ -936,8 +945,10 @@ func TestDashboard_SustainedLoad(t *testing.T) {
 	}
 	// The mouse during the load: a click held as long as a person holds
 	// the button, on a row and on a feed entry, opens what was pressed.
-	for _, sel := range []string{`#table-spacer .vrow[data-key="5"]`, `#feed li:nth-child(5) button`} {
-		what, key := b.humanClick(sel)
+	// The entry is one of the oldest the feed shows (it is scrolled to
+	// its end): by the release it has left the feed.
+	for _, at := range []string{middleOf(`#table-spacer .vrow[data-key="5"]`), feedEnd} {
+		what, key := b.humanClick(at)
 		want := fmt.Sprintf(`document.getElementById('details-what').textContent === 'row of order %s'`, key)
 		if what == "feed" {
 			want = fmt.Sprintf(`document.getElementById('details-what').textContent.includes(' — cursor %s, ')`, key)

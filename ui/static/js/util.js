@@ -22,7 +22,8 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 // onPick calls pick(key) when the user picks an item of a live list: the
-// element in list matching sel, named by keyOf(item). A click picks, and
+// element in list matching sel, named by keyOf(item), which is read as the
+// button goes down (on a click, at the click). A click picks, and
 // so does a press and release of the primary button in one place during
 // which the list redrew the item: a live list re-creates its items as
 // changes arrive (the table every frame, the feed every 100 ms), and the
