@@ -614,23 +614,35 @@ func loadOffset(ctx context.Context, q querier, slot string) (entities.LSN, erro
 // journalColumns are the columns COPY fills; journaled_at takes its default.
 var journalColumns = []string{"seq", "commit_lsn", "tx_index", "xid", "committed_at", "entity_type", "operation", "entity_id", "payload", "previous", "unchanged"}
 
+// eachChange calls fn for each change of groups, in order, with the seq
+// it is journaled as (head+1, ...), after checking that every commit LSN
+// fits the journal's bigint; nothing is called when one does not.
+func eachChange(head int64, groups [][]entities.Change, fn func(seq int64, c *entities.Change)) error {
+	seq := head
+	for _, g := range groups {
+		for i := range g {
+			seq++
+			if uint64(g[i].CommitLSN) > math.MaxInt64 {
+				return fmt.Errorf("change %d: commit LSN %s out of range", seq, g[i].CommitLSN)
+			}
+		}
+	}
+	seq = head
+	for _, g := range groups {
+		for i := range g {
+			seq++
+			fn(seq, &g[i])
+		}
+	}
+	return nil
+}
+
 // copyChanges COPYs the changes of groups, in order, as seq head+1, ...,
 // setting each change's Cursor.
 func (a *Appender) copyChanges(ctx context.Context, tx pgx.Tx, head int64, groups [][]entities.Change) error {
-	seq, some := head, false
-	for _, g := range groups {
-		for i := range g {
-			c := &g[i]
-			seq++
-			if uint64(c.CommitLSN) > math.MaxInt64 {
-				return fmt.Errorf("change %d: commit LSN %s out of range", seq, c.CommitLSN)
-			}
-			c.Cursor = seq
-			some = true
-		}
-	}
-	if !some {
-		return nil
+	some := false
+	if err := eachChange(head, groups, func(seq int64, c *entities.Change) { c.Cursor, some = seq, true }); err != nil || !some {
+		return err
 	}
 	states, err := a.backfill(ctx, tx, groups)
 	if err != nil {

@@ -95,31 +95,26 @@ func (a *Appender) commitOneShot(ctx context.Context, head int64, groups [][]ent
 	o := &a.cols
 	o.reset()
 	defer o.release()
-	seq := head
-	for _, g := range groups {
-		for i := range g {
-			c := &g[i]
-			seq++
-			if uint64(c.CommitLSN) > math.MaxInt64 {
-				return fmt.Errorf("change %d: commit LSN %s out of range", seq, c.CommitLSN)
-			}
-			o.seq = append(o.seq, seq)
-			o.lsn = append(o.lsn, int64(c.CommitLSN))
-			o.idx = append(o.idx, int32(c.Index))
-			o.xid = append(o.xid, int64(c.Xid))
-			o.at = append(o.at, c.CommitTime)
-			o.typ = append(o.typ, c.EntityType)
-			o.op = append(o.op, string(c.Operation))
-			o.id = append(o.id, c.EntityID)
-			o.payload = append(o.payload, rowJSON(c.Payload))
-			o.prev = append(o.prev, rowJSON(c.Previous))
-			if c.Unchanged == nil {
-				o.unchanged = append(o.unchanged, nil)
-			} else {
-				o.lits = append(o.lits, textArrayLiteral(c.Unchanged))
-				o.unchanged = append(o.unchanged, &o.lits[len(o.lits)-1])
-			}
+	err := eachChange(head, groups, func(seq int64, c *entities.Change) {
+		o.seq = append(o.seq, seq)
+		o.lsn = append(o.lsn, int64(c.CommitLSN))
+		o.idx = append(o.idx, int32(c.Index))
+		o.xid = append(o.xid, int64(c.Xid))
+		o.at = append(o.at, c.CommitTime)
+		o.typ = append(o.typ, c.EntityType)
+		o.op = append(o.op, string(c.Operation))
+		o.id = append(o.id, c.EntityID)
+		o.payload = append(o.payload, rowJSON(c.Payload))
+		o.prev = append(o.prev, rowJSON(c.Previous))
+		if c.Unchanged == nil {
+			o.unchanged = append(o.unchanged, nil)
+		} else {
+			o.lits = append(o.lits, textArrayLiteral(c.Unchanged))
+			o.unchanged = append(o.unchanged, &o.lits[len(o.lits)-1])
 		}
+	})
+	if err != nil {
+		return err
 	}
 	if len(o.seq) == 0 {
 		return nil
@@ -133,14 +128,7 @@ func (a *Appender) commitOneShot(ctx context.Context, head int64, groups [][]ent
 	if _, err := a.conn.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("journal commit: %w", hintMigrate(err))
 	}
-	seq = head
-	for _, g := range groups {
-		for i := range g {
-			seq++
-			g[i].Cursor = seq
-		}
-	}
-	return nil
+	return eachChange(head, groups, func(seq int64, c *entities.Change) { c.Cursor = seq })
 }
 
 // rowJSON is a row's JSON for a json column, nil (NULL) for no row.

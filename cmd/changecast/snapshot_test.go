@@ -676,23 +676,7 @@ func TestServe_SnapshotViewerScope(t *testing.T) {
 	}
 	ws := dialWS(t, srv.addr, strings.TrimSpace(out.String()))
 	sendJSON(t, ws, `{"namespace":"events","name":"filter","id":"all","args":{"send-everything":true,"snapshot":true}}`)
-	var got []string
-	for {
-		f, err := readSnapFrame(t, ws, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.Args.Type == "snapshot-complete" {
-			break
-		}
-		if f.Name == "response" {
-			continue
-		}
-		if f.Operation != "snapshot" {
-			t.Fatalf("before snapshot-complete: %s", f.raw)
-		}
-		got = append(got, rowKey(f.EntityType, f.Payload))
-	}
+	got := snapshotRowKeys(t, ws)
 	if want := "order 1, order 2, order 3"; strings.Join(got, ", ") != want {
 		t.Fatalf("a viewer scoped to order, snapshot of everything: rows %v, want %s only", got, want)
 	}
@@ -721,6 +705,29 @@ func TestServe_SnapshotViewerScope(t *testing.T) {
 	}
 }
 
+// snapshotRowKeys reads a snapshot's rows up to snapshot-complete and
+// returns their keys (rowKey); a change before snapshot-complete fails
+// the test (the tests that use it write nothing while the rows come).
+func snapshotRowKeys(t *testing.T, ws *websocket.Conn) []string {
+	t.Helper()
+	var got []string
+	for {
+		f, err := readSnapFrame(t, ws, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case f.Args.Type == "snapshot-complete":
+			return got
+		case f.Name == "response":
+		case f.Operation != "snapshot":
+			t.Fatalf("before snapshot-complete: %s", f.raw)
+		default:
+			got = append(got, rowKey(f.EntityType, f.Payload))
+		}
+	}
+}
+
 // TestServe_SnapshotMatch: a snapshot sends the rows its filter's match
 // selects, per clause: paid orders only, every order item.
 func TestServe_SnapshotMatch(t *testing.T) {
@@ -729,19 +736,7 @@ func TestServe_SnapshotMatch(t *testing.T) {
 		INSERT INTO shop.order_items VALUES (1, 1, 'SKU-1', 1, 1, 1), (2, 1, 'SKU-2', 1, 1, 1)`)
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
 	sendJSON(t, ws, `{"namespace":"events","name":"subscribe","id":"m","args":{"filters":[{"entity-type":"order","match":{"status":"paid"}},"order_item"],"snapshot":true}}`)
-	var got []string
-	for {
-		f, err := readSnapFrame(t, ws, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.Args.Type == "snapshot-complete" {
-			break
-		}
-		if f.Operation == "snapshot" {
-			got = append(got, rowKey(f.EntityType, f.Payload))
-		}
-	}
+	got := snapshotRowKeys(t, ws)
 	if want := "order 2, order 4, order 6, order_item 1/1, order_item 2/1"; strings.Join(got, ", ") != want {
 		t.Errorf("rows %v, want %s", got, want)
 	}
