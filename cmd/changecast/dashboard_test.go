@@ -585,15 +585,7 @@ func cursorAfter(a, b string) bool {
 // the journal holds after cursor, in order.
 func journalAfter(t testing.TB, sql *pgx.Conn, cursor string) []string {
 	t.Helper()
-	rows, err := sql.Query(context.Background(), `SELECT seq::text FROM changecast.journal WHERE seq > $1::bigint AND entity_type <> 'event' ORDER BY journal.seq`, cursor)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return queryRows(t, sql, pgx.RowTo[string], `SELECT seq::text FROM changecast.journal WHERE seq > $1::bigint AND entity_type <> 'event' ORDER BY journal.seq`, cursor)
 }
 
 // TestDashboard_SignInLink: serve on the embedded default with no user
@@ -860,15 +852,7 @@ func (b *browser) tableRows() []tableRow {
 // dbOrders lists the orders table as the page shows it.
 func dbOrders(t testing.TB, sql *pgx.Conn) []tableRow {
 	t.Helper()
-	rows, err := sql.Query(context.Background(), `SELECT id::text, status, total::text, false FROM orders ORDER BY orders.id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[tableRow])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return queryRows(t, sql, pgx.RowToStructByPos[tableRow], `SELECT id::text, status, total::text, false FROM orders ORDER BY orders.id`)
 }
 
 // journalHead is the journal's last cursor.
@@ -885,15 +869,7 @@ func journalHead(t testing.TB, sql *pgx.Conn) string {
 // first, as the feed lists them.
 func journalLast(t testing.TB, sql *pgx.Conn, n int) []string {
 	t.Helper()
-	rows, err := sql.Query(context.Background(), `SELECT seq::text FROM changecast.journal WHERE entity_type <> 'event' ORDER BY journal.seq DESC LIMIT $1`, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return queryRows(t, sql, pgx.RowTo[string], `SELECT seq::text FROM changecast.journal WHERE entity_type <> 'event' ORDER BY journal.seq DESC LIMIT $1`, n)
 }
 
 // feedReceived is the page's count of changes received ("N received, last

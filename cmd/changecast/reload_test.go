@@ -76,15 +76,7 @@ func reloadCmd(t testing.TB, srv *instance, dataDir string) (string, error) {
 // publishedTables lists the publication's tables, schema-qualified.
 func publishedTables(t testing.TB, sql *pgx.Conn) []string {
 	t.Helper()
-	rows, err := sql.Query(context.Background(), `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'changecast' ORDER BY 1`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return queryRows(t, sql, pgx.RowTo[string], `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'changecast' ORDER BY 1`)
 }
 
 // TestReload_AddsRemovesAndChangesTypes: "changecast reload" against a

@@ -214,6 +214,21 @@ func connect(t testing.TB, url string) *pgx.Conn {
 	return c
 }
 
+// queryRows runs query and collects its rows with to, failing t on any
+// error.
+func queryRows[T any](t testing.TB, c *pgx.Conn, to pgx.RowToFunc[T], query string, args ...any) []T {
+	t.Helper()
+	rows, err := c.Query(context.Background(), query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	out, err := pgx.CollectRows(rows, to)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
+}
+
 func exec1(t testing.TB, c *pgx.Conn, sql string) {
 	t.Helper()
 	if _, err := c.Exec(context.Background(), sql); err != nil {
