@@ -873,11 +873,7 @@ func (c *client) readPage(pos int64) page {
 		if c.stopped.Load() || !c.maySee(ch) || !f.matches(ch) {
 			continue
 		}
-		data, err := encodeChange(ch)
-		if err != nil {
-			logUnencodable(c.log, ch, err)
-			continue
-		}
+		data := encodeChange(ch)
 		if len(buf) > cut && len(buf)-cut+len(data) > maxBatchBytes {
 			p.batches = append(p.batches, batch{end: len(buf), cursor: last})
 			cut = len(buf)

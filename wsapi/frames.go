@@ -18,7 +18,9 @@ import (
 
 // encodeChange encodes c as an entity-change frame (wire.EncodeChange).
 // The server's call sites hold a *entities.Change.
-func encodeChange(c *entities.Change) ([]byte, error) { return wire.EncodeChange(*c) }
+func encodeChange(c *entities.Change) []byte {
+	return wire.AppendChange(make([]byte, 0, wire.ChangeSizeHint(c)), c)
+}
 
 // encodeControl encodes a control frame. cursor 0 is omitted.
 func encodeControl(t wire.ControlType, cursor int64, message string) []byte {

@@ -102,14 +102,11 @@ func TestPrepareChange_OneFrame(t *testing.T) {
 		ch := entities.Change{EntityType: "pool", Operation: entities.OpUpdate, EntityID: "p1", Cursor: 7,
 			Payload:  entities.RowOf(map[string]any{"id": "p1", "note": string(bytes.Repeat([]byte{'x'}, size))}),
 			Previous: entities.RowOf(map[string]any{"id": "p1"})}
-		data, err := encodeChange(&ch)
+		data, err := wire.EncodeChange(ch)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := prepareChange(&ch)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := prepareChange(&ch)
 		if want := wireFrame(data); !bytes.Equal(got, want) {
 			t.Fatalf("note of %d bytes: frame %q…, want %q…", size, got[:min(len(got), 16)], want[:min(len(want), 16)])
 		}

@@ -2,7 +2,6 @@ package wsapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -366,7 +365,7 @@ func (h *hub) publishLocked(head int64, batch []entities.Change) []*client {
 	}
 	fan := fanout{before: prev}
 	for i := range batch {
-		fan.ch, fan.frame, fan.bad = &batch[i], nil, false
+		fan.ch, fan.frame = &batch[i], nil
 		for c := range h.mu.everything {
 			h.visitLocked(c, &fan)
 		}
@@ -382,7 +381,6 @@ func (h *hub) publishLocked(head int64, batch []entities.Change) []*client {
 type fanout struct {
 	ch     *entities.Change
 	frame  *outFrame // ch's frame, encoded on first need
-	bad    bool      // ch cannot be encoded: skipped for everyone
 	before int64     // cursor of the change before ch (or the previous head)
 }
 
@@ -391,20 +389,11 @@ type fanout struct {
 // covers it implicitly (posLocked).
 func (h *hub) visitLocked(c *client, f *fanout) {
 	h.mu.visits++
-	if c.feed.catchingUp || f.ch.Cursor <= c.feed.pos || f.bad || !c.wants(f.ch) {
+	if c.feed.catchingUp || f.ch.Cursor <= c.feed.pos || !c.wants(f.ch) {
 		return
 	}
 	if f.frame == nil {
-		frame, err := prepareChange(f.ch)
-		if err != nil {
-			// Rows are JSON already (entities.Row), so encoding
-			// cannot fail today; should it, skip the change rather
-			// than stall the stream. The payload is not logged.
-			logUnencodable(h.log, f.ch, err)
-			f.bad = true
-			return
-		}
-		f.frame = &outFrame{wire: frame, cursor: f.ch.Cursor}
+		f.frame = &outFrame{wire: prepareChange(f.ch), cursor: f.ch.Cursor}
 	}
 	if !c.tryEnqueue(f.frame) {
 		// Everything before ch was delivered or unwanted.
@@ -506,33 +495,12 @@ func (h *hub) endPage(c *client, pos int64, short bool) bool {
 //
 // The frame is written in one buffer: the change's JSON after room for
 // the longest frame header, then the header right before it.
-func prepareChange(ch *entities.Change) ([]byte, error) {
+func prepareChange(ch *entities.Change) []byte {
 	const room = maxFrameHeader
 	b := wire.AppendChange(make([]byte, room, room+wire.ChangeSizeHint(ch)), ch)
 	var hdr [maxFrameHeader]byte
 	h := appendFrameHeader(hdr[:0], len(b)-room)
 	start := room - len(h)
 	copy(b[start:], h)
-	return b[start:len(b):len(b)], nil
-}
-
-// logUnencodable reports a change that could not be encoded. encoding/json's
-// errors quote the offending value (`invalid number literal "…"`), and a
-// row value must never reach a log, so only the error's type is logged.
-func logUnencodable(log *slog.Logger, ch *entities.Change, err error) {
-	log.Error("encode change; change dropped",
-		"entity_type", ch.EntityType, "entity_id", ch.EntityID, "cursor", ch.Cursor,
-		"operation", string(ch.Operation), "err_type", innermostType(err))
-}
-
-// innermostType names the type of the innermost wrapped error, e.g.
-// *json.SyntaxError: enough to tell what went wrong without its message.
-func innermostType(err error) string {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return fmt.Sprintf("%T", err)
-		}
-		err = next
-	}
+	return b[start:len(b):len(b)]
 }

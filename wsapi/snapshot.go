@@ -312,11 +312,7 @@ func (c *client) snapshotRows(j *snapJob) error {
 		if !c.maySee(ch) || !f.selectsRow(ch) {
 			continue
 		}
-		data, err := encodeChange(ch)
-		if err != nil {
-			logUnencodable(c.log, ch, err)
-			continue
-		}
+		data := encodeChange(ch)
 		if len(buf) > 0 && len(buf)+len(data) > maxBatchBytes {
 			if err := c.writeRaw(buf); err != nil {
 				return err
@@ -407,11 +403,7 @@ func (c *client) snapshotSeam(j *snapJob) error {
 		} else if ch.Cursor <= j.p {
 			continue // delivered before the request
 		}
-		data, err := encodeChange(ch)
-		if err != nil {
-			logUnencodable(c.log, ch, err)
-			continue
-		}
+		data := encodeChange(ch)
 		if len(out) > 0 && len(out)+len(data) > maxBatchBytes {
 			if err := c.writeWire(out, c.w.lastCursor); err != nil {
 				return err
