@@ -37,15 +37,15 @@ const pgEpochMicros = 946_684_800_000_000
 const textOID = 25
 
 // journalCopy reads as the binary COPY data of groups' changes, in order.
-// Each change's Cursor must already be set: it is the row's seq. A row is
-// written straight into the reader's buffer when it fits there; only one
-// that straddles two reads goes through rest.
+// Each change's Cursor must already be set: it is the row's seq. Rows are
+// appended straight into the reader's buffer; the one that does not fit
+// is appended to a buffer of its own (append grows past the reader's),
+// and what the read could not take is kept in rest for the next.
 type journalCopy struct {
-	groups  [][]entities.Change
-	g, i    int
-	rest    []byte // encoded bytes not yet read
-	scratch []byte
-	state   int // 0: the signature is next, 1: rows, 2: done
+	groups [][]entities.Change
+	g, i   int
+	rest   []byte // encoded bytes not yet read
+	state  int    // 0: the signature is next, 1: rows, 2: done
 }
 
 func newJournalCopy(groups [][]entities.Change) *journalCopy {
@@ -67,21 +67,17 @@ func (j *journalCopy) Read(p []byte) (int, error) {
 	}
 	for n < len(p) && j.state == 1 {
 		c := j.next()
-		var row []byte
-		switch {
-		case c == nil:
-			row = copyTrailer
-			j.state = 2
-		case journalRowSize(c) <= len(p)-n:
-			n += len(appendJournalRow(p[n:n], c)) // written in place
+		if c == nil {
+			j.rest, j.state = copyTrailer, 2
+		} else if row := appendJournalRow(p[n:n:len(p)], c); len(row) <= len(p)-n {
+			n += len(row) // it fitted: written in place
 			continue
-		default:
-			j.scratch = appendJournalRow(j.scratch[:0], c)
-			row = j.scratch
+		} else {
+			j.rest = row // it did not: append moved it to a buffer of its own
 		}
-		m := copy(p[n:], row)
+		m := copy(p[n:], j.rest)
 		n += m
-		j.rest = row[m:]
+		j.rest = j.rest[m:]
 	}
 	if n == 0 && j.state == 2 {
 		return 0, io.EOF
@@ -103,31 +99,6 @@ func (j *journalCopy) next() *entities.Change {
 	}
 	j.i++
 	return &j.groups[j.g][j.i-1]
-}
-
-// journalRowSize is the length of appendJournalRow's row for c.
-func journalRowSize(c *entities.Change) int {
-	// The field count, eleven field lengths, three int8, an int4, the
-	// timestamp, then the variable fields.
-	n := 2 + 11*4 + 3*8 + 4 + 8
-	n += len(c.EntityType) + len(c.Operation) + len(c.EntityID)
-	if c.Payload != nil {
-		n += len(c.Payload.JSON())
-	}
-	if c.Previous != nil {
-		n += len(c.Previous.JSON())
-	}
-	switch {
-	case c.Unchanged == nil:
-	case len(c.Unchanged) == 0:
-		n += 12
-	default:
-		n += 20
-		for _, s := range c.Unchanged {
-			n += 4 + len(s)
-		}
-	}
-	return n
 }
 
 // appendJournalRow appends c as one binary COPY row of journalColumns.

@@ -2,26 +2,9 @@ package store
 
 import (
 	"testing"
-	"time"
 
 	"github.com/changecast/changecast/entities"
 )
-
-// TestJournalRowSize: the size a row is written in place by is its exact
-// length, whatever its optional fields hold.
-func TestJournalRowSize(t *testing.T) {
-	row := entities.RowOf(map[string]any{"id": "i-1", "name": "ünïcode"})
-	for _, c := range []entities.Change{
-		{EntityType: "instance", Operation: entities.OpCreate, EntityID: "i-1", Payload: row},
-		{EntityType: "instance", Operation: entities.OpUpdate, EntityID: "i-1", Payload: row, Previous: row, Unchanged: []string{}},
-		{EntityType: "x", Operation: entities.OpDelete, Unchanged: []string{"a", "", "ccc"}, CommitTime: time.Now(), Cursor: 1 << 40},
-		{},
-	} {
-		if got, want := journalRowSize(&c), len(appendJournalRow(nil, &c)); got != want {
-			t.Errorf("%s %s: size %d, row %d bytes", c.EntityType, c.Operation, got, want)
-		}
-	}
-}
 
 // TestJournalCopy_ReadSizes: the COPY data is the same whatever the
 // reader's buffer size, rows straddling reads included.
