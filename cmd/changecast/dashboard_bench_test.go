@@ -16,8 +16,6 @@ import (
 	"github.com/chromedp/cdproto/performance"
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/changecast/changecast/store/storetest"
 )
 
 // BenchmarkDashboard_1000PerSecond measures the dashboard in headless
@@ -46,12 +44,7 @@ func BenchmarkDashboard_1000PerSecond(b *testing.B) {
 		measure = 5 * time.Second
 		clicks  = 6
 	)
-	url := storetest.NewDatabase(b)
-	sql := connect(b, url)
-	exec1(b, sql, shopSchema)
-	exec1(b, sql, fmt.Sprintf(`INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(1, %d) g`, seedOrders))
-	br := ordersDashboard(b, url, "cc_bench_dashboard")
-	br.wait("the snapshot's rows", fmt.Sprintf(`document.getElementById('table-count').textContent === 'order: %d'`, seedOrders), 10*time.Second)
+	url, sql, br := ordersDashboard(b, "cc_bench_dashboard")
 	evalJS[chromedp.Void](br, pageMeter)
 	br.do("enable the Performance domain", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		_, err := cdp.Call(ctx, t, performance.Enable, performance.EnableParams{})

@@ -735,18 +735,23 @@ func (l *orderLoad) String() string {
 		l.n.Load(), l.elapsed.Round(time.Millisecond), float64(l.n.Load())/l.elapsed.Seconds(), l.inserts, l.updates, l.deletes)
 }
 
-// ordersDashboard serves the database at url (holding shopSchema) through
-// testdata/config/orders.yaml and returns a browser signed in as an admin
-// with the page open on the order table, its snapshot loaded and its
-// stream connected.
-func ordersDashboard(t testing.TB, url, slot string) *browser {
+// ordersDashboard makes a database holding shopSchema and seedOrders
+// orders, serves it through testdata/config/orders.yaml, and returns its
+// URL, a connection to it and a browser signed in as an admin with the
+// page open on the order table, its snapshot's rows shown and its stream
+// connected.
+func ordersDashboard(t testing.TB, slot string) (url string, sql *pgx.Conn, b *browser) {
 	t.Helper()
+	url = storetest.NewDatabase(t)
+	sql = connect(t, url)
+	exec1(t, sql, shopSchema)
+	exec1(t, sql, fmt.Sprintf(`INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(1, %d) g`, seedOrders))
 	const pw = "sustained load password"
 	addUser(t, url, "ada", pw, true)
 	srv, _, _ := readyServerAt(t, url, slot, func(cfg *serveConfig) {
 		cfg.configPath = "../../testdata/config/orders.yaml"
 	})
-	b := newBrowser(t, "http://"+srv.addr)
+	b = newBrowser(t, "http://"+srv.addr)
 	b.do("open the page", chromedp.Navigate(b.base+"/"))
 	b.wait("the sign-in form", `!document.getElementById('signin').hidden`, 10*time.Second)
 	b.do("sign in",
@@ -757,7 +762,8 @@ func ordersDashboard(t testing.TB, url, slot string) *browser {
 	b.do("choose the order table", chromedp.SetValue(chromedp.CSS("#table-type"), "order"))
 	evalJS[chromedp.Void](b, `document.getElementById('table-type').dispatchEvent(new Event('change'))`)
 	b.wait("the snapshot", `document.getElementById('st-table').textContent.startsWith('live') && document.getElementById('st-conn').dataset.state === 'open'`, 15*time.Second)
-	return b
+	b.wait("the snapshot's rows", fmt.Sprintf(`document.getElementById('table-count').textContent === 'order: %d'`, seedOrders), 10*time.Second)
+	return url, sql, b
 }
 
 // clickRow clicks the middle of the table row with key (which must be in
@@ -892,12 +898,7 @@ const feedReceived = `Number((document.getElementById('feed-rate').textContent.m
 // (docs/benchmarks.md).
 func TestDashboard_SustainedLoad(t *testing.T) {
 	const rate, minLoad = 1000, 5 * time.Second
-	url := storetest.NewDatabase(t)
-	sql := connect(t, url)
-	exec1(t, sql, shopSchema)
-	exec1(t, sql, fmt.Sprintf(`INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(1, %d) g`, seedOrders))
-	b := ordersDashboard(t, url, "cc_sustained")
-	b.wait("the snapshot's rows", fmt.Sprintf(`document.getElementById('table-count').textContent === 'order: %d'`, seedOrders), 10*time.Second)
+	url, sql, b := ordersDashboard(t, "cc_sustained")
 
 	load := startOrderLoad(t, url, rate, 1000, 1)
 	// The feed is full once 200 of the load's changes reached the page.
