@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/changecast/changecast/entities"
+	"github.com/changecast/changecast/internal/gcfloor"
 	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/store"
@@ -38,6 +39,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // journal → hub), the HTTP server, and journal retention. It returns when
 // ctx ends (orderly shutdown) or a part fails in a way retrying cannot fix.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, log *slog.Logger) (err error) {
+	// Fewer garbage collections while the live heap is small
+	// (internal/gcfloor); released when serve returns.
+	defer gcfloor.Set(uint64(cfg.gcHeapFloorMiB) << 20)()
 	if isNATSURL(cfg.journalURL) {
 		return serveNATS(ctx, cfg, stdout, log) // the journal in JetStream (serve_nats.go)
 	}

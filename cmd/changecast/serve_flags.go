@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/changecast/changecast/internal/gcfloor"
 	"github.com/changecast/changecast/localpg"
 	"github.com/changecast/changecast/pipeline"
 	"github.com/changecast/changecast/watcher"
@@ -38,6 +39,7 @@ type serveConfig struct {
 	loginFailuresAddr int
 	loginWindow       time.Duration
 	loginMaxDelay     time.Duration
+	gcHeapFloorMiB    int // internal/gcfloor: the Go heap target's floor
 
 	// beforeWatch, when set (tests only), runs once the HTTP listener is up
 	// and before the watcher starts, with the listen address.
@@ -124,6 +126,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	fs.DurationVar(&cfg.loginWindow, "login-window", wsapi.DefaultLoginWindow, "how long failed logins are remembered after the last one or the end of a lock-out")
 	fs.DurationVar(&cfg.loginMaxDelay, "login-max-delay", wsapi.DefaultLoginMaxDelay, "longest lock-out after repeated failed logins (it doubles from 1s)")
 	fs.StringVar(&cfg.onSlotLoss, "on-slot-loss", string(pipeline.SlotLossResync), "when the replication slot was dropped or invalidated: resync (record the gap, tell every client to resync, continue on a new slot) or stop (exit with the fix) (env "+envOnSlotLoss+")")
+	fs.IntVar(&cfg.gcHeapFloorMiB, "gc-heap-floor", gcfloor.DefaultFloor>>20, "MiB the Go heap may reach before a garbage collection however little of it is live: fewer collections, less CPU per change while draining, for up to this much memory; above it Go paces as usual; 0 leaves Go's default; a GOGC environment variable overrides it")
 	cfg.sources.register(fs)
 	cfg.scale.register(fs)
 	return nil
@@ -131,6 +134,9 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 
 // check validates the flags that parsing alone cannot.
 func (cfg *serveConfig) check() error {
+	if cfg.gcHeapFloorMiB < 0 {
+		return fmt.Errorf("--gc-heap-floor %d: must be 0 (Go's default pacing) or a size in MiB", cfg.gcHeapFloorMiB)
+	}
 	if cfg.maxSnapshots < 1 {
 		return fmt.Errorf("--max-snapshots %d: must be at least 1", cfg.maxSnapshots)
 	}

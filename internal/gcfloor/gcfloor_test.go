@@ -1,0 +1,139 @@
+package gcfloor
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func readUint(t testing.TB, name string) uint64 {
+	t.Helper()
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		t.Fatalf("metric %s not supported by this Go", name)
+	}
+	return s[0].Value.Uint64()
+}
+
+// eventually polls cond, running a collection between tries, until it holds
+// or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s (GOGC %d, heap goal %d MiB, live %d MiB)", what,
+				readUint(t, "/gc/gogc:percent"), readUint(t, "/gc/heap/goal:bytes")>>20, readUint(t, "/gc/heap/live:bytes")>>20)
+		}
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var sink []byte
+
+// churn allocates total bytes of garbage in 8 KiB pieces, as a drain does
+// rows, and returns how many collections ran meanwhile.
+func churn(total int) uint32 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for n := 0; n < total; n += 8 << 10 {
+		sink = make([]byte, 8<<10)
+	}
+	runtime.ReadMemStats(&after)
+	return after.NumGC - before.NumGC
+}
+
+func TestSet_FewerCollectionsWhenLittleIsLive(t *testing.T) {
+	runtime.GC()
+	without := churn(512 << 20)
+	release := Set(64 << 20)
+	if goal := readUint(t, "/gc/heap/goal:bytes"); goal < 60<<20 {
+		t.Errorf("heap goal with a 64 MiB floor: got %d MiB, want about 64", goal>>20)
+	}
+	with := churn(512 << 20)
+	release()
+	t.Logf("512 MiB of garbage: %d collections without the floor, %d with it", without, with)
+	if with*4 > without {
+		t.Errorf("collections with a 64 MiB floor: got %d, want under a quarter of the %d without", with, without)
+	}
+	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
+		t.Errorf("GOGC after release: got %d, want %d", got, defaultPercent)
+	}
+}
+
+// The floor follows the live heap: when what is live alone puts the target
+// above it, GOGC goes back to what it was, so memory per connection is
+// what it is without a floor; when the live heap shrinks, the floor applies
+// again.
+func TestSet_FollowsTheLiveHeap(t *testing.T) {
+	runtime.GC()
+	release := Set(32 << 20)
+	defer release()
+	if got := readUint(t, "/gc/gogc:percent"); got <= defaultPercent {
+		t.Fatalf("GOGC with a 32 MiB floor and little live: got %d, want above %d", got, defaultPercent)
+	}
+	live := make([][]byte, 0, 64)
+	for range 64 {
+		live = append(live, make([]byte, 1<<20))
+	}
+	eventually(t, "GOGC is back to 100 with 64 MiB live", func() bool {
+		return readUint(t, "/gc/gogc:percent") == defaultPercent
+	})
+	runtime.KeepAlive(live)
+	live = nil
+	eventually(t, "the floor applies again once the 64 MiB are garbage", func() bool {
+		return readUint(t, "/gc/heap/goal:bytes") >= 30<<20 && readUint(t, "/gc/gogc:percent") > defaultPercent
+	})
+}
+
+func TestSet_HighestFloorAppliesAndLastReleaseRestores(t *testing.T) {
+	runtime.GC()
+	low := Set(16 << 20)
+	high := Set(64 << 20)
+	if goal := readUint(t, "/gc/heap/goal:bytes"); goal < 60<<20 {
+		t.Errorf("heap goal with floors of 16 and 64 MiB: got %d MiB, want about 64", goal>>20)
+	}
+	high()
+	high() // releasing twice is harmless
+	if goal := readUint(t, "/gc/heap/goal:bytes"); goal < 14<<20 || goal > 24<<20 {
+		t.Errorf("heap goal with the 16 MiB floor left: got %d MiB, want about 16", goal>>20)
+	}
+	low()
+	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
+		t.Fatalf("GOGC after the last release: got %d, want %d", got, defaultPercent)
+	}
+	// The watcher of the released floors is stale: collections leave GOGC
+	// alone.
+	for range 3 {
+		runtime.GC()
+	}
+	time.Sleep(20 * time.Millisecond) // give a stale cleanup the chance to misbehave
+	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
+		t.Errorf("GOGC some collections after the last release: got %d, want %d", got, defaultPercent)
+	}
+}
+
+func TestSet_GOGCInTheEnvironmentWins(t *testing.T) {
+	t.Setenv("GOGC", "100")
+	runtime.GC()
+	release := Set(64 << 20)
+	defer release()
+	runtime.GC()
+	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
+		t.Errorf("GOGC with GOGC=100 in the environment and a floor: got %d, want %d", got, defaultPercent)
+	}
+	if goal := readUint(t, "/gc/heap/goal:bytes"); goal >= 32<<20 {
+		t.Errorf("heap goal with GOGC=100 in the environment: got %d MiB, want the runtime's own (small)", goal>>20)
+	}
+}
+
+func TestSet_ZeroIsNoFloor(t *testing.T) {
+	runtime.GC()
+	Set(0)()
+	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
+		t.Errorf("GOGC after Set(0): got %d, want %d", got, defaultPercent)
+	}
+}
