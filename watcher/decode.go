@@ -550,6 +550,12 @@ func appendTimestamp(dst, s []byte, tz bool) ([]byte, bool) {
 	if i != len(s) || hasOffset != tz {
 		return dst, false
 	}
+	if offset == 0 && !carry && !bc && year <= 9999 {
+		// What the watcher's connection sends (TimeZone=UTC): already the
+		// UTC instant, so its fields are written as they are, which is
+		// what formatting the time.Time gives, without making one.
+		return appendUTC(dst, year, month, day, hour, minute, sec, nsec/1000), true
+	}
 	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC).Add(-time.Duration(offset) * time.Second)
 	if carry {
 		t = t.Add(time.Second)
@@ -561,6 +567,31 @@ func appendTimestamp(dst, s []byte, tz bool) ([]byte, bool) {
 	dst = t.AppendFormat(dst, time.RFC3339Nano)
 	return append(dst, '"'), true
 }
+
+// appendUTC appends a UTC time as a JSON string in RFC 3339 with the
+// fraction's trailing zeros dropped (time.RFC3339Nano's form), for a year
+// of 1 to 9999 and a fraction in microseconds.
+func appendUTC(dst []byte, year, month, day, hour, minute, sec, usec int) []byte {
+	dst = append(dst, '"',
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10))
+	if usec > 0 {
+		digits := 6
+		for usec%10 == 0 {
+			usec /= 10
+			digits--
+		}
+		dst = append(dst, '.')
+		for p := digits - 1; p >= 0; p-- {
+			dst = append(dst, byte('0'+usec/pow10[p]%10))
+		}
+	}
+	return append(dst, 'Z', '"')
+}
+
+var pow10 = [...]int{1, 10, 100, 1000, 10000, 100000}
 
 // fractionMicros converts fractional-second digits to microseconds,
 // rounding as the server does (only more than six digits round; the server
