@@ -417,7 +417,7 @@ collect:
 	}
 
 	head := a.Head()
-	if a.oneShot(group) {
+	if n <= oneShotMaxChanges && a.oneShot(group) {
 		err = a.commitOneShot(ctx, head, group, end)
 	} else {
 		err = a.inTx(ctx, func(tx pgx.Tx) error {

@@ -68,6 +68,13 @@ func (o *oneShotColumns) release() {
 	o.reset()
 }
 
+// oneShotMaxChanges is the largest group commitOneShot journals. It saves
+// three round trips (begin, the offset, commit) over COPY in a transaction,
+// which is what matters to small groups; but encoding its column arrays and
+// the server's unnesting them cost more per change than COPY's binary rows,
+// so a large group (a backlog, a big transaction) goes by COPY.
+const oneShotMaxChanges = 64
+
 // oneShot reports whether groups can be journaled by commitOneShot:
 // nothing in them concerns the entity states (no change to be back-filled,
 // no type whose states are followed), so no state is read or written.
