@@ -247,8 +247,8 @@ func (a *assembler) chunk(tx *openTx, end entities.LSN) *Transaction {
 	return out
 }
 
-// add appends c to the open transaction, numbering it, and sends a chunk
-// when the transaction holds chunkSize changes.
+// add appends c to the open transaction, numbering it, first sending the
+// changes held as a chunk when there are chunkSize of them.
 func (a *assembler) add(c entities.Change) error {
 	tx := a.tx
 	c.Index = tx.next
@@ -256,15 +256,23 @@ func (a *assembler) add(c entities.Change) error {
 	if c.Index < tx.dropBelow {
 		return nil
 	}
+	if len(tx.changes) >= a.chunkSize {
+		// A full chunk is sent once the transaction has a change more
+		// for the next one, not as soon as it fills: a transaction of
+		// exactly chunkSize changes then reaches its commit whole and is
+		// sent as one Final transaction, which the journal can commit
+		// together with its neighbours, rather than as a chunk and an
+		// empty Final that hold a journal transaction open between them.
+		if err := a.out.send(a.chunk(tx, 0)); err != nil {
+			return err
+		}
+	}
 	if tx.changes == nil {
 		tx.changes = make([]entities.Change, 0, min(a.chunkSize, 64))
 	}
 	tx.changes = append(tx.changes, c)
 	a.peak = max(a.peak, len(tx.changes))
-	if len(tx.changes) < a.chunkSize {
-		return nil
-	}
-	return a.out.send(a.chunk(tx, 0))
+	return nil
 }
 
 // wanted reports whether a change of the open transaction with the next

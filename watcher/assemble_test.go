@@ -210,9 +210,9 @@ func TestAssembler_Chunks(t *testing.T) {
 		{0, nil}, // touched no registered table: nothing
 		{1, []int{1}},
 		{2, []int{2}},
-		{3, []int{3, 0}}, // exact multiple: an empty Final
+		{3, []int{3}}, // exactly a chunk: sent whole at its commit, one Final
 		{4, []int{3, 1}},
-		{6, []int{3, 3, 0}}, // exact multiple: an empty Final
+		{6, []int{3, 3}}, // exact multiple: the last chunk is the Final
 		{7, []int{3, 3, 1}},
 	}
 	for _, c := range cases {

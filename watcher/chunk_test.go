@@ -110,18 +110,19 @@ func TestRun_ChunksLargeTransaction(t *testing.T) {
 		return readSlot(t, e.conn, cfg.Slot).confirmedFlush >= final.EndLSN && w.Confirmed() >= final.EndLSN, nil
 	})
 
-	// An exact multiple of the chunk size ends with an empty Final.
+	// An exact multiple of the chunk size ends with a full Final: the last
+	// chunk is held until the commit, not followed by an empty one.
 	e.exec(t, `INSERT INTO notes SELECT g, 't' FROM generate_series(3001, 5000) g`)
 	txs = r.chunks(t)
 	sizes = sizes[:0]
 	for _, tx := range txs {
 		sizes = append(sizes, len(tx.Changes))
 	}
-	if want := []int{1000, 1000, 0}; !reflect.DeepEqual(sizes, want) {
+	if want := []int{1000, 1000}; !reflect.DeepEqual(sizes, want) {
 		t.Fatalf("2,000 rows: chunk sizes = %v, want %v", sizes, want)
 	}
-	if last := txs[2]; !last.Final || last.EndLSN <= last.CommitLSN {
-		t.Errorf("empty Final = %+v, want Final with EndLSN", last)
+	if first, last := txs[0], txs[1]; first.Final || !last.Final || last.EndLSN <= last.CommitLSN {
+		t.Errorf("2,000 rows: chunks final %v, %v, last EndLSN %s; want only the second Final, with EndLSN", first.Final, last.Final, last.EndLSN)
 	}
 	if got := txs[1].Changes[999].Index; got != 1999 {
 		t.Errorf("last index = %d, want 1999", got)
@@ -162,8 +163,8 @@ func TestRun_HugeTransactionBoundedMemory(t *testing.T) {
 	if n != rows {
 		t.Fatalf("got %d changes, want %d", n, rows)
 	}
-	if chunks != rows/DefaultChunkSize+1 {
-		t.Errorf("got %d chunks, want %d (and an empty Final)", chunks, rows/DefaultChunkSize+1)
+	if chunks != rows/DefaultChunkSize {
+		t.Errorf("got %d chunks, want %d (the last one Final)", chunks, rows/DefaultChunkSize)
 	}
 	if peak := w.peakBuffered.Load(); peak > DefaultChunkSize || peak == 0 {
 		t.Errorf("peak assembled changes = %d, want 1..%d", peak, DefaultChunkSize)
