@@ -30,7 +30,7 @@ import (
 // array-of-arrays form that unnest could split).
 const oneShotJournal = `INSERT INTO changecast.journal (seq, commit_lsn, tx_index, xid, committed_at, entity_type, operation, entity_id, payload, previous, unchanged)
 	SELECT s, l, i, x, t, e, o, id, p, pr, u::text[]
-	FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::json[], $10::json[], $11::text[])
+	FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
 		AS r(s, l, i, x, t, e, o, id, p, pr, u)`
 
 // oneShotWithOffset journals the rows and moves the offset (never
@@ -138,7 +138,7 @@ func (a *Appender) commitOneShot(ctx context.Context, head int64, groups [][]ent
 	return eachChange(head, groups, func(seq int64, c *entities.Change) { c.Cursor = seq })
 }
 
-// rowJSON is a row's JSON for a json column, nil (NULL) for no row.
+// rowJSON is a row's JSON for a payload column, nil (NULL) for no row.
 func rowJSON(r *entities.Row) []byte {
 	if r == nil {
 		return nil

@@ -128,7 +128,7 @@ func appendText(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// appendJSON appends row's JSON (json's binary format is its text), or
+// appendJSON appends row's JSON as text (text's binary format is its bytes), or
 // NULL for a nil row.
 func appendJSON(b []byte, row *entities.Row) []byte {
 	if row == nil {
