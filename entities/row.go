@@ -423,6 +423,37 @@ func (b *RowBuilder) Key(name string) []byte {
 	return b.data
 }
 
+// Member is a member name with its JSON key (the quoted, escaped name and
+// the colon) encoded once, for rows that have the same members again and
+// again (every row of a table): KeyMember copies the key instead of
+// escaping the name for each row.
+type Member struct {
+	name string
+	key  []byte // "name":
+}
+
+// NewMember encodes name's key for KeyMember.
+func NewMember(name string) Member {
+	return Member{name: name, key: append(jsonenc.AppendString(nil, name), ':')}
+}
+
+// Name returns the member's name.
+func (m Member) Name() string { return m.name }
+
+// KeyMember is Key for a name encoded by NewMember: the same member, the
+// same bytes.
+func (b *RowBuilder) KeyMember(m Member) []byte {
+	b.k0 = len(b.data)
+	if len(b.data) == 0 {
+		b.data = append(b.data, '{')
+	} else {
+		b.data = append(b.data, ',')
+	}
+	b.data = append(b.data, m.key...)
+	b.name, b.v0 = m.name, len(b.data)
+	return b.data
+}
+
 // End ends the member Key started: buf is Key's buffer with the value
 // appended.
 func (b *RowBuilder) End(buf []byte) {

@@ -171,3 +171,28 @@ func TestRow_Allocs(t *testing.T) {
 		t.Errorf("ParseRow of %d members: %v allocations, want at most 8", r.Len(), allocs)
 	}
 }
+
+// KeyMember builds the same row as Key, names needing escapes included,
+// and Drop after it leaves the row as it was.
+func TestRowBuilder_KeyMember(t *testing.T) {
+	names := []string{"id", "a\"b", "tab\tnl\n", "<html>&", "\u2028", "ünï"}
+	var byKey, byMember RowBuilder
+	for i, n := range names {
+		v := []byte{'1' + byte(i)}
+		byKey.End(append(byKey.Key(n), v...))
+		m := NewMember(n)
+		if m.Name() != n {
+			t.Fatalf("Member.Name: got %q, want %q", m.Name(), n)
+		}
+		byMember.KeyMember(NewMember("dropped"))
+		byMember.Drop()
+		byMember.End(append(byMember.KeyMember(m), v...))
+	}
+	a, b := byKey.Row(), byMember.Row()
+	if a.String() != b.String() || !reflect.DeepEqual(a.Names(), b.Names()) {
+		t.Fatalf("KeyMember row: got %s %q, want %s %q", b, b.Names(), a, a.Names())
+	}
+	if _, err := ParseRow(b.JSON()); err != nil {
+		t.Fatalf("KeyMember row is not valid JSON: %v", err)
+	}
+}

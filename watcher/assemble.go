@@ -39,9 +39,10 @@ type relation struct {
 }
 
 type column struct {
-	name  string
-	oid   uint32
-	isKey bool // part of the replica identity
+	name   string
+	member entities.Member // name, with its JSON key encoded once
+	oid    uint32
+	isKey  bool // part of the replica identity
 }
 
 // openTx is the transaction between a Begin and its Commit.
@@ -336,7 +337,7 @@ func (a *assembler) relation(m *pglogrepl.RelationMessage) {
 	}
 	a.learnTypes(oids...)
 	for _, c := range m.Columns {
-		rel.columns = append(rel.columns, column{name: c.Name, oid: c.DataType, isKey: c.Flags&1 != 0})
+		rel.columns = append(rel.columns, column{name: c.Name, member: entities.NewMember(c.Name), oid: c.DataType, isKey: c.Flags&1 != 0})
 	}
 	et, registered := a.registry.ByRelation(m.Namespace, m.RelationName)
 	rel.omitted = make([]bool, len(rel.columns))
@@ -529,10 +530,10 @@ func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entiti
 		}
 		switch kind {
 		case pglogrepl.TupleDataTypeNull:
-			b.AppendRaw(col.name, jsonNull)
+			b.End(append(b.KeyMember(col.member), jsonNull...))
 		case pglogrepl.TupleDataTypeToast:
 			if v, ok := old.Get(col.name); ok {
-				b.AppendRaw(col.name, v)
+				b.End(append(b.KeyMember(col.member), v...))
 			} else {
 				missing = true
 			}
@@ -541,13 +542,13 @@ func (a *assembler) tuple(rel *relation, t *tupleData, keyOnly bool, old *entiti
 				keyText = string(data)
 			}
 			a.values.withheld = false
-			buf := a.values.appendValue(b.Key(col.name), col.oid, data)
+			buf := a.values.appendValue(b.KeyMember(col.member), col.oid, data)
 			if a.values.withheld && a.refreshTypes(col.oid) {
 				// The catalog was stale (ALTER TYPE … ADD ATTRIBUTE):
 				// decode again with the fresh one.
 				a.values.withheld = false
 				b.Drop()
-				buf = a.values.appendValue(b.Key(col.name), col.oid, data)
+				buf = a.values.appendValue(b.KeyMember(col.member), col.oid, data)
 			}
 			if a.values.withheld {
 				b.Drop()

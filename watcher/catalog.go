@@ -37,8 +37,8 @@ type catalog struct {
 // base returns the type a domain (over a domain over …, to a sane depth)
 // stands for; any other type is its own base.
 func (c *catalog) base(oid uint32) uint32 {
-	if c == nil {
-		return oid
+	if c == nil || oid < firstNormalOID {
+		return oid // a built-in type: never a domain, no look-up
 	}
 	for range 8 {
 		b, ok := c.domains[oid]

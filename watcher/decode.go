@@ -578,20 +578,21 @@ func appendUTC(dst []byte, year, month, day, hour, minute, sec, usec int) []byte
 		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':',
 		byte('0'+sec/10), byte('0'+sec%10))
 	if usec > 0 {
-		digits := 6
-		for usec%10 == 0 {
+		frac := [7]byte{'.'}
+		n := 0 // digits kept: up to the last that is not 0
+		for i := 6; i >= 1; i-- {
+			if d := byte(usec % 10); d != 0 || n > 0 {
+				frac[i] = '0' + d
+				n = max(n, i)
+			} else {
+				frac[i] = '0'
+			}
 			usec /= 10
-			digits--
 		}
-		dst = append(dst, '.')
-		for p := digits - 1; p >= 0; p-- {
-			dst = append(dst, byte('0'+usec/pow10[p]%10))
-		}
+		dst = append(dst, frac[:n+1]...)
 	}
 	return append(dst, 'Z', '"')
 }
-
-var pow10 = [...]int{1, 10, 100, 1000, 10000, 100000}
 
 // fractionMicros converts fractional-second digits to microseconds,
 // rounding as the server does (only more than six digits round; the server
