@@ -411,16 +411,21 @@ func (b *RowBuilder) Grow(n, size int) {
 // Key starts a member called name and returns the buffer to append its
 // JSON value to; pass the result to End.
 func (b *RowBuilder) Key(name string) []byte {
+	b.open()
+	b.data = append(jsonenc.AppendString(b.data, name), ':')
+	b.name, b.v0 = name, len(b.data)
+	return b.data
+}
+
+// open starts a member with its separator (the object's brace before the
+// first), remembering where it began for Drop.
+func (b *RowBuilder) open() {
 	b.k0 = len(b.data)
 	if len(b.data) == 0 {
 		b.data = append(b.data, '{')
 	} else {
 		b.data = append(b.data, ',')
 	}
-	b.data = jsonenc.AppendString(b.data, name)
-	b.data = append(b.data, ':')
-	b.name, b.v0 = name, len(b.data)
-	return b.data
 }
 
 // Member is a member name with its JSON key (the quoted, escaped name and
@@ -443,12 +448,7 @@ func (m Member) Name() string { return m.name }
 // KeyMember is Key for a name encoded by NewMember: the same member, the
 // same bytes.
 func (b *RowBuilder) KeyMember(m Member) []byte {
-	b.k0 = len(b.data)
-	if len(b.data) == 0 {
-		b.data = append(b.data, '{')
-	} else {
-		b.data = append(b.data, ',')
-	}
+	b.open()
 	b.data = append(b.data, m.key...)
 	b.name, b.v0 = m.name, len(b.data)
 	return b.data
