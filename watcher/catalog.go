@@ -14,6 +14,12 @@ import (
 // created in the database (by users or extensions).
 const firstNormalOID = 16384
 
+// firstGenbkiOID is PostgreSQL's FirstGenbkiObjectId: OIDs below it are the
+// types of pg_type.dat, none of them a domain. The built-in types above it
+// (up to firstNormalOID) include information_schema's domains
+// (cardinal_number over integer, time_stamp over timestamptz, …).
+const firstGenbkiOID = 10000
+
 // attribute is one attribute of a composite type, in attribute order.
 type attribute struct {
 	name string
@@ -37,8 +43,8 @@ type catalog struct {
 // base returns the type a domain (over a domain over …, to a sane depth)
 // stands for; any other type is its own base.
 func (c *catalog) base(oid uint32) uint32 {
-	if c == nil || oid < firstNormalOID {
-		return oid // a built-in type: never a domain, no look-up
+	if c == nil || oid < firstGenbkiOID {
+		return oid // a type of pg_type.dat: never a domain, no look-up
 	}
 	for range 8 {
 		b, ok := c.domains[oid]
