@@ -27,12 +27,13 @@ func TestAppendTimestamp_UTC(t *testing.T) {
 			usec = rng.IntN(1000000)
 			frac = fmt.Sprintf(".%06d", usec)
 		default: // as the server writes it: trailing zeros dropped, 1 to 6 digits
+			// keep 1 to 6 digits: zero the last 0 to 5 of them
 			usec = rng.IntN(1000000)
+			unit := 1
 			for range rng.IntN(6) {
-				usec -= usec % 10
-				usec /= 10
-				usec *= 10
+				unit *= 10
 			}
+			usec = usec / unit * unit
 			frac = strings.TrimRight(fmt.Sprintf(".%06d", usec), "0")
 			if frac == "." {
 				frac = ""
@@ -43,11 +44,40 @@ func TestAppendTimestamp_UTC(t *testing.T) {
 		for _, c := range []struct {
 			text string
 			tz   bool
-		}{{base + "+00", true}, {base + "Z", true}, {base + "+00:00", true}, {base, false}} {
+		}{{base + "+00", true}, {base + "Z", true}, {base + "+00:00", true}, {base + "-00", true}, {base + "+00:00:00", true}, {base, false}} {
 			got, ok := appendTimestamp([]byte("x"), []byte(c.text), c.tz)
 			if !ok || string(got) != "x"+want {
 				t.Fatalf("appendTimestamp(%q, tz=%v): got %q, %v; want %q", c.text, c.tz, got, ok, "x"+want)
 			}
+		}
+	}
+}
+
+// Every fraction length, and the cases next to the fast path's edges (a
+// carry from rounding takes the time package's path; past year 9999 the
+// value is refused and goes out as the server's text).
+func TestAppendTimestamp_UTCEdges(t *testing.T) {
+	for _, c := range []struct {
+		text, want string // want "": refused
+	}{
+		{"2026-12-07 10:00:00.5+00", `"2026-12-07T10:00:00.5Z"`},
+		{"2026-12-07 10:00:00.05+00", `"2026-12-07T10:00:00.05Z"`},
+		{"2026-12-07 10:00:00.000001+00", `"2026-12-07T10:00:00.000001Z"`},
+		{"2026-12-07 10:00:00.100000+00", `"2026-12-07T10:00:00.1Z"`},
+		{"2026-12-07 10:00:00.000000+00", `"2026-12-07T10:00:00Z"`},
+		{"0001-01-01 00:00:00-00", `"0001-01-01T00:00:00Z"`},
+		{"2026-12-31 23:59:59.99999951+00", `"2027-01-01T00:00:00Z"`},
+		{"9999-12-31 23:59:59.99999951+00", ``},
+	} {
+		got, ok := appendTimestamp(nil, []byte(c.text), true)
+		if c.want == "" {
+			if ok {
+				t.Errorf("appendTimestamp(%q): got %s, want it refused", c.text, got)
+			}
+			continue
+		}
+		if !ok || string(got) != c.want {
+			t.Errorf("appendTimestamp(%q): got %s, %v; want %s", c.text, got, ok, c.want)
 		}
 	}
 }
