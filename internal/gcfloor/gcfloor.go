@@ -25,6 +25,7 @@
 package gcfloor
 
 import (
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -117,7 +118,7 @@ func adjustLocked() {
 	for _, f := range state.floors {
 		floor = max(floor, f)
 	}
-	live, roots := liveHeap()
+	live, roots := readLive()
 	want := state.original
 	if base := live + roots; base > 0 && floor > live {
 		p := (floor - live) * 100 / base
@@ -125,19 +126,27 @@ func adjustLocked() {
 		// little is live: past floor×100/4 MiB that minimum, not the
 		// floor, would set the target.
 		p = min(p, floor*100/minHeap)
+		// debug.SetGCPercent keeps an int32.
+		p = min(p, math.MaxInt32)
 		if int(p) > want {
 			want = int(p)
 		}
 	}
 	// Small moves are not worth a change: the target moves with live
-	// anyway, and each SetGCPercent takes the heap lock.
-	if want == state.percent || (want > state.percent && want < state.percent*21/20) ||
-		(want < state.percent && want > state.percent*19/20) {
+	// anyway, and each SetGCPercent takes the heap lock. Going back to
+	// the original is never small: above the floor Go paces as it would
+	// without one.
+	if want == state.percent || (want != state.original &&
+		((want > state.percent && want < state.percent*21/20) ||
+			(want < state.percent && want > state.percent*19/20))) {
 		return
 	}
 	debug.SetGCPercent(want)
 	state.percent = want
 }
+
+// readLive is liveHeap; tests replace it.
+var readLive = liveHeap
 
 var liveNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
 

@@ -1,6 +1,7 @@
 package gcfloor
 
 import (
+	"math"
 	"runtime"
 	"runtime/metrics"
 	"testing"
@@ -135,5 +136,38 @@ func TestSet_ZeroIsNoFloor(t *testing.T) {
 	Set(0)()
 	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
 		t.Errorf("GOGC after Set(0): got %d, want %d", got, defaultPercent)
+	}
+}
+
+// GOGC goes back to the original when the live heap alone reaches the
+// floor, even from a setting within the 5% that is otherwise not worth a
+// change.
+func TestAdjust_BackToTheOriginalExactly(t *testing.T) {
+	defer func(f func() (uint64, uint64)) { readLive = f }(readLive)
+	const floor = 64 << 20
+	live, roots := uint64(floor*100/205), uint64(0) // GOGC 105 reaches the floor
+	readLive = func() (uint64, uint64) { return live, roots }
+	release := Set(floor)
+	defer release()
+	state.Lock()
+	defer state.Unlock()
+	if state.percent < 103 || state.percent > 105 {
+		t.Fatalf("GOGC with %d MiB live and a %d MiB floor: got %d, want about 105", live>>20, floor>>20, state.percent)
+	}
+	live = floor // the floor does nothing now
+	adjustLocked()
+	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent || state.percent != defaultPercent {
+		t.Errorf("GOGC with the live heap at the floor: got %d (state %d), want %d", got, state.percent, defaultPercent)
+	}
+}
+
+// A floor too large for SetGCPercent's int32 does not wrap around.
+func TestAdjust_HugeFloor(t *testing.T) {
+	defer func(f func() (uint64, uint64)) { readLive = f }(readLive)
+	readLive = func() (uint64, uint64) { return 1 << 20, 1 << 20 }
+	release := Set(1 << 60)
+	defer release()
+	if got := readUint(t, "/gc/gogc:percent"); got != math.MaxInt32 {
+		t.Errorf("GOGC with a floor of 2^60 bytes: got %d, want %d", got, math.MaxInt32)
 	}
 }
