@@ -132,10 +132,14 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) error {
 	return nil
 }
 
+// maxGCHeapFloorMiB bounds --gc-heap-floor (1 TiB), so that its bytes
+// cannot overflow.
+const maxGCHeapFloorMiB = 1 << 20
+
 // check validates the flags that parsing alone cannot.
 func (cfg *serveConfig) check() error {
-	if cfg.gcHeapFloorMiB < 0 {
-		return fmt.Errorf("--gc-heap-floor %d: must be 0 (Go's default pacing) or a size in MiB", cfg.gcHeapFloorMiB)
+	if cfg.gcHeapFloorMiB < 0 || cfg.gcHeapFloorMiB > maxGCHeapFloorMiB {
+		return fmt.Errorf("--gc-heap-floor %d: must be 0 (Go's default pacing) or a size in MiB up to %d", cfg.gcHeapFloorMiB, maxGCHeapFloorMiB)
 	}
 	if cfg.maxSnapshots < 1 {
 		return fmt.Errorf("--max-snapshots %d: must be at least 1", cfg.maxSnapshots)
