@@ -56,14 +56,16 @@ var ownMigrations = []string{
 		unchanged text[]
 	)`,
 	// Journals made before held them as json: the same bytes, so the
-	// conversion keeps every value (it rewrites the table, once).
-	`DO $$ BEGIN
-		IF EXISTS (SELECT 1 FROM pg_attribute
+	// conversion keeps every value (it rewrites the table, once). Each
+	// column still json is converted, in one ALTER (one rewrite); a
+	// column that is not json, or not there, is left alone.
+	`DO $$ DECLARE alters text; BEGIN
+		SELECT string_agg(format('ALTER COLUMN %I TYPE text USING %I::text', attname, attname), ', ')
+			INTO alters FROM pg_attribute
 			WHERE attrelid = 'changecast.journal'::regclass AND attname IN ('payload', 'previous')
-			AND atttypid = 'json'::regtype AND NOT attisdropped) THEN
-			ALTER TABLE changecast.journal
-				ALTER COLUMN payload TYPE text USING payload::text,
-				ALTER COLUMN previous TYPE text USING previous::text;
+			AND atttypid = 'json'::regtype AND NOT attisdropped;
+		IF alters IS NOT NULL THEN
+			EXECUTE 'ALTER TABLE changecast.journal ' || alters;
 		END IF;
 	END $$`,
 	// Retention by age bisects seq instead (retention.go, ageCutoff): an
