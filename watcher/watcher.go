@@ -96,12 +96,14 @@ type Config struct {
 // one (see entities.Transaction).
 //
 // Pgoutput protocol 1 sends a transaction whole at its commit, however
-// large; the watcher holds at most Config.ChunkSize of its changes. Each
-// time it has ChunkSize, it sends them as a Transaction with Final false
-// (Xid, CommitLSN and CommitTime set, EndLSN 0) and lets them go. At the
-// Commit it sends the rest with Final true and EndLSN set, possibly with
-// no changes (when the count is a multiple of ChunkSize). A transaction
-// that fits in one chunk is a single Final Transaction. A Change's EndLSN
+// large; the watcher holds at most Config.ChunkSize of its changes. When
+// it holds ChunkSize and another change arrives, it sends them as a
+// Transaction with Final false (Xid, CommitLSN and CommitTime set, EndLSN
+// 0) and lets them go. At the Commit it sends the rest (1 to ChunkSize
+// changes) with Final true and EndLSN set; that Final has no changes only
+// when a Run resumed a transaction whose every change an earlier Run had
+// sent (see partialTx). A transaction of at most ChunkSize changes is a
+// single Final Transaction. A Change's EndLSN
 // equals its chunk's: 0 except in the Final chunk. Chunks of different
 // transactions never interleave. Only a Final chunk's EndLSN may be passed
 // to Ack: the consumer journals the chunks and acknowledges when the Final
