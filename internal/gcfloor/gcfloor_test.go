@@ -56,9 +56,15 @@ func TestSet_FewerCollectionsWhenLittleIsLive(t *testing.T) {
 	}
 	with := churn(512 << 20)
 	release()
+	// How many collections 512 MiB of garbage takes without the floor
+	// depends on the CPU the collector gets (about 160 on an idle
+	// machine, far fewer when it is starved and the heap overshoots), so
+	// it is only logged. With a 64 MiB target a collection starts only
+	// once the heap has grown most of the way to it: at most about a
+	// dozen, however busy the machine.
 	t.Logf("512 MiB of garbage: %d collections without the floor, %d with it", without, with)
-	if with*4 > without {
-		t.Errorf("collections with a 64 MiB floor: got %d, want under a quarter of the %d without", with, without)
+	if with > 16 {
+		t.Errorf("collections for 512 MiB of garbage with a 64 MiB floor: got %d, want at most 16", with)
 	}
 	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
 		t.Errorf("GOGC after release: got %d, want %d", got, defaultPercent)
