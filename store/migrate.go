@@ -40,7 +40,10 @@ var ownMigrations = []string{
 	// read back re-encodes byte for byte as it was sent live (jsonb would
 	// not keep them), and the server stores them without parsing what the
 	// appender wrote valid (json would parse each value again: about a
-	// tenth of the server's work per journaled change).
+	// tenth of the server's work per journaled change). The server no
+	// longer checks that a value is JSON: the appender writes only rows
+	// the watcher or the event builder encoded, and catch-up validates
+	// each row it reads back (entities.ParseRow).
 	`CREATE TABLE IF NOT EXISTS changecast.journal (
 		seq bigint PRIMARY KEY,
 		commit_lsn bigint NOT NULL,
