@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -28,5 +29,26 @@ func TestServe_GCHeapFloorFlag(t *testing.T) {
 		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--gc-heap-floor "+bad) {
 			t.Errorf("--gc-heap-floor %s: got %v, want a usage error naming the flag", bad, err)
 		}
+	}
+}
+
+// TestServe_HoldsTheGCHeapFloor checks that serve holds its
+// --gc-heap-floor while it runs and releases it when it returns. 100 MiB
+// tells it apart from other servers of this process (default 64 MiB, or
+// none when a test builds its configuration directly).
+func TestServe_HoldsTheGCHeapFloor(t *testing.T) {
+	t.Parallel()
+	const floor = 100 << 20
+	want := uint64(floor)
+	if os.Getenv("GOGC") != "" {
+		want = 0 // GOGC in the environment wins: no floor is held
+	}
+	srv, _, _ := readyServer(t, "cc_gcfloor", func(c *serveConfig) { c.gcHeapFloorMiB = floor >> 20 })
+	if got := gcfloor.Held(); got != want {
+		t.Errorf("floor held while serve runs with --gc-heap-floor 100: got %d MiB, want %d", got>>20, want>>20)
+	}
+	srv.stop(t)
+	if got := gcfloor.Held(); got >= floor {
+		t.Errorf("floor held after serve returned: got %d MiB, want below 100 (released)", got>>20)
 	}
 }

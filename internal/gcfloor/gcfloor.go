@@ -89,6 +89,22 @@ func Set(floor uint64) (release func()) {
 	}
 }
 
+// Held returns the highest floor held now, in bytes: 0 when none is (or
+// when GOGC in the environment made Set do nothing).
+func Held() uint64 {
+	state.Lock()
+	defer state.Unlock()
+	return heldLocked()
+}
+
+func heldLocked() uint64 {
+	var floor uint64
+	for _, f := range state.floors {
+		floor = max(floor, f)
+	}
+	return floor
+}
+
 // watch arranges for afterGC(gen) to run after the next collection: the
 // cleanup of an object nothing references runs once a cycle has found it
 // unreachable. Each afterGC arms the next, until gen goes stale.
@@ -114,10 +130,7 @@ func afterGC(gen uint64) {
 // is live + (live + stacks + globals) × GOGC/100, with live the heap the
 // last collection marked.
 func adjustLocked() {
-	var floor uint64
-	for _, f := range state.floors {
-		floor = max(floor, f)
-	}
+	floor := heldLocked()
 	live, roots := readLive()
 	want := state.original
 	if base := live + roots; base > 0 && floor > live {

@@ -177,3 +177,21 @@ func TestAdjust_HugeFloor(t *testing.T) {
 		t.Errorf("GOGC with a floor of 2^60 bytes: got %d, want %d", got, math.MaxInt32)
 	}
 }
+
+func TestHeld(t *testing.T) {
+	if got := Held(); got != 0 {
+		t.Fatalf("Held with no floor: got %d, want 0", got)
+	}
+	a, b := Set(8<<20), Set(24<<20)
+	if got := Held(); got != 24<<20 {
+		t.Errorf("Held with floors of 8 and 24 MiB: got %d MiB, want 24", got>>20)
+	}
+	b()
+	if got := Held(); got != 8<<20 {
+		t.Errorf("Held after releasing the 24 MiB floor: got %d MiB, want 8", got>>20)
+	}
+	a()
+	if got := Held(); got != 0 {
+		t.Errorf("Held after releasing both: got %d, want 0", got)
+	}
+}
