@@ -103,6 +103,7 @@ func (a *Appender) commitOneShot(ctx context.Context, head int64, groups [][]ent
 	o.reset()
 	defer o.release()
 	err := eachChange(head, groups, func(seq int64, c *entities.Change) {
+		c.Cursor = seq // as copyChanges does: set before the statement
 		o.seq = append(o.seq, seq)
 		o.lsn = append(o.lsn, int64(c.CommitLSN))
 		o.idx = append(o.idx, int32(c.Index))
@@ -135,7 +136,7 @@ func (a *Appender) commitOneShot(ctx context.Context, head int64, groups [][]ent
 	if _, err := a.conn.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("journal commit: %w", hintMigrate(err))
 	}
-	return eachChange(head, groups, func(seq int64, c *entities.Change) { c.Cursor = seq })
+	return nil
 }
 
 // rowJSON is a row's JSON for a payload column, nil (NULL) for no row.
