@@ -161,32 +161,35 @@ func adjustLocked() {
 // readLive is liveHeap; tests replace it.
 var readLive = liveHeap
 
-var liveNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
-
 // liveHeap returns the heap the last collection marked live, and the stacks
 // and globals the collector scans, in bytes. Before the first collection
 // live is 0 and the runtime's own minimum target applies.
 func liveHeap() (live, roots uint64) {
-	s := make([]metrics.Sample, len(liveNames))
-	for i, n := range liveNames {
-		s[i].Name = n
-	}
-	metrics.Read(s)
-	v := func(i int) uint64 {
-		if s[i].Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
-		return s[i].Value.Uint64()
-	}
-	return v(0), v(1) + v(2)
+	v := readMetrics("/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes")
+	return v[0], v[1] + v[2]
 }
 
 // currentPercent reads GOGC without changing it.
 func currentPercent() int {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return defaultPercent
+	if p := readMetrics("/gc/gogc:percent")[0]; p > 0 {
+		return int(p)
 	}
-	return int(s[0].Value.Uint64())
+	return defaultPercent
+}
+
+// readMetrics reads runtime metrics of kind uint64; one this Go does not
+// have reads as 0.
+func readMetrics(names ...string) []uint64 {
+	s := make([]metrics.Sample, len(names))
+	for i, n := range names {
+		s[i].Name = n
+	}
+	metrics.Read(s)
+	out := make([]uint64, len(s))
+	for i := range s {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			out[i] = s[i].Value.Uint64()
+		}
+	}
+	return out
 }
