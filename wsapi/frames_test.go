@@ -96,22 +96,38 @@ func TestEncodeControlAndError(t *testing.T) {
 // TestPrepareChange_OneFrame: the frame Publish builds in one buffer is
 // byte for byte the change's JSON behind the header RFC 6455 gives its
 // length, for each of the three header lengths (payloads under 126 bytes,
-// under 64 KiB, and longer).
+// under 64 KiB, and longer), at their limits.
 func TestPrepareChange_OneFrame(t *testing.T) {
-	for _, size := range []int{0, 40, 125, 126, 1000, 65535, 65536, 200_000} {
-		ch := entities.Change{EntityType: "pool", Operation: entities.OpUpdate, EntityID: "p1", Cursor: 7,
-			Payload:  entities.RowOf(map[string]any{"id": "p1", "note": string(bytes.Repeat([]byte{'x'}, size))}),
+	change := func(note int) entities.Change {
+		return entities.Change{EntityType: "pool", Operation: entities.OpUpdate, EntityID: "p1", Cursor: 7,
+			Payload:  entities.RowOf(map[string]any{"id": "p1", "note": string(bytes.Repeat([]byte{'x'}, note))}),
 			Previous: entities.RowOf(map[string]any{"id": "p1"})}
+	}
+	empty, err := wire.EncodeChange(change(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// JSON lengths either side of each header length's limit.
+	for _, c := range []struct{ size, header int }{
+		{len(empty), 2}, {125, 2}, {126, 4}, {1000, 4}, {65535, 4}, {65536, 10}, {200_000, 10},
+	} {
+		ch := change(c.size - len(empty))
 		data, err := wire.EncodeChange(ch)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(data) != c.size {
+			t.Fatalf("change JSON of %d bytes, want %d", len(data), c.size)
+		}
 		got := prepareChange(&ch)
+		if len(got) != c.header+len(data) {
+			t.Errorf("JSON of %d bytes: frame header of %d bytes, want %d", c.size, len(got)-len(data), c.header)
+		}
 		if want := wireFrame(data); !bytes.Equal(got, want) {
-			t.Fatalf("note of %d bytes: frame %q…, want %q…", size, got[:min(len(got), 16)], want[:min(len(want), 16)])
+			t.Fatalf("JSON of %d bytes: frame %q…, want %q…", c.size, got[:min(len(got), 16)], want[:min(len(want), 16)])
 		}
 		if cap(got) != len(got) {
-			t.Errorf("note of %d bytes: frame has spare capacity %d: an append by a writer could reach into it", size, cap(got)-len(got))
+			t.Errorf("JSON of %d bytes: frame has spare capacity %d: an append by a writer could reach into it", c.size, cap(got)-len(got))
 		}
 	}
 }
