@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -24,7 +25,10 @@ func TestServe_GCHeapFloorFlag(t *testing.T) {
 	if cfg, err = parseServe(nil, io.Discard); err != nil || cfg.gcHeapFloorMiB != 0 {
 		t.Errorf("CHANGECAST_GC_HEAP_FLOOR=0: got %d, %v; want 0 and no error", cfg.gcHeapFloorMiB, err)
 	}
-	for _, bad := range []string{"-1", "17592186044416"} { // 2^44 MiB: 2^64 bytes
+	if cfg, err = parseServe([]string{"--gc-heap-floor", fmt.Sprint(maxGCHeapFloorMiB)}, io.Discard); err != nil || cfg.gcHeapFloorMiB != maxGCHeapFloorMiB {
+		t.Errorf("--gc-heap-floor %d (the largest): got %d, %v; want it taken", maxGCHeapFloorMiB, cfg.gcHeapFloorMiB, err)
+	}
+	for _, bad := range []string{"-1", fmt.Sprint(maxGCHeapFloorMiB + 1), "17592186044416"} { // 2^44 MiB: 2^64 bytes
 		_, err = parseServe([]string{"--gc-heap-floor", bad}, io.Discard)
 		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--gc-heap-floor "+bad) {
 			t.Errorf("--gc-heap-floor %s: got %v, want a usage error naming the flag", bad, err)
