@@ -112,14 +112,35 @@ func TestSet_HighestFloorAppliesAndLastReleaseRestores(t *testing.T) {
 	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
 		t.Fatalf("GOGC after the last release: got %d, want %d", got, defaultPercent)
 	}
-	// The watcher of the released floors is stale: collections leave GOGC
-	// alone.
-	for range 3 {
-		runtime.GC()
+}
+
+// A watcher armed for floors since released is stale: when its collection
+// comes, it leaves GOGC alone, even while a newer floor is held. (With no
+// floor held an adjustment changes nothing anyway, so only a floor held
+// tells a stale watcher from a live one.)
+func TestAfterGC_StaleWatcherDoesNothing(t *testing.T) {
+	defer func(f func() (uint64, uint64)) { readLive = f }(readLive)
+	const floor = 64 << 20
+	live := uint64(1 << 20)
+	readLive = func() (uint64, uint64) { return live, 0 }
+	Set(floor)()
+	state.Lock()
+	stale := state.gen
+	state.Unlock()
+	release := Set(floor)
+	defer release()
+	before := readUint(t, "/gc/gogc:percent")
+	live = 16 << 20 // an adjustment now would lower GOGC well past 5%
+	afterGC(stale)
+	if got := readUint(t, "/gc/gogc:percent"); got != before {
+		t.Errorf("GOGC after a stale watcher's collection: got %d, want %d (unchanged)", got, before)
 	}
-	time.Sleep(20 * time.Millisecond) // give a stale cleanup the chance to misbehave
-	if got := readUint(t, "/gc/gogc:percent"); got != defaultPercent {
-		t.Errorf("GOGC some collections after the last release: got %d, want %d", got, defaultPercent)
+	state.Lock()
+	current := state.gen
+	state.Unlock()
+	afterGC(current) // the live watcher does adjust: the check above can fail
+	if got := readUint(t, "/gc/gogc:percent"); got >= before {
+		t.Errorf("GOGC after the live watcher's collection: got %d, want below %d", got, before)
 	}
 }
 
