@@ -12,7 +12,9 @@ import (
 )
 
 // readSnapshot sends a snapshot subscribe for types and returns the rows'
-// raw frames and the snapshot-complete frame; it fails on a secret.
+// raw frames and the snapshot-complete frame; it fails on a secret, and on
+// a change before snapshot-complete (its callers write nothing while the
+// rows come).
 func readSnapshot(t *testing.T, ws *websocket.Conn, req string) (rows []snapFrame, complete snapFrame) {
 	t.Helper()
 	sendJSON(t, ws, req)
@@ -29,6 +31,8 @@ func readSnapshot(t *testing.T, ws *websocket.Conn, req string) (rows []snapFram
 			complete = f
 		case f.Operation == "snapshot":
 			rows = append(rows, f)
+		case f.Operation != "":
+			t.Fatalf("before snapshot-complete: %s", f.raw)
 		}
 	}
 	if complete.Args.Type != "snapshot-complete" {

@@ -675,8 +675,7 @@ func TestServe_SnapshotViewerScope(t *testing.T) {
 		t.Fatalf("token: %v (%s)", err, errb.String())
 	}
 	ws := dialWS(t, srv.addr, strings.TrimSpace(out.String()))
-	sendJSON(t, ws, `{"namespace":"events","name":"filter","id":"all","args":{"send-everything":true,"snapshot":true}}`)
-	got := snapshotRowKeys(t, ws)
+	got := snapshotRowKeys(t, ws, `{"namespace":"events","name":"filter","id":"all","args":{"send-everything":true,"snapshot":true}}`)
 	if want := "order 1, order 2, order 3"; strings.Join(got, ", ") != want {
 		t.Fatalf("a viewer scoped to order, snapshot of everything: rows %v, want %s only", got, want)
 	}
@@ -693,7 +692,7 @@ func TestServe_SnapshotViewerScope(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GARM client after %v: %v", ops, err)
 		}
-		if f.Namespace != "" || f.Operation == "snapshot" {
+		if f.Namespace != "" || f.Operation == "snapshot" || bytes.Contains(f.raw, []byte("CANARY")) {
 			t.Fatalf("GARM client got %s", f.raw)
 		}
 		ops = append(ops, f.Operation+" "+rowKey(f.EntityType, f.Payload))
@@ -705,27 +704,16 @@ func TestServe_SnapshotViewerScope(t *testing.T) {
 	}
 }
 
-// snapshotRowKeys reads a snapshot's rows up to snapshot-complete and
-// returns their keys (rowKey); a change before snapshot-complete fails
-// the test (the tests that use it write nothing while the rows come).
-func snapshotRowKeys(t *testing.T, ws *websocket.Conn) []string {
+// snapshotRowKeys sends req, a snapshot request, and returns the keys
+// (rowKey) of the rows readSnapshot reads.
+func snapshotRowKeys(t *testing.T, ws *websocket.Conn, req string) []string {
 	t.Helper()
-	var got []string
-	for {
-		f, err := readSnapFrame(t, ws, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case f.Args.Type == "snapshot-complete":
-			return got
-		case f.Name == "response":
-		case f.Operation != "snapshot":
-			t.Fatalf("before snapshot-complete: %s", f.raw)
-		default:
-			got = append(got, rowKey(f.EntityType, f.Payload))
-		}
+	rows, _ := readSnapshot(t, ws, req)
+	keys := make([]string, len(rows))
+	for i, f := range rows {
+		keys[i] = rowKey(f.EntityType, f.Payload)
 	}
+	return keys
 }
 
 // TestServe_SnapshotMatch: a snapshot sends the rows its filter's match
@@ -735,8 +723,7 @@ func TestServe_SnapshotMatch(t *testing.T) {
 	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, CASE WHEN g % 2 = 0 THEN 'paid' ELSE 'new' END FROM generate_series(1, 6) g;
 		INSERT INTO shop.order_items VALUES (1, 1, 'SKU-1', 1, 1, 1), (2, 1, 'SKU-2', 1, 1, 1)`)
 	ws := dialWS(t, srv.addr, mintToken(t, dataDir, "admin"))
-	sendJSON(t, ws, `{"namespace":"events","name":"subscribe","id":"m","args":{"filters":[{"entity-type":"order","match":{"status":"paid"}},"order_item"],"snapshot":true}}`)
-	got := snapshotRowKeys(t, ws)
+	got := snapshotRowKeys(t, ws, `{"namespace":"events","name":"subscribe","id":"m","args":{"filters":[{"entity-type":"order","match":{"status":"paid"}},"order_item"],"snapshot":true}}`)
 	if want := "order 2, order 4, order 6, order_item 1/1, order_item 2/1"; strings.Join(got, ", ") != want {
 		t.Errorf("rows %v, want %s", got, want)
 	}
