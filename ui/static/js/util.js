@@ -23,7 +23,8 @@ export function el(tag, attrs = {}, ...children) {
 
 // onPick calls pick(key) when the user picks an item of a live list: the
 // element in list matching sel, named by keyOf(item), which is read as the
-// button goes down (on a click, at the click). A click picks, and
+// button goes down (for a click with no press before it, such as the
+// keyboard's, at the click). A click picks, and
 // so does a press and release of the primary button in one place during
 // which the list redrew the item: a live list re-creates its items as
 // changes arrive (the table every frame, the feed every 100 ms), and the
@@ -33,7 +34,9 @@ export function el(tag, attrs = {}, ...children) {
 // (which cancels the pointer) does not.
 export function onPick(list, sel, keyOf, pick) {
   let down = null;
+  let pressed = null; // the press whose click is still to come
   list.addEventListener('pointerdown', (e) => {
+    pressed = null;
     const item = e.isPrimary && e.button === 0 ? e.target.closest(sel) : null;
     down = item ? {item, key: keyOf(item), x: e.clientX, y: e.clientY} : null;
   });
@@ -42,13 +45,20 @@ export function onPick(list, sel, keyOf, pick) {
     const d = down;
     down = null;
     if (!d || !e.isPrimary || Math.abs(e.clientX - d.x) > 6 || Math.abs(e.clientY - d.y) > 6) return;
-    // Released on the item pressed: the click that follows picks it.
-    if (d.item.isConnected && e.target.closest(sel) === d.item) return;
+    // Released on the item pressed: the click that follows picks it,
+    // with the key read as the button went down.
+    if (d.item.isConnected && e.target.closest(sel) === d.item) {
+      pressed = d;
+      return;
+    }
+    pressed = null;
     pick(d.key);
   });
   list.addEventListener('click', (e) => {
     const item = e.target.closest(sel);
-    if (item) pick(keyOf(item));
+    const p = pressed;
+    pressed = null;
+    if (item) pick(p && p.item === item ? p.key : keyOf(item));
   });
 }
 
