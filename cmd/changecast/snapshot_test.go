@@ -766,9 +766,24 @@ func TestServe_SnapshotDisconnectCostsNothing(t *testing.T) {
 			break
 		}
 	}
-	time.Sleep(2 * time.Second) // the client reads nothing meanwhile: the server's writes fill the sockets and block
-	if n := snapshotBackends(); n != 1 {
-		t.Fatalf("%d snapshot connections in the middle of the rows, want 1", n)
+	// The client reads nothing more: the server's writes fill the sockets
+	// and block, and the snapshot's connection waits, idle in its
+	// transaction, between pages.
+	blocked := time.Now().Add(30 * time.Second)
+	for {
+		var held bool
+		if err := sql.QueryRow(context.Background(), `SELECT count(*) = 1 AND bool_and(state = 'idle in transaction'
+				AND clock_timestamp() - state_change > interval '500 ms')
+			FROM pg_stat_activity WHERE application_name = 'changecast-snapshot' AND datname = current_database()`).Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		if held {
+			break
+		}
+		if time.Now().After(blocked) {
+			t.Fatalf("the snapshot never waited on the unread client: %d snapshot connections", snapshotBackends())
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 	ws.UnderlyingConn().Close()
 	deadline := time.Now().Add(10 * time.Second)
