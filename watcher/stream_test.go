@@ -337,11 +337,15 @@ func TestRun_AckIsWhatTheSlotConfirms(t *testing.T) {
 		t.Fatalf("confirmed_flush_lsn = %s before Ack, want below %s", got, tx.EndLSN)
 	}
 	w.Ack(tx.EndLSN)
-	waitFor(t, "confirmed_flush_lsn = EndLSN", func() (bool, error) {
-		return readSlot(t, e.conn, cfg.Slot).confirmedFlush == tx.EndLSN, nil
+	// At least EndLSN, not exactly: once nothing is pending the watcher
+	// also confirms WAL written after it that touched no registered table
+	// (other tests' databases on this cluster, the server's own running-
+	// transactions records), so the position may already be past it.
+	waitFor(t, "confirmed_flush_lsn ≥ EndLSN", func() (bool, error) {
+		return readSlot(t, e.conn, cfg.Slot).confirmedFlush >= tx.EndLSN, nil
 	})
-	if got := w.Confirmed(); got != tx.EndLSN {
-		t.Errorf("Confirmed() = %s, want %s", got, tx.EndLSN)
+	if got := w.Confirmed(); got < tx.EndLSN {
+		t.Errorf("Confirmed() = %s, want at least %s", got, tx.EndLSN)
 	}
 }
 
@@ -397,7 +401,7 @@ func TestRun_StartLSNSkipsHandledTransactions(t *testing.T) {
 	r1.next(t)
 	second := r1.next(t)
 	w1.Ack(second.EndLSN)
-	waitFor(t, "ack confirmed", func() (bool, error) { return w1.Confirmed() == second.EndLSN, nil })
+	waitFor(t, "ack confirmed", func() (bool, error) { return w1.Confirmed() >= second.EndLSN, nil })
 	if err := r1.stop(t); err != nil {
 		t.Fatalf("Run = %v, want nil", err)
 	}
@@ -426,7 +430,8 @@ func TestRun_StartLSNDedupesWhenTheSlotWentBack(t *testing.T) {
 	e.exec(t, `INSERT INTO widgets (id) VALUES (1)`)
 	first := r1.next(t)
 	w1.Ack(first.EndLSN)
-	waitFor(t, "ack confirmed", func() (bool, error) { return readSlot(t, e.conn, cfg.Slot).confirmedFlush == first.EndLSN, nil })
+	// ≥, not =: with nothing pending, later unrelated WAL is confirmed too.
+	waitFor(t, "ack confirmed", func() (bool, error) { return readSlot(t, e.conn, cfg.Slot).confirmedFlush >= first.EndLSN, nil })
 	if err := r1.stop(t); err != nil {
 		t.Fatalf("Run = %v, want nil", err)
 	}
