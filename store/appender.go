@@ -96,6 +96,9 @@ type Appender struct {
 	head      atomic.Int64
 	offset    atomic.Uint64
 	highWater atomic.Int64
+	// copied counts groups journaled by COPY in a transaction rather than
+	// by commitOneShot's single statement (see oneShotMaxChanges).
+	copied atomic.Int64
 
 	running atomic.Bool
 	writes  chan write    // Submit → Run
@@ -420,6 +423,7 @@ collect:
 	if n <= oneShotMaxChanges && a.oneShot(group) {
 		err = a.commitOneShot(ctx, head, group, end)
 	} else {
+		a.copied.Add(1)
 		err = a.inTx(ctx, func(tx pgx.Tx) error {
 			if err := a.copyChanges(ctx, tx, head, group); err != nil {
 				return err

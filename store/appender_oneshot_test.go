@@ -137,3 +137,47 @@ func TestAppender_RunBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestAppender_CopyAboveOneShotMax checks where a group changes path: a
+// transaction of oneShotMaxChanges (64) changes is journaled by the one
+// statement, one of 65 by COPY, and a group with a back-filled change by
+// COPY whatever its size. Either way the journal holds every change once,
+// in order. The drain benchmark depends on large groups going by COPY
+// (docs/benchmarks.md, step 17); nothing else would notice if they did not.
+func TestAppender_CopyAboveOneShotMax(t *testing.T) {
+	t.Parallel()
+	backfilled := small(1, 1)
+	backfilled.Changes[0].Backfill = true
+	for _, tc := range []struct {
+		name string
+		tx   entities.Transaction
+		copy bool
+	}{
+		{"64 changes", small(1, 64), false},
+		{"65 changes", small(1, 65), true},
+		{"1 back-filled change", backfilled, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := migrated(t)
+			a, _ := newAppender(t, db, store.AppenderConfig{})
+			runAll(t, a, queued(tc.tx))
+			want := int64(0)
+			if tc.copy {
+				want = 1
+			}
+			if got := a.CopiedGroups(); got != want {
+				t.Errorf("groups journaled by COPY = %d, want %d", got, want)
+			}
+			got := readAll(t, db)
+			if len(got) != len(tc.tx.Changes) {
+				t.Fatalf("journal holds %d changes, want %d", len(got), len(tc.tx.Changes))
+			}
+			for i, c := range got {
+				if c.Cursor != int64(i+1) || c.EntityID != tc.tx.Changes[i].EntityID {
+					t.Fatalf("journal row %d = cursor %d id %s, want cursor %d id %s", i, c.Cursor, c.EntityID, i+1, tc.tx.Changes[i].EntityID)
+				}
+			}
+		})
+	}
+}
