@@ -339,8 +339,9 @@ func TestRun_AckIsWhatTheSlotConfirms(t *testing.T) {
 	w.Ack(tx.EndLSN)
 	// At least EndLSN, not exactly: once nothing is pending the watcher
 	// also confirms WAL written after it that touched no registered table
-	// (other tests' databases on this cluster, the server's own running-
-	// transactions records), so the position may already be past it.
+	// (the background writer's running-transactions record, logged every
+	// 15 s after activity; another database's writes), so the position
+	// may already be past it.
 	waitFor(t, "confirmed_flush_lsn ≥ EndLSN", func() (bool, error) {
 		return readSlot(t, e.conn, cfg.Slot).confirmedFlush >= tx.EndLSN, nil
 	})
