@@ -110,7 +110,8 @@ type config struct {
 	catchupLive    int // live send-everything clients whose latency is measured (catchup)
 	catchupRate    int // offered changes/s while they catch up (catchup)
 
-	conns int // idle connections (conns)
+	conns     int           // idle connections (conns)
+	connsIdle time.Duration // conns: measure again after this long idle (0: not)
 
 	walChanges int // single-row inserts measured per mode (wal)
 
@@ -184,6 +185,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.catchupLive, "catchup-live-clients", fullPreset.catchupLive, "catchup: live send-everything clients whose latency is measured")
 	fs.IntVar(&c.catchupRate, "catchup-rate", fullPreset.catchupRate, "catchup: offered changes/s while the clients catch up")
 	fs.IntVar(&c.conns, "conns", fullPreset.conns, "conns: idle authenticated connections (quick: 1000)")
+	fs.DurationVar(&c.connsIdle, "conns-idle", 0, "conns: also measure memory again once the connections have been idle this long (2m30s passes the Go runtime's 2-minute periodic collection); 0 measures once, when memory first settles")
 	fs.IntVar(&c.walChanges, "wal-changes", fullPreset.walChanges, "wal: single-row inserts measured in each mode (quick: 2000)")
 	fs.IntVar(&c.snapshotRows, "snapshot-rows", fullPreset.snapshotRows, "snapshot: rows of the table a client takes snapshots of, next to --catchup-live-clients live clients at --catchup-rate (quick: 20000)")
 	fs.StringVar(&c.natsServer, "nats-server", "", "jetstream: path of a nats-server binary (go build -o PATH github.com/nats-io/nats-server/v2); without it the jetstream scenario is skipped")
@@ -254,6 +256,9 @@ func (c *config) validate() error {
 	}
 	if c.fanoutClients < 2 {
 		return fmt.Errorf("--fanout-clients must be at least 2 (half send everything, half filter), got %d", c.fanoutClients)
+	}
+	if c.connsIdle < 0 {
+		return fmt.Errorf("--conns-idle must not be negative, got %s", c.connsIdle)
 	}
 	if c.duration <= 0 || c.warmup < 0 || c.drainTimeout <= 0 {
 		return errors.New("--duration and --drain-timeout must be positive and --warmup not negative")

@@ -50,6 +50,7 @@ func TestParseConfig(t *testing.T) {
 		{"bad rate", []string{"--changecast", "x", "--rates", "1000,fast"}, `"fast" is not a positive number`},
 		{"zero repeat", []string{"--changecast", "x", "--repeat", "0"}, "--repeat must be positive"},
 		{"stray argument", []string{"--changecast", "x", "extra"}, `unexpected argument "extra"`},
+		{"negative idle wait", []string{"--changecast", "x", "--conns-idle", "-1s"}, "--conns-idle must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig(tc.args, io.Discard)

@@ -542,7 +542,7 @@ func (h *harness) connections(ctx context.Context) *section {
 			if err := s.waitReady(ctx); err != nil {
 				return err
 			}
-			rss0, heap0, gr0, err := h.settledMemory(ctx, s)
+			m0, err := h.settledMemory(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -557,15 +557,35 @@ func (h *harness) connections(ctx context.Context) *section {
 			if n, err := s.metric(ctx, "changecast_ws_clients"); err != nil || int(n) != c.conns {
 				return serverFailure(s, fmt.Errorf("changecast counts %v connected clients (%v), want %d", n, err, c.conns))
 			}
-			rss1, heap1, gr1, err := h.settledMemory(ctx, s)
+			m1, err := h.settledMemory(ctx, s)
 			if err != nil {
 				return err
 			}
 			n := float64(c.conns)
-			sec.add("RSS per idle connection", unitKB, atMost(20), float64(rss1-rss0)/n/1024)
-			sec.add("Go heap in use per connection", unitKB, nil, (heap1-heap0)/n/1024)
-			sec.add("goroutines per connection", unitRatio, nil, (gr1-gr0)/n)
-			sec.add("RSS with every connection open", unitKB, nil, float64(rss1)/1024)
+			perConn := func(f func(memory) float64) float64 { return (f(m1) - f(m0)) / n }
+			sec.add("RSS per idle connection", unitKB, atMost(20), perConn(func(m memory) float64 { return float64(m.rss) })/1024)
+			sec.add("Go heap in use per connection", unitKB, nil, perConn(func(m memory) float64 { return m.heapInuse })/1024)
+			sec.add("goroutine stacks per connection", unitKB, nil, perConn(func(m memory) float64 { return m.stackInuse })/1024)
+			sec.add("free heap not yet returned to the OS, per connection", unitKB, nil, perConn(func(m memory) float64 { return m.heapRetainedFree })/1024)
+			sec.add("goroutines per connection", unitRatio, nil, perConn(func(m memory) float64 { return m.goroutines }))
+			sec.add("RSS with every connection open", unitKB, nil, float64(m1.rss)/1024)
+			if c.connsIdle > 0 {
+				h.progress("conns %d/%d: idle for %s", r, c.repeat, c.connsIdle)
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(c.connsIdle): // the measured idle period
+				}
+				m2, err := h.settledMemory(ctx, s)
+				if err != nil {
+					return err
+				}
+				after := func(f func(memory) float64) float64 { return (f(m2) - f(m0)) / n / 1024 }
+				sec.add(fmt.Sprintf("RSS per idle connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return float64(m.rss) }))
+				sec.add(fmt.Sprintf("Go heap in use per connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return m.heapInuse }))
+				sec.add(fmt.Sprintf("goroutine stacks per connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return m.stackInuse }))
+				sec.add(fmt.Sprintf("free heap not yet returned per connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return m.heapRetainedFree }))
+			}
 			sec.add("connections opened (dial, upgrade, filter, ping)", unitRate, nil, connectRate)
 			return nil
 		})
@@ -575,23 +595,35 @@ func (h *harness) connections(ctx context.Context) *section {
 	}
 	sec.notes = append(sec.notes,
 		"RSS per connection = (VmRSS with every connection open − VmRSS before any) / connections, each read once memory has settled (two readings 1 s apart within 1%). It includes whatever the Go runtime has not yet returned to the OS.",
-		"Go heap figures come from changecast's /metrics (go_memstats_heap_inuse_bytes).")
+		"Go heap figures come from changecast's /metrics: heap in use is go_memstats_heap_inuse_bytes, stacks go_memstats_stack_inuse_bytes (including stacks freed but kept by the runtime until its next collection), free heap not yet returned go_memstats_heap_idle_bytes − go_memstats_heap_released_bytes.")
 	return sec
 }
 
+// memory is one reading of the server's memory: its VmRSS and where the
+// Go runtime says it goes.
+type memory struct {
+	rss              int64
+	heapInuse        float64
+	stackInuse       float64
+	heapRetainedFree float64 // free heap spans still mapped (idle − released)
+	goroutines       float64
+}
+
 // settledMemory waits until the server's RSS is stable (two readings a
-// second apart within 1%, at most 10 s) and returns it with the Go heap in
-// use and the goroutine count.
-func (h *harness) settledMemory(ctx context.Context, s *server) (rss int64, heap, goroutines float64, err error) {
+// second apart within 1%, at most 10 s) and returns it with the runtime's
+// own figures.
+func (h *harness) settledMemory(ctx context.Context, s *server) (memory, error) {
+	var rss int64
 	prev := int64(-1)
 	for i := 0; i < 10; i++ {
 		select {
 		case <-ctx.Done():
-			return 0, 0, 0, ctx.Err()
+			return memory{}, ctx.Err()
 		case <-time.After(time.Second): // sampling interval
 		}
+		var err error
 		if rss, err = vmRSS(s.pid()); err != nil {
-			return 0, 0, 0, err
+			return memory{}, err
 		}
 		if prev > 0 && abs(rss-prev) <= prev/100 {
 			break
@@ -600,9 +632,15 @@ func (h *harness) settledMemory(ctx context.Context, s *server) (rss int64, heap
 	}
 	m, err := s.metrics(ctx)
 	if err != nil {
-		return 0, 0, 0, err
+		return memory{}, err
 	}
-	return rss, m["go_memstats_heap_inuse_bytes"], m["go_goroutines"], nil
+	return memory{
+		rss:              rss,
+		heapInuse:        m["go_memstats_heap_inuse_bytes"],
+		stackInuse:       m["go_memstats_stack_inuse_bytes"],
+		heapRetainedFree: m["go_memstats_heap_idle_bytes"] - m["go_memstats_heap_released_bytes"],
+		goroutines:       m["go_goroutines"],
+	}, nil
 }
 
 func abs(n int64) int64 {
