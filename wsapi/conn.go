@@ -99,6 +99,7 @@ type client struct {
 	// The writer runs only while there is something to write (writer.go).
 	wmu         sync.Mutex
 	wstate      int         // writerNew, writerIdle, writerRunning, writerDone; guarded by wmu
+	wruns       int         // writer runs started; guarded by wmu
 	pingOwed    atomic.Bool // the ping timer fired; the writer writes a ping
 	pingTimer   *time.Timer // armed by the writer after each ping
 	expireTimer *time.Timer // kicks the client when its token expires
@@ -493,9 +494,18 @@ func (c *client) writeLoop() {
 // is over, false when the writer leaves an idle connection.
 func (c *client) writeUntilIdle() (over bool) {
 	cfg := &c.srv.cfg
-	linger := time.NewTimer(writerLinger)
+	linger := time.NewTimer(c.srv.linger)
 	defer linger.Stop()
 	lastWork := time.Now()
+	// answered: this run has written a reply, a pong or a ping;
+	// delivering: it has written changes, a catch-up page, a snapshot step
+	// or a system_state frame. A run that has only answered leaves as soon
+	// as nothing is owed instead of lingering: the linger is for clients
+	// that receive a stream, and without this every connection of a
+	// reconnect storm would hold a writer goroutine (and its stack, until
+	// the runtime's next collection) for writerLinger after its filter's
+	// response, and every idle connection one after each ping.
+	answered, delivering := false, false
 	for {
 		// A stop wins over queued frames: after a stop the client will
 		// get them again after it reconnects.
@@ -513,6 +523,10 @@ func (c *client) writeUntilIdle() (over bool) {
 				return true
 			}
 			c.pingTimer.Reset(cfg.PingInterval)
+			answered = true
+		}
+		if answered && !delivering && c.leaveIfIdle() {
+			return false
 		}
 		var slot, retry, state, rest <-chan time.Time
 		if c.w.state != nil {
@@ -559,6 +573,7 @@ func (c *client) writeUntilIdle() (over bool) {
 		select {
 		case <-c.queue.ready:
 			err = c.writeQueued(c.srv.cfg.QueueLen)
+			delivering = true
 		case r := <-c.replies:
 			if r.resp != nil {
 				err = c.writeResponse(r.resp)
@@ -566,10 +581,13 @@ func (c *client) writeUntilIdle() (over bool) {
 			} else {
 				err = c.writeText(r.data)
 			}
+			answered = true
 		case data := <-c.pong:
 			err = c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(cfg.WriteWait))
+			answered = true
 		case <-state:
 			err = c.writeSystemState()
+			delivering = true
 		case <-c.stop:
 			// handled at the top of the loop
 		case <-c.wake:
@@ -582,17 +600,21 @@ func (c *client) writeUntilIdle() (over bool) {
 				break
 			}
 			err = c.catchUpPage()
+			delivering = true
 		case <-rest:
 			c.w.rest = nil
 			err = c.catchUpPage()
+			delivering = true
 		case <-snapSlot:
 			if j := c.w.snap; j == nil || j.token {
 				c.srv.hub.snaps <- struct{}{} // not needed: give it back
 				break
 			}
 			c.startSnapshot(c.w.snap)
+			delivering = true
 		case <-snapWaited:
 			c.snapshotWaited(c.w.snap)
+			delivering = true
 		case tok := <-seamSlot:
 			j := c.w.snap
 			j.seamHeld, j.seamTok = true, tok
@@ -601,11 +623,14 @@ func (c *client) writeUntilIdle() (over bool) {
 				break
 			}
 			err = c.snapshotStep()
+			delivering = true
 		case <-snapStep:
 			err = c.snapshotStep()
+			delivering = true
 		case <-snapRest:
 			c.w.snap.rest = nil
 			err = c.snapshotStep()
+			delivering = true
 		case <-c.readerDone:
 			// The client closed (or the connection broke): answer
 			// its close frame, best effort.
@@ -613,14 +638,14 @@ func (c *client) writeUntilIdle() (over bool) {
 				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(cfg.WriteWait))
 			return true
 		case <-linger.C:
-			if d := writerLinger - time.Since(lastWork); d > 0 {
+			if d := c.srv.linger - time.Since(lastWork); d > 0 {
 				linger.Reset(d)
 				continue
 			}
 			if c.leaveIfIdle() {
 				return false
 			}
-			linger.Reset(writerLinger)
+			linger.Reset(c.srv.linger)
 			continue
 		}
 		if err != nil {

@@ -281,6 +281,9 @@ type Server struct {
 	// messagesHandled counts client messages processed; tests poll it to
 	// know a filter has been applied (a GARM filter gets no reply).
 	messagesHandled atomic.Uint64
+	// linger is how long a client's writer with nothing to do waits for
+	// more before it leaves (writerLinger; tests lengthen it).
+	linger time.Duration
 
 	conns      atomic.Int64  // connections admitted (reserved before upgrade, released on exit)
 	loginSlots chan struct{} // bounds concurrent password checks
@@ -402,6 +405,7 @@ func NewServer(cfg Config) (*Server, error) {
 		origins: map[string]bool{},
 		hub:     newHub(cfg.Logger, cfg.Journal, cfg.CatchUpPage, cfg.CatchUpWorkers, cfg.MaxSnapshots),
 		closed:  make(chan struct{}),
+		linger:  writerLinger,
 
 		loginSlots: make(chan struct{}, defaultLoginSlots()),
 		logins:     newLoginLimiter(cfg.LoginFailuresPerUser, cfg.LoginFailuresPerAddr, cfg.LoginWindow, cfg.LoginMaxDelay, cfg.now),

@@ -12,7 +12,9 @@ import (
 //
 // An idle connection has one goroutine, its reader, blocked on the
 // socket. Its writer exits once it has had nothing to do for writerLinger
-// and nothing is owed (no frame queued, reply, pong or ping owed, no
+// (at once if all it has written are replies, pongs and pings: the linger
+// is for clients that receive a stream; see writeUntilIdle) and nothing is
+// owed (no frame queued, reply, pong or ping owed, no
 // catch-up, snapshot or system_state ticker under way); whoever gives the
 // client something to write starts it again (ensureWriter): Publish when a
 // frame lands in an empty queue, the reader with a reply or a pong, the
@@ -46,6 +48,7 @@ func (c *client) startWriter() {
 	c.expireTimer = time.AfterFunc(time.Until(c.expiry), c.expired)
 	c.wmu.Lock()
 	c.wstate = writerRunning
+	c.wruns++
 	c.wmu.Unlock()
 	go c.writeLoop()
 }
@@ -59,6 +62,7 @@ func (c *client) ensureWriter() {
 		return
 	}
 	c.wstate = writerRunning
+	c.wruns++
 	c.wmu.Unlock()
 	go c.writeLoop()
 }

@@ -1,8 +1,11 @@
 package wsapi
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/changecast/changecast/entities"
 )
@@ -75,5 +78,70 @@ func TestClient_IdleWriter(t *testing.T) {
 	waitFor(t, "the client to be gone", func() bool { return e.srv.Clients() == 0 })
 	if s := writerStateOf(c); s != writerDone {
 		t.Fatalf("writer state %d after the connection ended, want done (%d)", s, writerDone)
+	}
+}
+
+// writerRuns reports how many writer runs c has started.
+func writerRuns(c *client) int {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.wruns
+}
+
+// TestClient_AnsweringWriterLeavesAtOnce checks that a writer run that has
+// only answered the client (envelope replies, a pong) leaves as soon as
+// nothing is owed, and that a run that has delivered a change lingers and
+// answers later requests itself. The linger is an hour here, so a run
+// that leaves did not wait for it, and a run that lingers is still the
+// one writing when the test ends.
+func TestClient_AnsweringWriterLeavesAtOnce(t *testing.T) {
+	e := newTestEnv(t, nil)
+	e.srv.linger = time.Hour
+	conn := e.dial(t, e.token(t, "u1", RoleAdmin))
+	c := onlyClient(t, e)
+	ping := func(id string) {
+		t.Helper()
+		if f := request(t, conn, `{"namespace": "events", "name": "ping", "id": "`+id+`"}`); !strings.Contains(f, `"id":"`+id+`"`) {
+			t.Fatalf("got %s, want the response to ping %s", f, id)
+		}
+	}
+
+	ping("p1")
+	waitFor(t, "the writer to leave after its reply", func() bool { return writerStateOf(c) == writerIdle })
+	runs := writerRuns(c)
+	ping("p2")
+	waitFor(t, "the writer started for the second reply to leave", func() bool {
+		return writerStateOf(c) == writerIdle && writerRuns(c) == runs+1
+	})
+
+	// A pong is an answer too: the run started for it leaves.
+	pongs := make(chan struct{}, 1)
+	conn.SetPongHandler(func(string) error { pongs <- struct{}{}; return nil })
+	if err := conn.WriteControl(websocket.PingMessage, []byte("x"), time.Now().Add(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	// The pong and p3's response are owed together and written in either
+	// order; p4's response comes after both.
+	ping("p3")
+	ping("p4")
+	select {
+	case <-pongs:
+	default:
+		t.Fatal("no pong before the response to p4")
+	}
+	waitFor(t, "the writer to leave after the pong and the reply", func() bool { return writerStateOf(c) == writerIdle })
+
+	// A run that has delivered a change lingers: the replies after it are
+	// written by the same run, and it is still running.
+	e.sendFilter(t, conn, `{"send-everything": true}`)
+	runs = writerRuns(c)
+	e.publish([]entities.Change{chg("pool", entities.OpCreate, "a")})
+	if f := readFrame(t, conn); f.key() != "pool/create/a" {
+		t.Fatalf("got %s, want pool/create/a", f.key())
+	}
+	ping("p5")
+	ping("p6")
+	if s, n := writerStateOf(c), writerRuns(c); s != writerRunning || n > runs+1 {
+		t.Fatalf("after a delivery and two replies: writer state %d and %d runs since the publish, want still running (%d) in the run that delivered", s, n-runs, writerRunning)
 	}
 }
