@@ -51,6 +51,7 @@ func (s *Server) SetUnavailable(reason string) {
 	for _, c := range s.hub.snapshot() {
 		select {
 		case c.replies <- reply{data: data}:
+			c.ensureWriter() // an idle connection has no writer running
 		default: // its reader's replies are pending; the next lagging frame will do
 		}
 	}

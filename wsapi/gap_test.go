@@ -10,7 +10,7 @@ import (
 
 // TestServer_GapAndUnavailable: while unavailable, new upgrades and
 // /readyz get 503 with the reason and a connected client gets a lagging
-// frame on the same socket; Gap then stops the clients that started
+// frame on the same socket, even with no writer running; Gap then stops the clients that started
 // before its cursor with resync-required, and a client that connects
 // after it is left alone.
 func TestServer_GapAndUnavailable(t *testing.T) {
@@ -18,6 +18,9 @@ func TestServer_GapAndUnavailable(t *testing.T) {
 	e.publish([]entities.Change{chg("pool", create, "p1")})
 	token := e.token(t, "u1", RoleAdmin)
 	before := e.dialFilter(t, token, `{"send-everything": true}`)
+	// An idle connection has no writer: the lagging frame must start one.
+	c := onlyClient(t, e)
+	waitFor(t, "the idle client's writer to leave", func() bool { return writerStateOf(c) == writerIdle })
 
 	e.srv.SetUnavailable("replication slot x was lost (missing); try again shortly")
 	if f := readFrame(t, before); f.Name != "control" || f.Args["type"] != "lagging" || !strings.Contains(f.Args["message"].(string), "was lost") {
