@@ -72,18 +72,24 @@ func (p *cutProxy) cut() {
 }
 
 // TestClient_SnapshotAgainAfterADrop: the Go client's connection drops in
-// the middle of a snapshot's rows; it reconnects and asks for the snapshot
-// again, and the rows then the changes rebuild the table exactly. The
-// server gave the dropped snapshot's slot back (--max-snapshots 1, and the
-// second snapshot ran).
+// the middle of a snapshot's rows, and a row the dropped attempt delivered
+// is deleted before the client reconnects; it reconnects, reports
+// EventSnapshotRestarted (on which the program drops what the incomplete
+// attempt gave it), asks for the snapshot again, and the rows then the
+// changes rebuild the table exactly: the deleted row is in none of the
+// new rows and no delete comes for it, so a program that kept the first
+// attempt's rows would keep it. The server gave the dropped snapshot's slot
+// back (--max-snapshots 1, and the second snapshot ran).
 func TestClient_SnapshotAgainAfterADrop(t *testing.T) {
-	_, sql, srv, dataDir := snapshotServer(t, "cc_snap_client_drop", func(cfg *serveConfig) { cfg.maxSnapshots = 1 })
+	url, sql, srv, dataDir := snapshotServer(t, "cc_snap_client_drop", func(cfg *serveConfig) { cfg.maxSnapshots = 1 })
+	deleter := connect(t, url) // used by the Handler, while sql may be in use
 	exec1(t, sql, `INSERT INTO orders (id, customer_id, total, status) SELECT g, 1, g, 'new' FROM generate_series(1, 10000) g`)
 	proxy := newCutProxy(t, srv.addr)
 
 	var mu sync.Mutex
 	table := map[string]string{} // key → payload, rebuilt as the client is told
-	snapshotRows, completes := 0, 0
+	snapshotRows, completes, restarts := 0, 0, 0
+	var deleteErr error
 	cutOnce := sync.Once{}
 	opts := client.Options{
 		Filters:    []client.Filter{{EntityType: "order"}},
@@ -97,10 +103,16 @@ func TestClient_SnapshotAgainAfterADrop(t *testing.T) {
 			case entities.OpSnapshot:
 				snapshotRows++
 				table[key] = string(ch.Payload.JSON())
-				if snapshotRows == 1 {
+				if snapshotRows == 2 {
 					// Mid-snapshot: the server has sent a page or two
-					// of the 10,000 rows at most.
-					cutOnce.Do(proxy.cut)
+					// of the 10,000 rows at most. Rows come in key
+					// order, so this one is order 2: it is deleted
+					// before the Handler returns, so before the
+					// reconnect.
+					cutOnce.Do(func() {
+						proxy.cut()
+						_, deleteErr = deleter.Exec(context.Background(), `DELETE FROM orders WHERE id = 2`)
+					})
 				}
 			case entities.OpDelete:
 				delete(table, key)
@@ -110,10 +122,16 @@ func TestClient_SnapshotAgainAfterADrop(t *testing.T) {
 			return nil
 		},
 		OnEvent: func(ev client.Event) {
-			if ev.Type == client.EventSnapshotComplete {
-				mu.Lock()
+			mu.Lock()
+			defer mu.Unlock()
+			switch ev.Type {
+			case client.EventSnapshotComplete:
 				completes++
-				mu.Unlock()
+			case client.EventSnapshotRestarted:
+				// The rows start over: what the dropped attempt gave
+				// is no longer known to be current.
+				restarts++
+				clear(table)
 			}
 		},
 	}
@@ -122,17 +140,26 @@ func TestClient_SnapshotAgainAfterADrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 9999; DELETE FROM orders WHERE id = 2`)
+	exec1(t, sql, `UPDATE orders SET status = 'paid' WHERE id = 9999`)
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mu.Lock()
-		done := completes > 0 && strings.Contains(table["order 9999"], `"status":"paid"`) && table["order 2"] == ""
-		rows, n := snapshotRows, len(table)
+		done := completes > 0 && strings.Contains(table["order 9999"], `"status":"paid"`)
+		rows, n, rs, derr, order2 := snapshotRows, len(table), restarts, deleteErr, table["order 2"]
 		mu.Unlock()
 		if done {
-			if rows < 10000+1 {
-				t.Fatalf("%d snapshot rows, want some, then all 10,000 again after the drop", rows)
+			if derr != nil {
+				t.Fatalf("deleting order 2 mid-snapshot: %v", derr)
+			}
+			if rs != 1 {
+				t.Fatalf("%d snapshot-restarted events, want 1", rs)
+			}
+			if order2 != "" {
+				t.Fatalf("order 2, deleted between the two attempts, is still in the rebuilt table: %s", order2)
+			}
+			if rows < 2+9999 {
+				t.Fatalf("%d snapshot rows, want at least 2, then all 9,999 left after the drop", rows)
 			}
 			if n != 9999 {
 				t.Fatalf("rebuilt table holds %d rows, want 9999", n)

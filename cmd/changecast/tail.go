@@ -348,6 +348,8 @@ func tailRun(ctx context.Context, cfg tailConfig, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stderr, "caught up at cursor %d\n", ev.Cursor)
 			case client.EventSnapshotComplete:
 				fmt.Fprintf(stderr, "current rows printed; following changes after cursor %d\n", ev.Cursor)
+			case client.EventSnapshotRestarted:
+				fmt.Fprintln(stderr, "the connection dropped before every current row was printed; printing them again from the start (rows printed before this line may be out of date)")
 			}
 		},
 	}

@@ -102,7 +102,10 @@ type Options struct {
 	// EventSnapshotComplete between the rows and the changes. Treat a
 	// row as "this entity now is": if the connection drops before the
 	// snapshot completes, the subscription asks for it again and the
-	// rows come again from the start. Once complete, reconnects resume
+	// rows come again from the start, after EventSnapshotRestarted:
+	// discard what the incomplete attempt delivered then (an entity
+	// deleted in between is in none of the new rows, and no delete
+	// comes for it). Once complete, reconnects resume
 	// from the cursor as usual. Not with Since; ignored when a
 	// CursorStore holds a cursor (the program resumes instead).
 	Snapshot bool
@@ -164,6 +167,13 @@ const (
 	// EventSnapshotComplete: every snapshot row has been delivered;
 	// changes follow, after Event.Cursor.
 	EventSnapshotComplete EventType = "snapshot-complete"
+	// EventSnapshotRestarted: the connection dropped after a snapshot had
+	// delivered rows but before it completed; the subscription asked
+	// for it again, and its rows now come again from the start. Drop
+	// what the incomplete attempt delivered: an entity deleted since is
+	// in none of the new rows and gets no delete. Reported on the
+	// goroutine that calls the Handler, before the first new row.
+	EventSnapshotRestarted EventType = "snapshot-restarted"
 )
 
 // Event is a change in a Subscription's connection, for status output.
@@ -237,6 +247,7 @@ type Subscription struct {
 		last        int64
 		hasLast     bool
 		snapDone    bool // the snapshot completed (or none was asked)
+		snapPartial bool // changes of an incomplete snapshot were delivered
 		nextID      uint64
 		saveFailing bool
 	}
@@ -778,6 +789,13 @@ func (s *Subscription) drop(c *conn) {
 // stream processes c's frames until the connection ends, ctx ends or a frame
 // ends the subscription. It returns why.
 func (s *Subscription) stream(ctx context.Context, c *conn, reconnect bool) error {
+	if s.st.snapPartial && s.snapArgs != nil && !s.st.snapDone && !s.st.hasLast {
+		// connect asked for the snapshot again (nothing moved the
+		// cursor before it completed): its rows start over.
+		s.st.snapPartial = false
+		s.log.Info("changecast snapshot restarted: its rows come again from the start")
+		s.emit(Event{Type: EventSnapshotRestarted})
+	}
 	for _, f := range c.pending {
 		if err := s.process(ctx, f); err != nil {
 			return err
@@ -908,6 +926,8 @@ func (s *Subscription) deliver(ctx context.Context, ch entities.Change) error {
 	// for the snapshot again.
 	if ch.Cursor != 0 && (s.snapArgs == nil || s.st.snapDone) {
 		s.advance(ch.Cursor)
+	} else if s.snapArgs != nil && !s.st.snapDone {
+		s.st.snapPartial = true
 	}
 	return nil
 }
