@@ -260,6 +260,7 @@ type conn struct {
 	stop       chan struct{} // closed when the run goroutine is done with the connection
 	readerDone chan struct{}
 	pending    []frame // read during the handshake, processed first
+	snapshot   bool    // its filter request asked for the snapshot (again)
 	stopOnce   sync.Once
 }
 
@@ -570,7 +571,8 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 		target += "?since=" + strconv.FormatInt(s.st.last, 10)
 	}
 	args := s.filterArgs
-	if s.snapArgs != nil && !s.st.snapDone && !s.st.hasLast {
+	snapshot := s.snapArgs != nil && !s.st.snapDone && !s.st.hasLast
+	if snapshot {
 		args = s.snapArgs
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
@@ -585,7 +587,7 @@ func (s *Subscription) connect(ctx context.Context) (*conn, error) {
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
-	c := &conn{ws: ws, items: make(chan item, 64), stop: make(chan struct{}), readerDone: make(chan struct{})}
+	c := &conn{ws: ws, items: make(chan item, 64), stop: make(chan struct{}), readerDone: make(chan struct{}), snapshot: snapshot}
 	ws.SetPingHandler(func(data string) error {
 		_ = ws.SetReadDeadline(time.Now().Add(s.readWait))
 		_ = ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait))
@@ -789,9 +791,9 @@ func (s *Subscription) drop(c *conn) {
 // stream processes c's frames until the connection ends, ctx ends or a frame
 // ends the subscription. It returns why.
 func (s *Subscription) stream(ctx context.Context, c *conn, reconnect bool) error {
-	if s.st.snapPartial && s.snapArgs != nil && !s.st.snapDone && !s.st.hasLast {
-		// connect asked for the snapshot again (nothing moved the
-		// cursor before it completed): its rows start over.
+	if c.snapshot && s.st.snapPartial {
+		// An earlier connection delivered part of the snapshot; this
+		// one asked for it again, and its rows start over.
 		s.st.snapPartial = false
 		s.log.Info("changecast snapshot restarted: its rows come again from the start")
 		s.emit(Event{Type: EventSnapshotRestarted})
@@ -924,10 +926,10 @@ func (s *Subscription) deliver(ctx context.Context, ch entities.Change) error {
 	// repeat what they hold, so the cursor moves (and is saved) only
 	// once the snapshot is complete, and a reconnect before that asks
 	// for the snapshot again.
-	if ch.Cursor != 0 && (s.snapArgs == nil || s.st.snapDone) {
-		s.advance(ch.Cursor)
-	} else if s.snapArgs != nil && !s.st.snapDone {
+	if s.snapArgs != nil && !s.st.snapDone {
 		s.st.snapPartial = true
+	} else if ch.Cursor != 0 {
+		s.advance(ch.Cursor)
 	}
 	return nil
 }
