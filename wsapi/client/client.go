@@ -335,6 +335,10 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Subscriptio
 				return nil, &Error{Op: "cursor", URL: target, Err: fmt.Errorf("load cursor: got %d, want a non-negative cursor", n)}
 			}
 			s.setLast(n)
+			// Resuming from the saved cursor: Snapshot is ignored (see
+			// Options.Snapshot), so nothing waits for snapshot-complete
+			// before the cursor moves.
+			s.snapArgs = nil
 		}
 	}
 	if opts.Handler == nil {

@@ -330,6 +330,32 @@ func TestSubscription_CursorFileResumesAfterRestart(t *testing.T) {
 	}
 }
 
+// TestSubscription_SnapshotIgnoredWhenACursorIsSaved: with Snapshot and a
+// CursorStore that holds a cursor, the program resumes after the cursor
+// (no snapshot is asked for) and the cursor moves on as changes are
+// handled, as without Snapshot.
+func TestSubscription_SnapshotIgnoredWhenACursorIsSaved(t *testing.T) {
+	srv := clienttest.New(t)
+	token := srv.Token("automation", wsapi.RoleAdmin)
+	path := filepath.Join(t.TempDir(), "cursor")
+	all := srv.Publish(instance(entities.OpCreate, 1, "a"), instance(entities.OpCreate, 2, "a"))
+	if err := client.FileCursorStore(path).Save(all[0].Cursor); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	dial(t, srv, token, fast(client.Options{
+		Filters:     []client.Filter{{EntityType: "instance"}},
+		Snapshot:    true,
+		CursorStore: client.FileCursorStore(path),
+		Handler:     rec.handle,
+	}))
+	rec.waitCount(t, 1)
+	if got := rec.cursors(); !slices.Equal(got, []int64{all[1].Cursor}) {
+		t.Fatalf("resumed delivery: got %v, want [%d] (after the saved cursor, no snapshot rows)", got, all[1].Cursor)
+	}
+	waitFor(t, "the cursor file to reach the change handled", func() bool { return readCursorFile(t, path) == all[1].Cursor })
+}
+
 func TestSubscription_SyncMovesCursorPastSkippedChanges(t *testing.T) {
 	srv := clienttest.New(t)
 	var saved []int64
