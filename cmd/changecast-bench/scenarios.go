@@ -562,12 +562,9 @@ func (h *harness) connections(ctx context.Context) *section {
 				return err
 			}
 			n := float64(c.conns)
-			perConn := func(f func(memory) float64) float64 { return (f(m1) - f(m0)) / n }
-			sec.add("RSS per idle connection", unitKB, atMost(20), perConn(func(m memory) float64 { return float64(m.rss) })/1024)
-			sec.add("Go heap in use per connection", unitKB, nil, perConn(func(m memory) float64 { return m.heapInuse })/1024)
-			sec.add("goroutine stacks per connection", unitKB, nil, perConn(func(m memory) float64 { return m.stackInuse })/1024)
-			sec.add("free heap not yet returned to the OS, per connection", unitKB, nil, perConn(func(m memory) float64 { return m.heapRetainedFree })/1024)
-			sec.add("goroutines per connection", unitRatio, nil, perConn(func(m memory) float64 { return m.goroutines }))
+			sec.add("RSS per idle connection", unitKB, atMost(20), float64(m1.rss-m0.rss)/n/1024)
+			addMemorySplit(sec, "", m0, m1, n)
+			sec.add("goroutines per connection", unitRatio, nil, (m1.goroutines-m0.goroutines)/n)
 			sec.add("RSS with every connection open", unitKB, nil, float64(m1.rss)/1024)
 			if c.connsIdle > 0 {
 				h.progress("conns %d/%d: idle for %s", r, c.repeat, c.connsIdle)
@@ -580,11 +577,9 @@ func (h *harness) connections(ctx context.Context) *section {
 				if err != nil {
 					return err
 				}
-				after := func(f func(memory) float64) float64 { return (f(m2) - f(m0)) / n / 1024 }
-				sec.add(fmt.Sprintf("RSS per idle connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return float64(m.rss) }))
-				sec.add(fmt.Sprintf("Go heap in use per connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return m.heapInuse }))
-				sec.add(fmt.Sprintf("goroutine stacks per connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return m.stackInuse }))
-				sec.add(fmt.Sprintf("free heap not yet returned per connection after %s idle", c.connsIdle), unitKB, nil, after(func(m memory) float64 { return m.heapRetainedFree }))
+				after := fmt.Sprintf(" after %s idle", c.connsIdle)
+				sec.add("RSS per idle connection"+after, unitKB, nil, float64(m2.rss-m0.rss)/n/1024)
+				addMemorySplit(sec, after, m0, m2, n)
 			}
 			sec.add("connections opened (dial, upgrade, filter, ping)", unitRate, nil, connectRate)
 			return nil
@@ -597,6 +592,15 @@ func (h *harness) connections(ctx context.Context) *section {
 		"RSS per connection = (VmRSS with every connection open − VmRSS before any) / connections, each read once memory has settled (two readings 1 s apart within 1%). It includes whatever the Go runtime has not yet returned to the OS.",
 		"Go heap figures come from changecast's /metrics: heap in use is go_memstats_heap_inuse_bytes, stacks go_memstats_stack_inuse_bytes (including stacks freed but kept by the runtime until its next collection), free heap not yet returned go_memstats_heap_idle_bytes − go_memstats_heap_released_bytes.")
 	return sec
+}
+
+// addMemorySplit adds where the memory per connection between readings
+// from and to goes, by the runtime's figures; suffix ends each name.
+func addMemorySplit(sec *section, suffix string, from, to memory, conns float64) {
+	perConn := func(a, b float64) float64 { return (b - a) / conns / 1024 }
+	sec.add("Go heap in use per connection"+suffix, unitKB, nil, perConn(from.heapInuse, to.heapInuse))
+	sec.add("goroutine stacks per connection"+suffix, unitKB, nil, perConn(from.stackInuse, to.stackInuse))
+	sec.add("free heap not yet returned to the OS, per connection"+suffix, unitKB, nil, perConn(from.heapRetainedFree, to.heapRetainedFree))
 }
 
 // memory is one reading of the server's memory: its VmRSS and where the
